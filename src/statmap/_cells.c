@@ -1,0 +1,815 @@
+/* statmap value cells: every store into a live mapping.
+ *
+ * Each cell owns a Py_buffer on the mapping (so the mapping outlives it) and
+ * a pointer to its value area. The encodings are those of docs/format.md:
+ *   counter     u64 (or f64 with the float flag), atomic add
+ *   gauge       f64 bits in a u64, atomic store / CAS loop for inc
+ *   enum        u64 state index, atomic store
+ *   summary,    sequence word then two copies; the writer bumps the sequence
+ *   histogram,  (release) before rewriting each copy, so the copy selected by
+ *   text        the sequence's parity is always complete ("latch" seqlock).
+ * Every word is accessed with __atomic builtins, so there is no data race in
+ * the C11 sense and the code is sound on weakly ordered CPUs (ARM64).
+ * Writers are serialised by the GIL: a cell method never releases it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define SEQ_OFF 0
+#define COPIES_OFF 8
+#define SUMMARY_COPY 16
+
+static inline uint64_t load_relaxed(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void store_relaxed(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+
+static inline uint64_t dbl_bits(double d) { uint64_t u; memcpy(&u, &d, 8); return u; }
+static inline double bits_dbl(uint64_t u) { double d; memcpy(&d, &u, 8); return d; }
+
+/* Start rewriting copy 0, then copy 1, of a latch: see docs/format.md. */
+static inline uint64_t latch_begin(uint64_t *seq)
+{
+    uint64_t s = load_relaxed(seq) + 1; /* odd: readers use copy 1 */
+    __atomic_store_n(seq, s, __ATOMIC_RELEASE);
+    __atomic_thread_fence(__ATOMIC_RELEASE); /* seq before copy 0's stores */
+    return s;
+}
+
+static inline void latch_switch(uint64_t *seq, uint64_t s)
+{
+    __atomic_store_n(seq, s + 1, __ATOMIC_RELEASE); /* even: readers use copy 0 */
+    __atomic_thread_fence(__ATOMIC_RELEASE);        /* seq before copy 1's stores */
+}
+
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    uint64_t *p; /* value area */
+    Py_ssize_t offset;
+    Py_ssize_t size; /* bytes of the value area */
+    /* type-specific */
+    double *bounds;  /* histogram: finite upper bounds */
+    Py_ssize_t nbounds;
+    Py_ssize_t capacity; /* text: byte capacity */
+} Cell;
+
+static int cell_attach(Cell *self, PyObject *buffer, Py_ssize_t offset, Py_ssize_t size)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0)
+        return -1;
+    if (offset < 0 || offset % 8 || size < 0 || offset > view.len - size ||
+        ((uintptr_t)view.buf % 8)) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "value area %zd+%zd does not fit an aligned buffer of %zd bytes",
+                     offset, size, view.len);
+        return -1;
+    }
+    if (self->view.obj)
+        PyBuffer_Release(&self->view);
+    self->view = view;
+    self->offset = offset;
+    self->size = size;
+    self->p = (uint64_t *)((char *)view.buf + offset);
+    return 0;
+}
+
+static void cell_dealloc(Cell *self)
+{
+    if (self->view.obj)
+        PyBuffer_Release(&self->view);
+    PyMem_Free(self->bounds);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *cell_rebind(Cell *self, PyObject *buffer)
+{
+    if (cell_attach(self, buffer, self->offset, self->size) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *cell_get_offset(Cell *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSsize_t(self->offset);
+}
+
+/* Parse (buffer, offset) for the fixed-size cells. */
+static PyObject *simple_new(PyTypeObject *type, PyObject *args, Py_ssize_t size)
+{
+    PyObject *buffer;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTuple(args, "On", &buffer, &offset))
+        return NULL;
+    Cell *self = (Cell *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    if (cell_attach(self, buffer, offset, size) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int parse_amount(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, double *out, double dflt)
+{
+    PyObject *arg = NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw > 1) {
+        PyErr_SetString(PyExc_TypeError, "takes at most one argument");
+        return -1;
+    }
+    if (nargs == 1)
+        arg = args[0];
+    else if (nkw == 1) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, 0);
+        if (PyUnicode_CompareWithASCIIString(k, "n") && PyUnicode_CompareWithASCIIString(k, "amount") &&
+            PyUnicode_CompareWithASCIIString(k, "value")) {
+            PyErr_Format(PyExc_TypeError, "unexpected keyword argument %R", k);
+            return -1;
+        }
+        arg = args[0];
+    }
+    if (!arg) {
+        *out = dflt;
+        return 0;
+    }
+    if (PyFloat_CheckExact(arg))
+        *out = PyFloat_AS_DOUBLE(arg);
+    else {
+        *out = PyFloat_AsDouble(arg);
+        if (*out == -1.0 && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------- Counter (u64) ------------------------- */
+
+static int counter_add(Cell *self, PyObject *arg)
+{
+    uint64_t n;
+    if (PyLong_CheckExact(arg) || PyLong_Check(arg)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(arg, &overflow);
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        if (overflow > 0) {
+            n = PyLong_AsUnsignedLongLong(arg);
+            if (n == (uint64_t)-1 && PyErr_Occurred())
+                return -1;
+        } else if (overflow < 0 || v < 0) {
+            PyErr_SetString(PyExc_ValueError, "counters only go up: negative increment rejected");
+            return -1;
+        } else
+            n = (uint64_t)v;
+    } else {
+        PyErr_Format(PyExc_TypeError,
+                     "counter increments must be int, not %.100s (declare the counter with float=True for fractions)",
+                     Py_TYPE(arg)->tp_name);
+        return -1;
+    }
+    __atomic_fetch_add(self->p, n, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static PyObject *counter_inc(Cell *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs == 0 && !kwnames) {
+        __atomic_fetch_add(self->p, 1, __ATOMIC_RELAXED);
+        Py_RETURN_NONE;
+    }
+    if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) != 1) {
+        PyErr_SetString(PyExc_TypeError, "inc() takes at most one argument");
+        return NULL;
+    }
+    if (kwnames && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "n")) {
+        PyErr_Format(PyExc_TypeError, "unexpected keyword argument %R", PyTuple_GET_ITEM(kwnames, 0));
+        return NULL;
+    }
+    if (counter_add(self, args[0]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *counter_iadd(PyObject *self, PyObject *arg)
+{
+    if (counter_add((Cell *)self, arg) < 0)
+        return NULL;
+    Py_INCREF(self);
+    return self;
+}
+
+static PyObject *counter_get(Cell *self, PyObject *unused)
+{
+    (void)unused;
+    return PyLong_FromUnsignedLongLong(load_relaxed(self->p));
+}
+
+static PyObject *counter_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    (void)kw;
+    return simple_new(type, args, 8);
+}
+
+/* --------------------------- FloatCounter --------------------------- */
+
+static int add_f64(uint64_t *p, double d)
+{
+    uint64_t old = load_relaxed(p), want;
+    do {
+        want = dbl_bits(bits_dbl(old) + d);
+    } while (!__atomic_compare_exchange_n(p, &old, want, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    return 0;
+}
+
+static int fcounter_add(Cell *self, PyObject *arg, double dflt, int has)
+{
+    double d = dflt;
+    if (has) {
+        d = PyFloat_AsDouble(arg);
+        if (d == -1.0 && PyErr_Occurred())
+            return -1;
+    }
+    if (!(d >= 0) || isinf(d)) {
+        PyErr_SetString(PyExc_ValueError, "counters only go up: increment must be finite and not negative");
+        return -1;
+    }
+    return add_f64(self->p, d);
+}
+
+static PyObject *fcounter_inc(Cell *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    double d;
+    if (parse_amount(args, nargs, kwnames, &d, 1.0) < 0)
+        return NULL;
+    if (!(d >= 0) || isinf(d)) {
+        PyErr_SetString(PyExc_ValueError, "counters only go up: increment must be finite and not negative");
+        return NULL;
+    }
+    add_f64(self->p, d);
+    Py_RETURN_NONE;
+}
+
+static PyObject *fcounter_iadd(PyObject *self, PyObject *arg)
+{
+    if (fcounter_add((Cell *)self, arg, 0, 1) < 0)
+        return NULL;
+    Py_INCREF(self);
+    return self;
+}
+
+static PyObject *float_get(Cell *self, PyObject *unused)
+{
+    (void)unused;
+    return PyFloat_FromDouble(bits_dbl(load_relaxed(self->p)));
+}
+
+/* ------------------------------- Gauge ------------------------------ */
+
+static PyObject *gauge_set(Cell *self, PyObject *arg)
+{
+    double d;
+    if (PyFloat_CheckExact(arg))
+        d = PyFloat_AS_DOUBLE(arg);
+    else {
+        d = PyFloat_AsDouble(arg);
+        if (d == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    store_relaxed(self->p, dbl_bits(d));
+    Py_RETURN_NONE;
+}
+
+static PyObject *gauge_inc(Cell *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    double d;
+    if (parse_amount(args, nargs, kwnames, &d, 1.0) < 0)
+        return NULL;
+    add_f64(self->p, d);
+    Py_RETURN_NONE;
+}
+
+static PyObject *gauge_dec(Cell *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    double d;
+    if (parse_amount(args, nargs, kwnames, &d, 1.0) < 0)
+        return NULL;
+    add_f64(self->p, -d);
+    Py_RETURN_NONE;
+}
+
+static PyObject *gauge_iadd(PyObject *self, PyObject *arg)
+{
+    double d = PyFloat_AsDouble(arg);
+    if (d == -1.0 && PyErr_Occurred())
+        return NULL;
+    add_f64(((Cell *)self)->p, d);
+    Py_INCREF(self);
+    return self;
+}
+
+static PyObject *gauge_isub(PyObject *self, PyObject *arg)
+{
+    double d = PyFloat_AsDouble(arg);
+    if (d == -1.0 && PyErr_Occurred())
+        return NULL;
+    add_f64(((Cell *)self)->p, -d);
+    Py_INCREF(self);
+    return self;
+}
+
+/* ------------------------------- Enum ------------------------------- */
+
+static PyObject *enum_set_index(Cell *self, PyObject *arg)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0 || i >= self->capacity) {
+        PyErr_Format(PyExc_ValueError, "state index %zd out of range 0..%zd", i, self->capacity - 1);
+        return NULL;
+    }
+    store_relaxed(self->p, (uint64_t)i);
+    Py_RETURN_NONE;
+}
+
+static PyObject *enum_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    PyObject *buffer;
+    Py_ssize_t offset, count;
+    (void)kw;
+    if (!PyArg_ParseTuple(args, "Onn", &buffer, &offset, &count))
+        return NULL;
+    if (count < 1) {
+        PyErr_SetString(PyExc_ValueError, "an enum needs at least one state");
+        return NULL;
+    }
+    Cell *self = (Cell *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->capacity = count;
+    if (cell_attach(self, buffer, offset, 8) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+/* ------------------------------ Summary ----------------------------- */
+
+static PyObject *summary_observe(Cell *self, PyObject *arg)
+{
+    double d = PyFloat_AsDouble(arg);
+    if (d == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (isnan(d)) {
+        PyErr_SetString(PyExc_ValueError, "cannot observe NaN");
+        return NULL;
+    }
+    uint64_t *seq = self->p + SEQ_OFF / 8;
+    uint64_t *c0 = self->p + COPIES_OFF / 8, *c1 = c0 + SUMMARY_COPY / 8;
+    uint64_t s = latch_begin(seq);
+    store_relaxed(c0, load_relaxed(c1) + 1);
+    store_relaxed(c0 + 1, dbl_bits(bits_dbl(load_relaxed(c1 + 1)) + d));
+    latch_switch(seq, s);
+    store_relaxed(c1, load_relaxed(c0));
+    store_relaxed(c1 + 1, load_relaxed(c0 + 1));
+    Py_RETURN_NONE;
+}
+
+static PyObject *summary_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    (void)kw;
+    return simple_new(type, args, 8 + 2 * SUMMARY_COPY);
+}
+
+/* ----------------------------- Histogram ---------------------------- */
+
+static PyObject *histogram_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    PyObject *buffer, *bounds;
+    Py_ssize_t offset;
+    (void)kw;
+    if (!PyArg_ParseTuple(args, "OnO", &buffer, &offset, &bounds))
+        return NULL;
+    PyObject *seq = PySequence_Fast(bounds, "bounds must be a sequence of floats");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Cell *self = (Cell *)type->tp_alloc(type, 0);
+    if (!self) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    self->bounds = PyMem_Malloc(sizeof(double) * (size_t)(n ? n : 1));
+    if (!self->bounds) {
+        Py_DECREF(seq);
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    self->nbounds = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double b = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+        if ((b == -1.0 && PyErr_Occurred()) || !isfinite(b) || (i && !(b > self->bounds[i - 1]))) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "bounds must be finite and strictly increasing");
+            Py_DECREF(seq);
+            Py_DECREF(self);
+            return NULL;
+        }
+        self->bounds[i] = b;
+    }
+    Py_DECREF(seq);
+    if (cell_attach(self, buffer, offset, 8 + 2 * 8 * (n + 3)) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+/* The bucket counting d: the first bound >= d, or the +Inf bucket. */
+static inline Py_ssize_t bucket_of(const Cell *self, double d)
+{
+    Py_ssize_t lo = 0, hi = self->nbounds;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (d <= self->bounds[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+static PyObject *histogram_observe(Cell *self, PyObject *arg)
+{
+    double d;
+    if (PyFloat_CheckExact(arg))
+        d = PyFloat_AS_DOUBLE(arg);
+    else {
+        d = PyFloat_AsDouble(arg);
+        if (d == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    if (isnan(d)) {
+        PyErr_SetString(PyExc_ValueError, "cannot observe NaN");
+        return NULL;
+    }
+    Py_ssize_t b = bucket_of(self, d), words = self->nbounds + 3;
+    uint64_t *seq = self->p + SEQ_OFF / 8;
+    uint64_t *c0 = self->p + COPIES_OFF / 8, *c1 = c0 + words;
+    /* copy 1 is complete; build copy 0 from it, then bring copy 1 level */
+    uint64_t count = load_relaxed(c1) + 1;
+    uint64_t sum = dbl_bits(bits_dbl(load_relaxed(c1 + 1)) + d);
+    uint64_t bucket = load_relaxed(c1 + 2 + b) + 1;
+    uint64_t s = latch_begin(seq);
+    store_relaxed(c0, count);
+    store_relaxed(c0 + 1, sum);
+    store_relaxed(c0 + 2 + b, bucket);
+    latch_switch(seq, s);
+    store_relaxed(c1, count);
+    store_relaxed(c1 + 1, sum);
+    store_relaxed(c1 + 2 + b, bucket);
+    Py_RETURN_NONE;
+}
+
+static PyObject *histogram_bucket_index(Cell *self, PyObject *arg)
+{
+    double d = PyFloat_AsDouble(arg);
+    if (d == -1.0 && PyErr_Occurred())
+        return NULL;
+    return PyLong_FromSsize_t(bucket_of(self, d));
+}
+
+/* -------------------------------- Text ------------------------------ */
+
+static PyObject *text_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    PyObject *buffer;
+    Py_ssize_t offset, capacity;
+    (void)kw;
+    if (!PyArg_ParseTuple(args, "Onn", &buffer, &offset, &capacity))
+        return NULL;
+    if (capacity < 0 || capacity > (1 << 20)) {
+        PyErr_SetString(PyExc_ValueError, "text capacity must be 0..1048576 bytes");
+        return NULL;
+    }
+    Cell *self = (Cell *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->capacity = capacity;
+    if (cell_attach(self, buffer, offset, 8 + 2 * (8 + ((capacity + 7) & ~(Py_ssize_t)7))) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+/* Write len and bytes into one copy, zeroing what an older, longer text left. */
+static void text_fill(uint64_t *copy, const char *data, Py_ssize_t len)
+{
+    Py_ssize_t old_words = ((Py_ssize_t)load_relaxed(copy) + 7) / 8;
+    Py_ssize_t words = (len + 7) / 8;
+    for (Py_ssize_t w = 0; w < words; w++) {
+        uint64_t v = 0;
+        Py_ssize_t n = len - w * 8 < 8 ? len - w * 8 : 8;
+        memcpy(&v, data + w * 8, (size_t)n);
+        store_relaxed(copy + 1 + w, v);
+    }
+    for (Py_ssize_t w = words; w < old_words; w++)
+        store_relaxed(copy + 1 + w, 0);
+    store_relaxed(copy, (uint64_t)len);
+}
+
+static PyObject *text_set(Cell *self, PyObject *arg)
+{
+    Py_ssize_t len;
+    const char *data;
+    if (!PyUnicode_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "text value must be str, not %.100s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    data = PyUnicode_AsUTF8AndSize(arg, &len);
+    if (!data)
+        return NULL;
+    if (len > self->capacity) {
+        len = self->capacity;
+        /* back off to a character boundary: never split a UTF-8 sequence */
+        while (len > 0 && ((unsigned char)data[len] & 0xC0) == 0x80)
+            len--;
+    }
+    Py_ssize_t words = 1 + ((self->capacity + 7) / 8);
+    uint64_t *seq = self->p + SEQ_OFF / 8;
+    uint64_t *c0 = self->p + COPIES_OFF / 8, *c1 = c0 + words;
+    uint64_t s = latch_begin(seq);
+    text_fill(c0, data, len);
+    latch_switch(seq, s);
+    text_fill(c1, data, len);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------ Reading ----------------------------- */
+
+/* Copy the stable copy of a latch at value_offset into a new bytes object,
+ * or return None when the writer kept moving for `tries` attempts. */
+static PyObject *read_latch(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t offset, copy_size, tries = 10000;
+    (void)mod;
+    if (nargs < 3 || nargs > 4) {
+        PyErr_SetString(PyExc_TypeError, "read_latch(buffer, offset, copy_size[, tries])");
+        return NULL;
+    }
+    offset = PyLong_AsSsize_t(args[1]);
+    copy_size = PyLong_AsSsize_t(args[2]);
+    if (nargs == 4)
+        tries = PyLong_AsSsize_t(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (offset < 0 || offset % 8 || copy_size < 0 || copy_size % 8 || (uintptr_t)view.buf % 8 ||
+        offset > view.len - 8 - 2 * copy_size) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "latch %zd+%zd outside buffer of %zd bytes", offset, 8 + 2 * copy_size,
+                     view.len);
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, copy_size);
+    if (!out) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    uint64_t *dst = (uint64_t *)PyBytes_AS_STRING(out);
+    const uint64_t *seq = (const uint64_t *)((char *)view.buf + offset);
+    Py_ssize_t words = copy_size / 8;
+    int ok = 0;
+    for (Py_ssize_t t = 0; t < tries && !ok; t++) {
+        uint64_t s1 = __atomic_load_n(seq, __ATOMIC_ACQUIRE);
+        const uint64_t *src = seq + 1 + (s1 & 1) * (uint64_t)words;
+        for (Py_ssize_t w = 0; w < words; w++) {
+            uint64_t v = load_relaxed(src + w);
+            memcpy(dst + w, &v, 8); /* PyBytes data may be unaligned for words */
+        }
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        ok = load_relaxed(seq) == s1;
+    }
+    PyBuffer_Release(&view);
+    if (!ok) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
+static int word_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, Py_buffer *view, Py_ssize_t *off,
+                     int writable)
+{
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "expected %zd arguments", want);
+        return -1;
+    }
+    *off = PyLong_AsSsize_t(args[1]);
+    if (*off == -1 && PyErr_Occurred())
+        return -1;
+    if (PyObject_GetBuffer(args[0], view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0)
+        return -1;
+    if (*off < 0 || *off % 8 || *off > view->len - 8 || (uintptr_t)view->buf % 8) {
+        PyErr_Format(PyExc_ValueError, "word at %zd outside buffer of %zd bytes", *off, view->len);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *load_u64(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t off;
+    (void)mod;
+    if (word_args(args, nargs, 2, &view, &off, 0) < 0)
+        return NULL;
+    uint64_t v = __atomic_load_n((uint64_t *)((char *)view.buf + off), __ATOMIC_ACQUIRE);
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+static PyObject *store_u64(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t off;
+    (void)mod;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "store_u64(buffer, offset, value)");
+        return NULL;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(args[2]);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (word_args(args, 2, 2, &view, &off, 1) < 0)
+        return NULL;
+    __atomic_store_n((uint64_t *)((char *)view.buf + off), (uint64_t)v, __ATOMIC_RELEASE);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+/* Read many u64 words at once: a scrape's counters in one call. */
+static PyObject *load_words(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    (void)mod;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "load_words(buffer, offsets)");
+        return NULL;
+    }
+    PyObject *offs = PySequence_Fast(args[1], "offsets must be a sequence");
+    if (!offs)
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(offs);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(offs);
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; out && i < n; i++) {
+        Py_ssize_t off = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(offs, i));
+        if ((off == -1 && PyErr_Occurred()) || off < 0 || off % 8 || off > view.len - 8) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "word at %zd outside buffer of %zd bytes", off, view.len);
+            Py_CLEAR(out);
+            break;
+        }
+        PyObject *v = PyLong_FromUnsignedLongLong(load_relaxed((uint64_t *)((char *)view.buf + off)));
+        if (!v) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+    PyBuffer_Release(&view);
+    Py_DECREF(offs);
+    return out;
+}
+
+/* ---------------------------- Type tables --------------------------- */
+
+static PyGetSetDef cell_getset[] = {
+    {"offset", (getter)cell_get_offset, NULL, "offset of the value area in the mapping", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+#define COMMON_METHODS {"_rebind", (PyCFunction)cell_rebind, METH_O, "point the cell at another mapping of the same layout"}
+
+static PyMethodDef counter_methods[] = {
+    {"inc", (PyCFunction)(void (*)(void))counter_inc, METH_FASTCALL | METH_KEYWORDS, "add n (default 1)"},
+    {"get", (PyCFunction)counter_get, METH_NOARGS, "current value"},
+    COMMON_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+static PyMethodDef fcounter_methods[] = {
+    {"inc", (PyCFunction)(void (*)(void))fcounter_inc, METH_FASTCALL | METH_KEYWORDS, "add n (default 1)"},
+    {"get", (PyCFunction)float_get, METH_NOARGS, "current value"},
+    COMMON_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+static PyMethodDef gauge_methods[] = {
+    {"set", (PyCFunction)gauge_set, METH_O, "set the value"},
+    {"inc", (PyCFunction)(void (*)(void))gauge_inc, METH_FASTCALL | METH_KEYWORDS, "add n (default 1)"},
+    {"dec", (PyCFunction)(void (*)(void))gauge_dec, METH_FASTCALL | METH_KEYWORDS, "subtract n (default 1)"},
+    {"get", (PyCFunction)float_get, METH_NOARGS, "current value"},
+    COMMON_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+static PyMethodDef enum_methods[] = {
+    {"_set_index", (PyCFunction)enum_set_index, METH_O, "set the state by index"},
+    {"_get_index", (PyCFunction)counter_get, METH_NOARGS, "current state index"},
+    COMMON_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+static PyMethodDef summary_methods[] = {
+    {"observe", (PyCFunction)summary_observe, METH_O, "record one observation"},
+    COMMON_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+static PyMethodDef histogram_methods[] = {
+    {"observe", (PyCFunction)histogram_observe, METH_O, "record one observation"},
+    {"_bucket_index", (PyCFunction)histogram_bucket_index, METH_O, "bucket an observation falls in"},
+    COMMON_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+static PyMethodDef text_methods[] = {
+    {"set", (PyCFunction)text_set, METH_O, "set the text (UTF-8, cut at a character boundary)"},
+    COMMON_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+static PyNumberMethods counter_as_number = {.nb_inplace_add = counter_iadd};
+static PyNumberMethods fcounter_as_number = {.nb_inplace_add = fcounter_iadd};
+static PyNumberMethods gauge_as_number = {.nb_inplace_add = gauge_iadd, .nb_inplace_subtract = gauge_isub};
+
+#define CELL_TYPE(cname, pyname, newf, methods, number)                                                        \
+    static PyTypeObject cname = {                                                                              \
+        PyVarObject_HEAD_INIT(NULL, 0).tp_name = "statmap._cells." pyname,                                     \
+        .tp_basicsize = sizeof(Cell),                                                                          \
+        .tp_dealloc = (destructor)cell_dealloc,                                                                \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,                                                  \
+        .tp_doc = "statmap value cell: " pyname,                                                               \
+        .tp_methods = methods,                                                                                 \
+        .tp_getset = cell_getset,                                                                              \
+        .tp_new = newf,                                                                                        \
+        .tp_as_number = number,                                                                                \
+    };
+
+CELL_TYPE(CounterType, "Counter", counter_new, counter_methods, &counter_as_number)
+CELL_TYPE(FloatCounterType, "FloatCounter", counter_new, fcounter_methods, &fcounter_as_number)
+CELL_TYPE(GaugeType, "Gauge", counter_new, gauge_methods, &gauge_as_number)
+CELL_TYPE(EnumType, "Enum", enum_new, enum_methods, NULL)
+CELL_TYPE(SummaryType, "Summary", summary_new, summary_methods, NULL)
+CELL_TYPE(HistogramType, "Histogram", histogram_new, histogram_methods, NULL)
+CELL_TYPE(TextType, "Text", text_new, text_methods, NULL)
+
+static PyMethodDef module_methods[] = {
+    {"read_latch", (PyCFunction)(void (*)(void))read_latch, METH_FASTCALL,
+     "read_latch(buffer, offset, copy_size[, tries]) -> bytes of the stable copy, or None"},
+    {"load_u64", (PyCFunction)(void (*)(void))load_u64, METH_FASTCALL, "load_u64(buffer, offset): acquire load"},
+    {"store_u64", (PyCFunction)(void (*)(void))store_u64, METH_FASTCALL,
+     "store_u64(buffer, offset, value): release store"},
+    {"load_words", (PyCFunction)(void (*)(void))load_words, METH_FASTCALL,
+     "load_words(buffer, offsets) -> list of u64"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef cells_module = {
+    PyModuleDef_HEAD_INIT, "statmap._cells", "statmap value cells in C", -1, module_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__cells(void)
+{
+    PyTypeObject *types[] = {&CounterType, &FloatCounterType, &GaugeType, &EnumType,
+                             &SummaryType, &HistogramType,    &TextType};
+    const char *names[] = {"Counter", "FloatCounter", "Gauge", "Enum", "Summary", "Histogram", "Text"};
+    PyObject *m = PyModule_Create(&cells_module);
+    if (!m)
+        return NULL;
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyType_Ready(types[i]) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+        Py_INCREF(types[i]);
+        if (PyModule_AddObject(m, names[i], (PyObject *)types[i]) < 0) {
+            Py_DECREF(types[i]);
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
+    return m;
+}

@@ -1,0 +1,419 @@
+"""The statmap file format, version 1: the one module that knows byte offsets.
+
+docs/format.md is the normative description; every constant here is named
+there. The value cells (``_cells.c`` and ``_pycells.py``) implement the value
+encodings described by the ``*_value_size`` functions and the ``VALUE_*``
+offsets below, and nothing else.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+# -- Header ---------------------------------------------------------------
+
+#: The u64 0x315041_4D54415453 stored little-endian reads "STATMAP1"; a
+#: big-endian writer would produce "1PAMTATS", so the bytes reveal byte order.
+MAGIC = b"STATMAP1"
+MAGIC_BIG_ENDIAN = MAGIC[::-1]
+MAJOR = 1
+MINOR = 0
+HEADER_SIZE = 256
+ALIGN = 8
+
+PUBLISHER_NAME_SIZE = 64
+PROGRAM_NAME_SIZE = 80
+
+OFF_MAGIC = 0
+OFF_VERSION = 8  # u16 major, u16 minor, u32 header size
+OFF_STATE = 16
+OFF_CAPACITY = 24
+OFF_END = 32
+OFF_FLAGS = 40
+OFF_PID = 48
+OFF_START_TIME = 56
+OFF_BOOT_ID = 64
+OFF_INSTANCE_ID = 80
+OFF_CREATED_NS = 96
+OFF_CLOSED_NS = 104
+OFF_PUBLISHER = 112
+OFF_PROGRAM = OFF_PUBLISHER + PUBLISHER_NAME_SIZE  # 176
+assert OFF_PROGRAM + PROGRAM_NAME_SIZE == HEADER_SIZE
+
+# Everything in the header but the three words a writer changes after
+# creation (state, capacity, end) and closed_ns.
+_IDENTITY = struct.Struct("<QQ16s16sQ")  # pid .. created_ns at OFF_PID
+_VERSION = struct.Struct("<HHI")
+
+
+class State(IntEnum):
+    """The header's state word. A zero-filled file reads as INITIALISING."""
+
+    INITIALISING = 0
+    READY = 1
+    CLOSED = 2
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who wrote a file: fixed when the file is created."""
+
+    pid: int
+    start_time: int  # clock ticks since boot (/proc/PID/stat field 22); 0 = unknown
+    boot_id: bytes  # 16 bytes; all zero = unknown
+    instance_id: bytes  # 16 random bytes, unique per file
+    created_ns: int  # Unix time in nanoseconds
+    publisher: str
+    program: str
+
+
+def fixed_utf8(text: str, size: int) -> bytes:
+    """``text`` encoded in UTF-8, cut at a character boundary, NUL padded."""
+    return truncate_utf8(text, size).ljust(size, b"\0")
+
+
+def truncate_utf8(text: str, limit: int) -> bytes:
+    """The longest prefix of ``text``'s UTF-8 encoding that fits ``limit`` bytes."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return data
+    return data[:limit].decode("utf-8", "ignore").encode("utf-8")
+
+
+def encode_header(identity: Identity, capacity: int) -> bytes:
+    """Header bytes with state INITIALISING and an empty record area."""
+    buf = bytearray(HEADER_SIZE)
+    buf[OFF_MAGIC : OFF_MAGIC + 8] = MAGIC
+    _VERSION.pack_into(buf, OFF_VERSION, MAJOR, MINOR, HEADER_SIZE)
+    struct.pack_into("<QQQ", buf, OFF_STATE, State.INITIALISING, capacity, HEADER_SIZE)
+    _IDENTITY.pack_into(
+        buf,
+        OFF_PID,
+        identity.pid,
+        identity.start_time,
+        identity.boot_id,
+        identity.instance_id,
+        identity.created_ns,
+    )
+    buf[OFF_PUBLISHER:OFF_PROGRAM] = fixed_utf8(identity.publisher, PUBLISHER_NAME_SIZE)
+    buf[OFF_PROGRAM:HEADER_SIZE] = fixed_utf8(identity.program, PROGRAM_NAME_SIZE)
+    return bytes(buf)
+
+
+@dataclass(frozen=True)
+class Header:
+    """A decoded header. ``problem`` is None when the header is sound."""
+
+    major: int
+    minor: int
+    header_size: int
+    state: int
+    capacity: int
+    end: int
+    identity: Identity
+    closed_ns: int
+
+
+def _cstring(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def decode_header(data: bytes | memoryview) -> Header:
+    """Decode the first HEADER_SIZE bytes; the caller validates the fields."""
+    major, minor, header_size = _VERSION.unpack_from(data, OFF_VERSION)
+    state, capacity, end = struct.unpack_from("<QQQ", data, OFF_STATE)
+    pid, start_time, boot_id, instance_id, created_ns = _IDENTITY.unpack_from(data, OFF_PID)
+    (closed_ns,) = struct.unpack_from("<Q", data, OFF_CLOSED_NS)
+    identity = Identity(
+        pid=pid,
+        start_time=start_time,
+        boot_id=bytes(boot_id),
+        instance_id=bytes(instance_id),
+        created_ns=created_ns,
+        publisher=_cstring(bytes(data[OFF_PUBLISHER:OFF_PROGRAM])),
+        program=_cstring(bytes(data[OFF_PROGRAM:HEADER_SIZE])),
+    )
+    return Header(major, minor, header_size, state, capacity, end, identity, closed_ns)
+
+
+# -- Records ---------------------------------------------------------------
+
+
+class MetricType(IntEnum):
+    COUNTER = 1
+    GAUGE = 2
+    HISTOGRAM = 3
+    SUMMARY = 4
+    TEXT = 5
+    INFO = 6
+    ENUM = 7
+
+
+#: Record flags.
+FLAG_FLOAT = 0x1  # COUNTER: the value is an f64 instead of a u64
+FLAG_LOG_BUCKETS = 0x2  # HISTOGRAM: bounds grow geometrically; estimate by harmonic midpoint
+KNOWN_FLAGS = FLAG_FLOAT | FLAG_LOG_BUCKETS
+
+
+class Aggregation(IntEnum):
+    """How readers combine one gauge series across processes (low byte)."""
+
+    PER_PROCESS = 0  # one series per process, told apart by a pid label
+    SUM = 1
+    MAX = 2
+    MIN = 3
+    LAST = 4  # the value of the most recently created process
+
+
+#: Aggregation bit: consider live processes only.
+AGG_LIVE_ONLY = 0x100
+
+RECORD_HEADER = struct.Struct("<IHHHHIIIIIII")
+RECORD_HEADER_SIZE = RECORD_HEADER.size  # 40
+assert RECORD_HEADER_SIZE == 40
+
+#: Limits a writer enforces and a reader checks: they bound the work per record.
+MAX_RECORD_SIZE = 1 << 24
+MAX_PARAMS = 4096  # histogram bounds
+MAX_STRINGS = 4096
+MAX_STRING = 65535
+MAX_TEXT_CAPACITY = 1 << 20
+
+
+def align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+# Value encodings (offsets inside a record's value area).
+VALUE_SEQ = 0  # u64 sequence word of every double-buffered value
+VALUE_COPIES = 8  # first of the two copies
+
+
+def histogram_copy_size(bound_count: int) -> int:
+    """count u64, sum f64, then bound_count + 1 non-cumulative bucket counts."""
+    return 8 * (bound_count + 3)
+
+
+def text_copy_size(capacity: int) -> int:
+    """length u64 then ``capacity`` bytes, padded to 8."""
+    return 8 + align8(capacity)
+
+
+SUMMARY_COPY_SIZE = 16  # count u64, sum f64
+
+
+def value_size(mtype: int, param_count: int, capacity: int) -> int:
+    """Bytes of the value area for a record; -1 for an unknown type."""
+    if mtype in (MetricType.COUNTER, MetricType.GAUGE, MetricType.ENUM):
+        return 8
+    if mtype == MetricType.INFO:
+        return 0
+    if mtype == MetricType.SUMMARY:
+        return 8 + 2 * SUMMARY_COPY_SIZE
+    if mtype == MetricType.HISTOGRAM:
+        return 8 + 2 * histogram_copy_size(param_count)
+    if mtype == MetricType.TEXT:
+        return 8 + 2 * text_copy_size(capacity)
+    return -1
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """Everything a record says about its series (its immutable metadata)."""
+
+    mtype: int
+    name: str
+    help: str = ""
+    unit: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    flags: int = 0
+    aggregation: int = 0
+    bounds: tuple[float, ...] = ()  # HISTOGRAM: finite upper bounds, increasing
+    capacity: int = 0  # TEXT: byte capacity
+    extras: tuple[str, ...] = ()  # ENUM: state names; INFO: key, value, key, value...
+
+
+def _strings(spec: RecordSpec) -> list[bytes]:
+    out = [spec.name.encode(), spec.help.encode(), spec.unit.encode()]
+    for key, value in spec.labels:
+        out += [key.encode(), value.encode()]
+    out += [s.encode() for s in spec.extras]
+    return out
+
+
+def encode_record(spec: RecordSpec) -> tuple[bytes, int]:
+    """The record's bytes (value area zeroed) and the value area's offset in it."""
+    strings = _strings(spec)
+    table = b"".join(struct.pack("<I", len(s)) + s for s in strings)
+    params = struct.pack(f"<{len(spec.bounds)}d", *spec.bounds)
+    vsize = value_size(spec.mtype, len(spec.bounds), spec.capacity)
+    if vsize < 0:
+        raise ValueError(f"unknown metric type {spec.mtype}")
+    value_offset = align8(RECORD_HEADER_SIZE + len(params) + len(table))
+    size = value_offset + vsize
+    if size > MAX_RECORD_SIZE:
+        raise ValueError(f"metric {spec.name!r} needs a {size}-byte record; the limit is {MAX_RECORD_SIZE}")
+    head = RECORD_HEADER.pack(
+        size,
+        spec.mtype,
+        spec.flags,
+        spec.aggregation,
+        0,
+        value_offset,
+        vsize,
+        len(spec.labels),
+        len(spec.bounds),
+        len(strings),
+        len(table),
+        spec.capacity,
+    )
+    body = head + params + table
+    return body + bytes(size - len(body)), value_offset
+
+
+class RecordError(ValueError):
+    """A record's bytes break the format; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """A decoded, validated record at ``offset`` in its file."""
+
+    offset: int
+    size: int
+    spec: RecordSpec
+    value_offset: int  # absolute offset of the value area in the file
+    value_size: int
+    known: bool  # False for a type this reader does not know: skip it
+
+
+def decode_record(data: bytes | memoryview, offset: int, end: int) -> Record:
+    """Decode and check the record at ``offset``; it must end at or before ``end``.
+
+    Every length, count and offset is checked against ``end`` before use, so
+    a corrupt record raises RecordError and never reads out of bounds.
+    """
+    if offset % ALIGN:
+        raise RecordError(f"record at {offset} is not 8-byte aligned")
+    if offset + RECORD_HEADER_SIZE > end:
+        raise RecordError(f"record at {offset}: header runs past end of records ({end})")
+    (
+        size,
+        mtype,
+        flags,
+        aggregation,
+        _reserved,
+        value_rel,
+        vsize,
+        label_count,
+        param_count,
+        string_count,
+        strings_size,
+        capacity,
+    ) = RECORD_HEADER.unpack_from(data, offset)
+    where = f"record at {offset}"
+    if size < RECORD_HEADER_SIZE or size % ALIGN or size > MAX_RECORD_SIZE:
+        raise RecordError(f"{where}: bad record size {size}")
+    if offset + size > end:
+        raise RecordError(f"{where}: size {size} runs past end of records ({end})")
+    if param_count > MAX_PARAMS or string_count > MAX_STRINGS:
+        raise RecordError(f"{where}: {param_count} params / {string_count} strings exceed the limits")
+    if string_count < 3 + 2 * label_count:
+        raise RecordError(f"{where}: {string_count} strings cannot hold {label_count} labels")
+    params_end = RECORD_HEADER_SIZE + 8 * param_count
+    if params_end + strings_size > size:
+        raise RecordError(f"{where}: metadata ({params_end + strings_size} bytes) larger than record ({size})")
+    if value_rel % ALIGN or value_rel < params_end + strings_size or value_rel + vsize > size:
+        raise RecordError(f"{where}: value area {value_rel}+{vsize} outside record of {size} bytes")
+    known = mtype in MetricType._value2member_map_
+    if known:
+        if flags & ~KNOWN_FLAGS:
+            raise RecordError(f"{where}: unknown flags {flags:#x}")
+        if mtype == MetricType.TEXT and capacity > MAX_TEXT_CAPACITY:
+            raise RecordError(f"{where}: text capacity {capacity} exceeds {MAX_TEXT_CAPACITY}")
+        expected = value_size(mtype, param_count, capacity)
+        if vsize != expected:
+            raise RecordError(f"{where}: value size {vsize}, type {mtype} needs {expected}")
+        if mtype != MetricType.HISTOGRAM and param_count:
+            raise RecordError(f"{where}: type {mtype} takes no params")
+    base = offset + RECORD_HEADER_SIZE
+    bounds = struct.unpack_from(f"<{param_count}d", data, base)
+    pos = base + 8 * param_count
+    stop = pos + strings_size
+    strings: list[str] = []
+    for _ in range(string_count):
+        if pos + 4 > stop:
+            raise RecordError(f"{where}: string table truncated")
+        (length,) = struct.unpack_from("<I", data, pos)
+        pos += 4
+        if length > MAX_STRING or pos + length > stop:
+            raise RecordError(f"{where}: string of {length} bytes runs past the string table")
+        strings.append(bytes(data[pos : pos + length]).decode("utf-8", "replace"))
+        pos += length
+    if pos != stop:
+        raise RecordError(f"{where}: {stop - pos} stray bytes after the string table")
+    labels = tuple((strings[3 + 2 * i], strings[4 + 2 * i]) for i in range(label_count))
+    extras = tuple(strings[3 + 2 * label_count :])
+    if known:
+        _check_type_metadata(where, mtype, bounds, extras)
+    spec = RecordSpec(
+        mtype=mtype,
+        name=strings[0],
+        help=strings[1],
+        unit=strings[2],
+        labels=labels,
+        flags=flags,
+        aggregation=aggregation,
+        bounds=tuple(bounds),
+        capacity=capacity,
+        extras=extras,
+    )
+    return Record(offset, size, spec, offset + value_rel, vsize, known)
+
+
+def _check_type_metadata(where: str, mtype: int, bounds: tuple[float, ...], extras: tuple[str, ...]) -> None:
+    if mtype == MetricType.HISTOGRAM:
+        previous = float("-inf")
+        for bound in bounds:
+            if not bound > previous or bound == float("inf"):
+                raise RecordError(f"{where}: histogram bounds must be finite and increasing")
+            previous = bound
+    elif mtype == MetricType.ENUM:
+        if not extras:
+            raise RecordError(f"{where}: enum without states")
+    elif mtype == MetricType.INFO:
+        if len(extras) % 2:
+            raise RecordError(f"{where}: info with an odd number of key/value strings")
+    elif extras:
+        raise RecordError(f"{where}: type {mtype} takes no extra strings")
+
+
+# -- Value decoding (the bytes of one stable copy) --------------------------
+
+_SUMMARY = struct.Struct("<Qd")
+
+
+def decode_summary(copy: bytes) -> tuple[int, float]:
+    count, total = _SUMMARY.unpack_from(copy, 0)
+    return count, total
+
+
+def decode_histogram(copy: bytes, bound_count: int) -> tuple[int, float, tuple[int, ...]]:
+    """count, sum and the bound_count + 1 non-cumulative bucket counts."""
+    count, total = _SUMMARY.unpack_from(copy, 0)
+    buckets = struct.unpack_from(f"<{bound_count + 1}Q", copy, 16)
+    return count, total, buckets
+
+
+def decode_text(copy: bytes, capacity: int) -> bytes | None:
+    """The text's bytes, or None if the stored length exceeds the capacity."""
+    (length,) = struct.unpack_from("<Q", copy, 0)
+    if length > capacity:
+        return None
+    return copy[8 : 8 + length]
+
+
+def f64_from_bits(bits: int) -> float:
+    return float(struct.unpack("<d", struct.pack("<Q", bits))[0])

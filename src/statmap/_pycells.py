@@ -1,0 +1,345 @@
+"""Pure-Python value cells: the same interface and encodings as ``_cells.c``.
+
+Used where the C extension is not built, or when ``STATMAP_PURE=1``.
+
+What they guarantee (see docs/format.md and the README):
+
+* Every single-word store is one aligned 8-byte store through a memoryview
+  cast, so a reader never sees a half-written counter or gauge.
+* Counter and gauge updates are read-modify-write in Python: increments of
+  the *same* series from several threads at once can be lost (the GIL may
+  switch threads between the load and the store). Use the C cells for that.
+* Multi-word values (histogram, summary, text) are written through a
+  per-cell queue drained by whoever holds a non-blocking lock, so
+  concurrent threads and signal handlers never interleave two writes, never
+  deadlock, and lose nothing. The sequence protocol is followed in program
+  order; CPython issues no memory fences, so readers on weakly ordered CPUs
+  (ARM64) may see torn values: there, use the C cells.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import struct
+import sys
+import threading
+from collections import deque
+from typing import Any
+
+from ._layout import SUMMARY_COPY_SIZE, VALUE_COPIES, align8, histogram_copy_size, text_copy_size
+
+if sys.byteorder != "little":  # pragma: no cover - the format is little-endian
+    raise ImportError("statmap's pure-Python cells need a little-endian CPU")
+
+_U64 = (1 << 64) - 1
+_F2U = struct.Struct("<Q")
+_F2U_D = struct.Struct("<d")
+
+
+def _views(buffer: Any, offset: int, size: int) -> tuple[memoryview, memoryview]:
+    raw = memoryview(buffer)
+    if raw.readonly:
+        raise TypeError("cells need a writable buffer")
+    if offset < 0 or offset % 8 or offset + size > raw.nbytes:
+        raise ValueError(f"value area {offset}+{size} does not fit a buffer of {raw.nbytes} bytes")
+    raw = raw.cast("B")
+    return raw.cast("Q"), raw.cast("d")
+
+
+class _Cell:
+    __slots__ = ("_q", "_d", "_i", "_offset", "_size")
+    _q: memoryview
+    _d: memoryview
+
+    def _attach(self, buffer: Any, offset: int, size: int) -> None:
+        self._q, self._d = _views(buffer, offset, size)
+        self._i = offset // 8
+        self._offset = offset
+        self._size = size
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    def _rebind(self, buffer: Any) -> None:
+        old = (self._q, self._d)
+        self._attach(buffer, self._offset, self._size)
+        for view in old:
+            view.release()
+
+
+class Counter(_Cell):
+    __slots__ = ()
+
+    def __init__(self, buffer: Any, offset: int) -> None:
+        self._attach(buffer, offset, 8)
+
+    def inc(self, n: int = 1) -> None:
+        if n.__class__ is int and n >= 0:
+            self._q[self._i] = (self._q[self._i] + n) & _U64
+        else:
+            self._bad(n)
+
+    def __iadd__(self, n: int) -> Counter:
+        self.inc(n)
+        return self
+
+    @staticmethod
+    def _bad(n: object) -> None:
+        if not isinstance(n, int):
+            raise TypeError(
+                f"counter increments must be int, not {type(n).__name__} "
+                "(declare the counter with float=True for fractions)"
+            )
+        if n < 0:
+            raise ValueError("counters only go up: negative increment rejected")
+        raise AssertionError("unreachable")
+
+    def get(self) -> int:
+        return int(self._q[self._i])
+
+
+def _amount(n: object) -> float:
+    if isinstance(n, (int, float)):
+        return float(n)
+    return float(n)  # type: ignore[arg-type]  # raises TypeError like PyFloat_AsDouble
+
+
+class FloatCounter(_Cell):
+    __slots__ = ()
+
+    def __init__(self, buffer: Any, offset: int) -> None:
+        self._attach(buffer, offset, 8)
+
+    def inc(self, n: float = 1.0) -> None:
+        d = _amount(n)
+        if not d >= 0 or math.isinf(d):
+            raise ValueError("counters only go up: increment must be finite and not negative")
+        self._d[self._i] += d
+
+    def __iadd__(self, n: float) -> FloatCounter:
+        self.inc(n)
+        return self
+
+    def get(self) -> float:
+        return float(self._d[self._i])
+
+
+class Gauge(_Cell):
+    __slots__ = ()
+
+    def __init__(self, buffer: Any, offset: int) -> None:
+        self._attach(buffer, offset, 8)
+
+    def set(self, value: float) -> None:
+        self._d[self._i] = value if value.__class__ is float else _amount(value)
+
+    def inc(self, n: float = 1.0) -> None:
+        self._d[self._i] += _amount(n)
+
+    def dec(self, n: float = 1.0) -> None:
+        self._d[self._i] -= _amount(n)
+
+    def __iadd__(self, n: float) -> Gauge:
+        self.inc(n)
+        return self
+
+    def __isub__(self, n: float) -> Gauge:
+        self.dec(n)
+        return self
+
+    def get(self) -> float:
+        return float(self._d[self._i])
+
+
+class Enum(_Cell):
+    __slots__ = ("_count",)
+
+    def __init__(self, buffer: Any, offset: int, count: int) -> None:
+        if count < 1:
+            raise ValueError("an enum needs at least one state")
+        self._count = count
+        self._attach(buffer, offset, 8)
+
+    def _set_index(self, index: int) -> None:
+        if not 0 <= index < self._count:
+            raise ValueError(f"state index {index} out of range 0..{self._count - 1}")
+        self._q[self._i] = index
+
+    def _get_index(self) -> int:
+        return int(self._q[self._i])
+
+
+class _Latched(_Cell):
+    """A double-buffered value: writes are queued and applied one at a time."""
+
+    __slots__ = ("_queue", "_lock", "_words")
+
+    def _setup(self, buffer: Any, offset: int, copy_size: int) -> None:
+        self._words = copy_size // 8
+        self._queue: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._attach(buffer, offset, 8 + 2 * copy_size)
+
+    def _rebind(self, buffer: Any) -> None:
+        # After fork the lock may be held by a thread that no longer exists.
+        self._queue = deque()
+        self._lock = threading.Lock()
+        super()._rebind(buffer)
+
+    def _submit(self, item: Any) -> None:
+        queue, lock = self._queue, self._lock
+        queue.append(item)
+        # Whoever holds the lock drains the queue; re-check after releasing
+        # so an item queued during the release is never stranded.
+        while queue and lock.acquire(blocking=False):
+            try:
+                while queue:
+                    self._apply(queue.popleft())
+            finally:
+                lock.release()
+
+    def _apply(self, item: Any) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _write(self, words: dict[int, int]) -> None:
+        """Store ``words`` (word index in a copy -> u64) into both copies, latch style."""
+        q, seq = self._q, self._i
+        c0 = seq + VALUE_COPIES // 8
+        c1 = c0 + self._words
+        s = q[seq] + 1
+        q[seq] = s & _U64  # odd: readers take copy 1
+        for w, v in words.items():
+            q[c0 + w] = v
+        q[seq] = (s + 1) & _U64  # even: readers take copy 0
+        for w, v in words.items():
+            q[c1 + w] = v
+
+
+class Summary(_Latched):
+    __slots__ = ()
+
+    def __init__(self, buffer: Any, offset: int) -> None:
+        self._setup(buffer, offset, SUMMARY_COPY_SIZE)
+
+    def observe(self, value: float) -> None:
+        d = _amount(value)
+        if d != d:
+            raise ValueError("cannot observe NaN")
+        self._submit(d)
+
+    def _apply(self, d: float) -> None:
+        c1 = self._i + VALUE_COPIES // 8 + self._words
+        count = self._q[c1] + 1
+        total = self._d[c1 + 1] + d
+        self._write({0: count & _U64, 1: _f2u(total)})
+
+
+def _f2u(d: float) -> int:
+    """The bits of an f64, as the u64 the latch writer stores."""
+    return int(_F2U.unpack(_F2U_D.pack(d))[0])
+
+
+class Histogram(_Latched):
+    __slots__ = ("_bounds",)
+
+    def __init__(self, buffer: Any, offset: int, bounds: Any) -> None:
+        bounds = [float(b) for b in bounds]
+        for i, b in enumerate(bounds):
+            if not math.isfinite(b) or (i and not b > bounds[i - 1]):
+                raise ValueError("bounds must be finite and strictly increasing")
+        self._bounds = bounds
+        self._setup(buffer, offset, histogram_copy_size(len(bounds)))
+
+    def _bucket_index(self, d: float) -> int:
+        return bisect.bisect_left(self._bounds, d)
+
+    def observe(self, value: float) -> None:
+        d = value if value.__class__ is float else _amount(value)
+        if d != d:
+            raise ValueError("cannot observe NaN")
+        self._submit(d)
+
+    def _apply(self, d: float) -> None:
+        b = bisect.bisect_left(self._bounds, d)
+        c1 = self._i + VALUE_COPIES // 8 + self._words
+        q = self._q
+        self._write({0: (q[c1] + 1) & _U64, 1: _f2u(self._d[c1 + 1] + d), 2 + b: (q[c1 + 2 + b] + 1) & _U64})
+
+
+class Text(_Latched):
+    __slots__ = ("_capacity",)
+
+    def __init__(self, buffer: Any, offset: int, capacity: int) -> None:
+        if not 0 <= capacity <= 1 << 20:
+            raise ValueError("text capacity must be 0..1048576 bytes")
+        self._capacity = capacity
+        self._setup(buffer, offset, text_copy_size(capacity))
+
+    def set(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"text value must be str, not {type(value).__name__}")
+        data = value.encode("utf-8")
+        if len(data) > self._capacity:
+            cut = self._capacity
+            while cut > 0 and data[cut] & 0xC0 == 0x80:
+                cut -= 1
+            data = data[:cut]
+        self._submit(data)
+
+    def _apply(self, data: bytes) -> None:
+        c0 = self._i + VALUE_COPIES // 8
+        # Zero what a longer, older text left behind, as the C cells do.
+        old = max(self._q[c0], self._q[c0 + self._words])
+        padded = data.ljust(max(align8(len(data)), align8(min(old, self._capacity))), b"\0")
+        words = {0: len(data)}
+        for w in range(len(padded) // 8):
+            words[1 + w] = int.from_bytes(padded[8 * w : 8 * w + 8], "little")
+        self._write(words)
+
+
+# -- Reading ----------------------------------------------------------------
+
+
+def read_latch(buffer: Any, offset: int, copy_size: int, tries: int = 10000) -> bytes | None:
+    """The stable copy of the latch at ``offset``, or None if the writer kept moving."""
+    raw = memoryview(buffer).cast("B")
+    if offset < 0 or offset % 8 or copy_size < 0 or copy_size % 8 or offset + 8 + 2 * copy_size > raw.nbytes:
+        raise ValueError(f"latch {offset}+{8 + 2 * copy_size} outside buffer of {raw.nbytes} bytes")
+    q = raw.cast("Q")
+    i = offset // 8
+    start = offset + 8
+    for _ in range(tries):
+        s1 = q[i]
+        at = start + (s1 & 1) * copy_size
+        data = raw[at : at + copy_size].tobytes()
+        if q[i] == s1:
+            return data
+    return None
+
+
+def load_u64(buffer: Any, offset: int) -> int:
+    raw = memoryview(buffer).cast("B")
+    if offset < 0 or offset % 8 or offset + 8 > raw.nbytes:
+        raise ValueError(f"word at {offset} outside buffer of {raw.nbytes} bytes")
+    return int(raw.cast("Q")[offset // 8])
+
+
+def store_u64(buffer: Any, offset: int, value: int) -> None:
+    raw = memoryview(buffer).cast("B")
+    if offset < 0 or offset % 8 or offset + 8 > raw.nbytes:
+        raise ValueError(f"word at {offset} outside buffer of {raw.nbytes} bytes")
+    raw.cast("Q")[offset // 8] = value
+
+
+def load_words(buffer: Any, offsets: Any) -> list[int]:
+    raw = memoryview(buffer).cast("B")
+    q = raw.cast("Q")
+    limit = raw.nbytes - 8
+    out = []
+    for off in offsets:
+        if off < 0 or off % 8 or off > limit:
+            raise ValueError(f"word at {off} outside buffer of {raw.nbytes} bytes")
+        out.append(q[off // 8])
+    return out

@@ -1,0 +1,52 @@
+"""Picks the value-cell implementation: the C extension, or its pure-Python twin.
+
+``STATMAP_PURE=1`` forces the pure-Python cells; without a compiled
+extension they are used anyway. ``BACKEND`` says which one is in use ("c" or
+"python"); ``statmap.backend`` repeats it.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from . import _pycells
+
+impl: ModuleType
+if os.environ.get("STATMAP_PURE", "") not in ("", "0"):
+    impl, BACKEND = _pycells, "python"
+else:
+    try:
+        from . import _cells as _c  # type: ignore[attr-defined]
+
+        impl, BACKEND = _c, "c"
+    except ImportError:
+        impl, BACKEND = _pycells, "python"
+
+if TYPE_CHECKING:  # both implementations share _pycells' interface
+    from ._pycells import (
+        Counter,
+        Enum,
+        FloatCounter,
+        Gauge,
+        Histogram,
+        Summary,
+        Text,
+        load_u64,
+        load_words,
+        read_latch,
+        store_u64,
+    )
+else:
+    Counter = impl.Counter
+    FloatCounter = impl.FloatCounter
+    Gauge = impl.Gauge
+    Enum = impl.Enum
+    Summary = impl.Summary
+    Histogram = impl.Histogram
+    Text = impl.Text
+    read_latch = impl.read_latch
+    load_u64 = impl.load_u64
+    store_u64 = impl.store_u64
+    load_words = impl.load_words

@@ -1,0 +1,3 @@
+"""The statmap command (placeholder replaced below)."""
+def main() -> int:
+    return 0

@@ -1,0 +1,28 @@
+"""The exceptions statmap raises: one base class, one type per kind of problem."""
+
+from __future__ import annotations
+
+
+class StatmapError(Exception):
+    """Base class of every error statmap raises on purpose."""
+
+
+class FormatError(StatmapError):
+    """A file is not a sound statmap file. ``path`` names it, ``problem`` says why."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class DirectoryError(StatmapError):
+    """The statmap directory is missing, unusable or unsafe."""
+
+
+class PublishError(StatmapError):
+    """A publisher could not create or grow its file (full disk, permissions...)."""
+
+
+class LabelLimitError(StatmapError, ValueError):
+    """A labelled metric reached its limit on distinct label sets."""

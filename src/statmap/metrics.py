@@ -1,0 +1,572 @@
+"""Metric declarations, the live series they create, and labelled families.
+
+A declaration (``Counter("Requests served")``) says what a metric is. Binding
+it to a publisher creates either one live series (a value cell in the
+mapping) or, when it has labels, a ``Family`` whose ``labels(...)`` creates
+and caches one series per label set. Live series are subclasses of the value
+cells, so an update is one call into the cell and nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from . import _layout as L
+from . import cells
+from .errors import LabelLimitError, StatmapError
+
+if TYPE_CHECKING:
+    from .publisher import Binding, Publisher
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
+UNIT_RE = re.compile(r"^[A-Za-z0-9_]{0,64}$")
+RESERVED_LABELS = frozenset({"pid", "le", "quantile"})
+MAX_LABEL_VALUE = 1024
+MAX_HELP = 4096
+DEFAULT_MAX_SERIES = 1000
+
+#: prometheus_client's default buckets, in seconds.
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def check_name(name: str, what: str = "metric") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ValueError(f"{what} name {name!r} must match [A-Za-z_][A-Za-z0-9_]* (at most 200 characters)")
+    return name
+
+
+@dataclass(frozen=True)
+class LogBuckets:
+    """Geometric buckets from ``low`` to at least ``high``.
+
+    Any percentile estimated from them (by the harmonic midpoint of its
+    bucket) is within ``relative_error`` of the true value, for values in
+    [low, high].
+    """
+
+    low: float = 1e-6
+    high: float = 1e3
+    relative_error: float = 0.02
+
+    def bounds(self) -> tuple[float, ...]:
+        if not (0 < self.low < self.high) or not math.isfinite(self.high):
+            raise ValueError("LogBuckets needs 0 < low < high < inf")
+        if not 0 < self.relative_error < 1:
+            raise ValueError("relative_error must be between 0 and 1")
+        growth = (1 + self.relative_error) / (1 - self.relative_error)
+        # The first bound is low / growth, so low itself falls in a bounded bucket.
+        count = math.ceil(math.log(self.high / self.low) / math.log(growth)) + 2
+        if count > L.MAX_PARAMS:
+            raise ValueError(f"LogBuckets would need {count} buckets; the limit is {L.MAX_PARAMS}")
+        return tuple(self.low * growth ** (i - 1) for i in range(count))
+
+
+# -- Timing helper -----------------------------------------------------------
+
+
+class Timing:
+    """Context manager and decorator that passes elapsed seconds to a callback."""
+
+    __slots__ = ("_record", "_start")
+
+    def __init__(self, record: Callable[[float], Any]) -> None:
+        self._record = record
+        self._start = 0.0
+
+    def __enter__(self) -> Timing:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._record(time.perf_counter() - self._start)
+
+    def __call__(self, func: F) -> F:
+        record = self._record
+
+        @functools.wraps(func)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with Timing(record):
+                return func(*args, **kwargs)
+
+        return timed  # type: ignore[return-value]
+
+
+class InProgress:
+    """Context manager and decorator: +1 on entry, -1 on exit."""
+
+    __slots__ = ("_gauge",)
+
+    def __init__(self, gauge: Any) -> None:
+        self._gauge = gauge
+
+    def __enter__(self) -> InProgress:
+        self._gauge.inc()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._gauge.dec()
+
+    def __call__(self, func: F) -> F:
+        gauge = self._gauge
+
+        @functools.wraps(func)
+        def tracked(*args: Any, **kwargs: Any) -> Any:
+            gauge.inc()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                gauge.dec()
+
+        return tracked  # type: ignore[return-value]
+
+
+# -- Live series ---------------------------------------------------------------
+
+
+class CounterSeries(cells.Counter):
+    """A live counter: ``inc(n=1)``, ``+= n``, ``get()``. Integer, never goes down."""
+
+    __slots__ = ()
+
+
+class FloatCounterSeries(cells.FloatCounter):
+    """A live counter of fractional amounts (seconds, bytes/s...)."""
+
+    __slots__ = ()
+
+
+class GaugeSeries(cells.Gauge):
+    """A live gauge: ``set``, ``inc``, ``dec``, ``set_to_current_time``, ``track_inprogress``, ``time``."""
+
+    __slots__ = ()
+
+    def set_to_current_time(self) -> None:
+        self.set(time.time())
+
+    def track_inprogress(self) -> InProgress:
+        return InProgress(self)
+
+    def time(self) -> Timing:
+        """Set the gauge to the duration of a block or call."""
+        return Timing(self.set)
+
+
+class _ReadsOwnLatch:
+    """Mixin for latched series: remembers the mapping to read its own value back."""
+
+    __slots__ = ()
+    _buffer: Any
+    offset: int
+
+    def _stable_copy(self, copy_size: int) -> bytes:
+        for _ in range(1000):
+            data = cells.read_latch(self._buffer, self.offset, copy_size)
+            if data is not None:
+                return data
+            time.sleep(0)
+        raise StatmapError("value kept changing while being read")
+
+
+class SummarySeries(cells.Summary, _ReadsOwnLatch):
+    """A live summary (average): ``observe(v)``, ``time()``; ``get()`` -> (count, sum)."""
+
+    __slots__ = ("_buffer",)
+
+    def _rebind(self, buffer: Any) -> None:
+        super()._rebind(buffer)
+        self._buffer = buffer
+
+    def time(self) -> Timing:
+        return Timing(self.observe)
+
+    def get(self) -> tuple[int, float]:
+        return L.decode_summary(self._stable_copy(L.SUMMARY_COPY_SIZE))
+
+
+class HistogramSeries(cells.Histogram, _ReadsOwnLatch):
+    """A live histogram: ``observe(v)``, ``time()``; ``get()`` -> (count, sum, buckets)."""
+
+    __slots__ = ("_buffer", "bounds")
+
+    def _rebind(self, buffer: Any) -> None:
+        super()._rebind(buffer)
+        self._buffer = buffer
+
+    def time(self) -> Timing:
+        return Timing(self.observe)
+
+    def get(self) -> tuple[int, float, tuple[int, ...]]:
+        """count, sum and non-cumulative bucket counts (the last is +Inf)."""
+        n = len(self.bounds)
+        return L.decode_histogram(self._stable_copy(L.histogram_copy_size(n)), n)
+
+
+class TextSeries(cells.Text, _ReadsOwnLatch):
+    """A live text value of fixed byte capacity: ``set(str)``, ``get()``."""
+
+    __slots__ = ("_buffer", "capacity")
+
+    def _rebind(self, buffer: Any) -> None:
+        super()._rebind(buffer)
+        self._buffer = buffer
+
+    def get(self) -> str:
+        raw = L.decode_text(self._stable_copy(L.text_copy_size(self.capacity)), self.capacity)
+        return (raw or b"").decode("utf-8", "replace")
+
+
+class EnumSeries(cells.Enum):
+    """A live enum: one of its declared states; ``state(name)``, ``get()``."""
+
+    __slots__ = ("states", "_index")
+
+    def state(self, name: str) -> None:
+        try:
+            self._set_index(self._index[name])
+        except KeyError:
+            raise ValueError(f"{name!r} is not one of the states {list(self.states)}") from None
+
+    set = state
+
+    def get(self) -> str:
+        index = self._get_index()
+        return self.states[index] if index < len(self.states) else ""
+
+
+class InfoSeries:
+    """Constant key/value pairs, published once: ``info({...})``."""
+
+    __slots__ = ("_publish", "values")
+
+    def __init__(self, publish: Callable[[dict[str, str]], None]) -> None:
+        self._publish = publish
+        self.values: dict[str, str] | None = None
+
+    def info(self, values: Mapping[str, str]) -> None:
+        clean = {check_name(str(k), "info key"): str(v) for k, v in values.items()}
+        if self.values is not None:
+            if clean != self.values:
+                raise StatmapError("info values are constant once published")
+            return
+        self._publish(clean)
+        self.values = clean
+
+    set = info
+
+    def get(self) -> dict[str, str]:
+        return dict(self.values or {})
+
+
+# -- Declarations ----------------------------------------------------------------
+
+
+class Metric:
+    """Base of all declarations: help, name, labels, unit, label-set limit."""
+
+    mtype: ClassVar[int]
+
+    def __init__(
+        self,
+        help: str = "",
+        *,
+        name: str | None = None,
+        labels: Sequence[str] = (),
+        unit: str = "",
+        max_series: int = DEFAULT_MAX_SERIES,
+    ) -> None:
+        if not isinstance(help, str) or len(help) > MAX_HELP:
+            raise ValueError(f"help must be a str of at most {MAX_HELP} characters")
+        if isinstance(labels, str):
+            labels = (labels,)
+        self.help = help
+        self.name = check_name(name) if name is not None else None
+        self.label_names = tuple(check_name(n, "label") for n in labels)
+        for label in self.label_names:
+            if label in RESERVED_LABELS or label.startswith("__"):
+                raise ValueError(f"label name {label!r} is reserved")
+        if len(set(self.label_names)) != len(self.label_names):
+            raise ValueError(f"duplicate label names in {self.label_names}")
+        if not isinstance(unit, str) or not UNIT_RE.match(unit):
+            raise ValueError(f"unit {unit!r} must be letters, digits and '_' (e.g. 'seconds', 'bytes')")
+        self.unit = unit
+        if max_series < 1:
+            raise ValueError("max_series must be at least 1")
+        self.max_series = max_series
+
+    def __set_name__(self, owner: type, attr: str) -> None:
+        self.attr = attr
+
+    def bind(self, publisher: Publisher, name: str | None = None) -> Any:
+        """Create this metric in ``publisher``: a live series, or a Family if it has labels."""
+        name = check_name(name or self.name or getattr(self, "attr", "") or "")
+        live: Any = Family(self, publisher, name) if self.label_names else None
+        publisher.claim_name(name, live)
+        if live is None:
+            live = self._series(publisher, name, ())
+            publisher._families[name] = live
+        return live
+
+    # subclasses: the record's type-specific parts, and the live series
+    flags = 0
+    aggregation = 0
+
+    def _spec(self, name: str, labels: tuple[tuple[str, str], ...]) -> L.RecordSpec:
+        return L.RecordSpec(
+            mtype=self.mtype,
+            name=name,
+            help=self.help,
+            unit=self.unit,
+            labels=labels,
+            flags=self.flags,
+            aggregation=self.aggregation,
+            **self._spec_extra(),
+        )
+
+    def _spec_extra(self) -> dict[str, Any]:
+        return {}
+
+    def _series(self, publisher: Publisher, name: str, labels: tuple[tuple[str, str], ...]) -> Any:
+        binding = publisher.add_record(self._spec(name, labels))
+        return publisher.adopt(self._cell(binding))
+
+    def _cell(self, binding: Binding) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class Counter(Metric):
+    """A monotonic counter. Integer by default; ``float=True`` for fractional amounts."""
+
+    mtype = L.MetricType.COUNTER
+
+    def __init__(self, help: str = "", *, float: bool = False, **options: Any) -> None:
+        super().__init__(help, **options)
+        self.flags = L.FLAG_FLOAT if float else 0
+
+    def _cell(self, binding: Binding) -> Any:
+        cls = FloatCounterSeries if self.flags & L.FLAG_FLOAT else CounterSeries
+        return cls(binding.buffer, binding.offset)
+
+
+_AGGREGATIONS = {
+    "per_process": L.Aggregation.PER_PROCESS,
+    "sum": L.Aggregation.SUM,
+    "max": L.Aggregation.MAX,
+    "min": L.Aggregation.MIN,
+    "last": L.Aggregation.LAST,
+}
+
+
+class Gauge(Metric):
+    """A value that goes up and down.
+
+    ``aggregate`` says how readers combine it across processes: "per_process"
+    (default: one series per process), "sum", "max", "min" or "last";
+    ``live_only=True`` leaves out processes that have exited.
+    """
+
+    mtype = L.MetricType.GAUGE
+
+    def __init__(self, help: str = "", *, aggregate: str = "per_process", live_only: bool = False, **options: Any):
+        super().__init__(help, **options)
+        if aggregate not in _AGGREGATIONS:
+            raise ValueError(f"aggregate must be one of {sorted(_AGGREGATIONS)}, not {aggregate!r}")
+        self.aggregation = _AGGREGATIONS[aggregate] | (L.AGG_LIVE_ONLY if live_only else 0)
+
+    def _cell(self, binding: Binding) -> Any:
+        return GaugeSeries(binding.buffer, binding.offset)
+
+
+class Histogram(Metric):
+    """Observations counted in buckets, with their count and sum, read consistently.
+
+    ``buckets`` is a sequence of upper bounds (default: prometheus_client's)
+    or ``LogBuckets(low, high, relative_error)`` for percentiles with a
+    bounded relative error.
+    """
+
+    mtype = L.MetricType.HISTOGRAM
+
+    def __init__(self, help: str = "", *, buckets: Iterable[float] | LogBuckets = DEFAULT_BUCKETS, **options: Any):
+        super().__init__(help, **options)
+        if isinstance(buckets, LogBuckets):
+            bounds = buckets.bounds()
+            self.flags = L.FLAG_LOG_BUCKETS
+        else:
+            bounds = tuple(float(b) for b in buckets)
+            if bounds and bounds[-1] == math.inf:
+                bounds = bounds[:-1]
+        if len(bounds) > L.MAX_PARAMS:
+            raise ValueError(f"at most {L.MAX_PARAMS} buckets")
+        for i, bound in enumerate(bounds):
+            if not math.isfinite(bound) or (i and not bound > bounds[i - 1]):
+                raise ValueError("bucket bounds must be finite and strictly increasing")
+        self.bounds = bounds
+
+    def _spec_extra(self) -> dict[str, Any]:
+        return {"bounds": self.bounds}
+
+    def _cell(self, binding: Binding) -> Any:
+        cell = HistogramSeries(binding.buffer, binding.offset, self.bounds)
+        cell._buffer = binding.buffer
+        cell.bounds = self.bounds
+        return cell
+
+
+class Timer(Histogram):
+    """A histogram of durations in seconds; use ``with metric.time():`` or ``@metric.time()``."""
+
+    def __init__(self, help: str = "", **options: Any) -> None:
+        options.setdefault("unit", "seconds")
+        super().__init__(help, **options)
+
+
+class Summary(Metric):
+    """Count and sum of observations, read consistently (an average over any interval)."""
+
+    mtype = L.MetricType.SUMMARY
+
+    def _cell(self, binding: Binding) -> Any:
+        cell = SummarySeries(binding.buffer, binding.offset)
+        cell._buffer = binding.buffer
+        return cell
+
+
+Average = Summary
+
+
+class Text(Metric):
+    """A short UTF-8 text of at most ``size`` bytes, cut at a character boundary."""
+
+    mtype = L.MetricType.TEXT
+
+    def __init__(self, help: str = "", *, size: int = 64, **options: Any) -> None:
+        super().__init__(help, **options)
+        if not 0 < size <= L.MAX_TEXT_CAPACITY:
+            raise ValueError(f"text size must be 1..{L.MAX_TEXT_CAPACITY} bytes")
+        self.size = size
+
+    def _spec_extra(self) -> dict[str, Any]:
+        return {"capacity": self.size}
+
+    def _cell(self, binding: Binding) -> Any:
+        cell = TextSeries(binding.buffer, binding.offset, self.size)
+        cell._buffer = binding.buffer
+        cell.capacity = self.size
+        return cell
+
+
+class Enum(Metric):
+    """One of a fixed list of states; starts in the first."""
+
+    mtype = L.MetricType.ENUM
+
+    def __init__(self, help: str = "", *, states: Sequence[str], **options: Any) -> None:
+        super().__init__(help, **options)
+        self.states = tuple(str(s) for s in states)
+        if not self.states or len(set(self.states)) != len(self.states):
+            raise ValueError("an enum needs one or more distinct states")
+        if any(not s or len(s) > MAX_LABEL_VALUE for s in self.states):
+            raise ValueError(f"enum states must be 1..{MAX_LABEL_VALUE} characters")
+
+    def _spec_extra(self) -> dict[str, Any]:
+        return {"extras": self.states}
+
+    def _cell(self, binding: Binding) -> Any:
+        cell = EnumSeries(binding.buffer, binding.offset, len(self.states))
+        cell.states = self.states
+        cell._index = {s: i for i, s in enumerate(self.states)}
+        return cell
+
+
+class Info(Metric):
+    """Constant key/value pairs (version, build...). Give ``values`` now or call ``info({...})`` once."""
+
+    mtype = L.MetricType.INFO
+
+    def __init__(self, help: str = "", *, values: Mapping[str, str] | None = None, **options: Any) -> None:
+        super().__init__(help, **options)
+        self.values = dict(values) if values is not None else None
+
+    def _series(self, publisher: Publisher, name: str, labels: tuple[tuple[str, str], ...]) -> Any:
+        def publish(values: dict[str, str]) -> None:
+            extras = tuple(s for kv in values.items() for s in kv)
+            spec = L.RecordSpec(L.MetricType.INFO, name, self.help, self.unit, labels, extras=extras)
+            publisher.add_record(spec)
+
+        series = InfoSeries(publish)
+        if self.values is not None:
+            series.info(self.values)
+        return series
+
+
+# -- Labelled families ---------------------------------------------------------
+
+
+class Family:
+    """A labelled metric: ``labels(...)`` returns the cached series for a label set."""
+
+    __slots__ = ("name", "label_names", "_decl", "_publisher", "_children", "_canonical")
+
+    def __init__(self, decl: Metric, publisher: Publisher, name: str) -> None:
+        self.name = name
+        self.label_names = decl.label_names
+        self._decl = decl
+        self._publisher = publisher
+        self._children: dict[Any, Any] = {}  # the values as given -> series
+        self._canonical: dict[tuple[str, ...], Any] = {}  # the values as strings -> series
+
+    def labels(self, *values: Any, **by_name: Any) -> Any:
+        """The series for these label values (positional, or by name)."""
+        if not by_name:
+            try:
+                return self._children[values]
+            except (KeyError, TypeError):
+                pass
+        return self._child(values, by_name)
+
+    def _child(self, values: tuple[Any, ...], by_name: dict[str, Any]) -> Any:
+        names = self.label_names
+        if by_name:
+            if values:
+                raise TypeError("pass label values by position or by name, not both")
+            if set(by_name) != set(names):
+                raise ValueError(f"{self.name}: expected labels {names}, got {tuple(by_name)}")
+            values = tuple(by_name[n] for n in names)
+        if len(values) != len(names):
+            raise ValueError(f"{self.name}: expected {len(names)} label values {names}, got {len(values)}")
+        key = tuple(v if isinstance(v, str) else str(v) for v in values)
+        with self._publisher._lock:
+            child = self._canonical.get(key)
+            if child is None:
+                for value in key:
+                    if len(value) > MAX_LABEL_VALUE:
+                        raise ValueError(f"{self.name}: label value longer than {MAX_LABEL_VALUE} characters")
+                if len(self._canonical) >= self._decl.max_series:
+                    raise LabelLimitError(
+                        f"{self.name}: already {self._decl.max_series} label sets (max_series); "
+                        f"refusing {dict(zip(names, key))}"
+                    )
+                child = self._decl._series(self._publisher, self.name, tuple(zip(names, key)))
+                self._canonical[key] = child
+            if not by_name and len(self._children) < 4 * self._decl.max_series:
+                try:
+                    self._children[values] = child
+                except TypeError:  # unhashable values: served by the slow path
+                    pass
+        return child
+
+    def __repr__(self) -> str:
+        return f"<statmap.Family {self.name!r} labels={self.label_names} series={len(self._canonical)}>"
+
+    def _no_labels(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{self.name} has labels {self.label_names}: call .labels(...) first")
+
+    inc = set = dec = observe = time = _no_labels

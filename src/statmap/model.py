@@ -1,0 +1,77 @@
+"""The model-class API: a class whose attributes are metric declarations.
+
+    class WebStats(statmap.Stats):
+        requests = statmap.Counter("Requests served")
+
+    stats = WebStats("web")
+    stats.requests.inc()
+
+Each instance owns a Publisher (one file). Live metrics are stored in the
+instance's ``__dict__``, so ``stats.requests`` is a plain attribute lookup and
+``stats.requests += 1`` calls the cell's in-place add and stores the same
+object back.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .metrics import Metric
+from .publisher import Publisher
+
+_RESERVED = frozenset({"publisher", "path", "close", "remove", "name"})
+
+
+class Stats:
+    """Base class of model classes. ``Stats(name, directory=None)`` creates the file."""
+
+    _declarations: ClassVar[dict[str, Metric]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        found: dict[str, Metric] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                if isinstance(value, Metric):
+                    if attr in _RESERVED:
+                        raise TypeError(f"{cls.__name__}.{attr}: {attr!r} is reserved by statmap.Stats")
+                    found[attr] = value
+        cls._declarations = found
+
+    def __init__(self, name: str, directory: str | None = None, **publisher_options: Any) -> None:
+        publisher = Publisher(name, directory, **publisher_options)
+        self.__dict__["publisher"] = publisher
+        try:
+            for attr, decl in self._declarations.items():
+                self.__dict__[attr] = decl.bind(publisher, decl.name or attr)
+        except BaseException:
+            publisher.remove()
+            raise
+
+    publisher: Publisher
+
+    @property
+    def path(self) -> str:
+        """The file this instance publishes into."""
+        return self.publisher.path
+
+    @property
+    def name(self) -> str:
+        return self.publisher.name
+
+    def close(self) -> None:
+        """Mark the file closed and keep it for post-mortems."""
+        self.publisher.close()
+
+    def remove(self) -> None:
+        """Close and delete the file."""
+        self.publisher.remove()
+
+    def __enter__(self) -> Stats:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.publisher.name!r} at {self.publisher.path!r}>"

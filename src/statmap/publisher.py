@@ -1,0 +1,371 @@
+"""One process's statmap file: create, append records, grow, fork, close.
+
+A file is built under a hidden temporary name (header, records, space
+reserved so a full disk fails now and not later as SIGBUS), marked ready,
+then renamed into place. The publisher holds an exclusive flock on it for
+its lifetime: that lock is how readers know the owner is alive.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import fcntl
+import mmap
+import os
+import re
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from . import _layout as L
+from . import cells
+from ._proc import boot_id, process_start_time
+from .directory import ensure_directory, open_directory
+from .errors import DirectoryError, PublishError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+FILE_SUFFIX = ".statmap"
+TEMP_SUFFIX = ".tmp"
+DEFAULT_CAPACITY = 16384
+MAX_FILE_SIZE = 1 << 30
+
+
+def file_name(publisher: str, pid: int, instance_id: bytes) -> str:
+    """``NAME.PID.INSTANCE.statmap``: name and pid visible, instance keeps it unique."""
+    return f"{publisher}.{pid}.{instance_id[:4].hex()}{FILE_SUFFIX}"
+
+
+def program_name() -> str:
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else sys.executable
+    return os.path.basename(argv0) or "python"
+
+
+def new_identity(publisher: str) -> L.Identity:
+    pid = os.getpid()
+    return L.Identity(
+        pid=pid,
+        start_time=process_start_time(pid),
+        boot_id=boot_id(),
+        instance_id=os.urandom(16),
+        created_ns=time.time_ns(),
+        publisher=publisher,
+        program=program_name(),
+    )
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Allocate disk space up to ``size`` now, so later stores never SIGBUS."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        # Filesystems without fallocate: extend, then touch every block.
+        os.ftruncate(fd, size)
+        for pos in range(0, size, 4096):
+            os.pwrite(fd, b"\0", pos)
+
+
+class Binding:
+    """Where a new series' value lives: the mapping and the absolute offset."""
+
+    __slots__ = ("buffer", "offset")
+
+    def __init__(self, buffer: Any, offset: int) -> None:
+        self.buffer = buffer
+        self.offset = offset
+
+
+class Publisher:
+    """Owns one statmap file for one process.
+
+    Use it through a model class (``statmap.Stats``) or directly:
+    ``pub.counter("requests", "Requests served")`` creates a series.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        directory: str | None = None,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        _identity: L.Identity | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ValueError(
+                f"publisher name {name!r} must be 1-64 characters of letters, digits, '_', '.', '-', "
+                "not starting with '.' or '-'"
+            )
+        if capacity < L.HEADER_SIZE or capacity % 4096:
+            raise ValueError("capacity must be a positive multiple of 4096")
+        self.name = name
+        self.directory = ensure_directory(directory)
+        self._initial_capacity = capacity
+        self._lock = threading.RLock()
+        self._cells: list[Any] = []  # every live cell, re-pointed after fork
+        self._records: list[tuple[int, int]] = []  # (value offset, value size)
+        self._families: dict[str, Any] = {}  # metric name -> live metric (for duplicate checks)
+        self._closed = False
+        self._maps: list[mmap.mmap] = []
+        self._create(_identity or new_identity(name))
+        _live.add(self)
+
+    # -- the file ------------------------------------------------------
+
+    def _create(self, identity: L.Identity, body: bytes = b"") -> None:
+        """Build a new file holding ``body`` (records), mark it ready, rename it into place."""
+        self.identity = identity
+        final = file_name(self.name, identity.pid, identity.instance_id)
+        temp = "." + final + TEMP_SUFFIX
+        capacity = self._initial_capacity
+        while L.HEADER_SIZE + len(body) > capacity:
+            capacity *= 2
+        dir_fd = open_directory(self.directory)
+        fd = -1
+        try:
+            try:
+                fd = os.open(
+                    temp,
+                    os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                    dir_fd=dir_fd,
+                )
+            except OSError as exc:
+                raise PublishError(f"{self.directory}/{temp}: cannot create: {exc.strerror}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _reserve(fd, capacity)
+                m = mmap.mmap(fd, capacity)
+            except OSError as exc:
+                os.unlink(temp, dir_fd=dir_fd)
+                raise PublishError(
+                    f"{self.directory}/{temp}: cannot reserve {capacity} bytes: {exc.strerror}"
+                ) from exc
+            m[: L.HEADER_SIZE] = L.encode_header(identity, capacity)
+            end = L.HEADER_SIZE + len(body)
+            m[L.HEADER_SIZE : end] = body
+            cells.store_u64(m, L.OFF_END, end)
+            cells.store_u64(m, L.OFF_STATE, L.State.READY)
+            os.rename(temp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
+        finally:
+            os.close(dir_fd)
+        self.path = os.path.join(self.directory, final)
+        self._fd = fd
+        self._maps = [m]
+        self._capacity = capacity
+        self._end = end
+
+    def _grow(self, needed: int) -> None:
+        capacity = self._capacity
+        while capacity < needed:
+            capacity *= 2
+        if capacity > MAX_FILE_SIZE:
+            raise PublishError(f"{self.path}: would grow past {MAX_FILE_SIZE} bytes")
+        try:
+            _reserve(self._fd, capacity)
+            m = mmap.mmap(self._fd, capacity)
+        except OSError as exc:
+            raise PublishError(f"{self.path}: cannot grow to {capacity} bytes: {exc.strerror}") from exc
+        # Existing cells keep writing through the older mappings of the same file.
+        cells.store_u64(m, L.OFF_CAPACITY, capacity)
+        self._maps.append(m)
+        self._capacity = capacity
+
+    def add_record(self, spec: L.RecordSpec) -> Binding:
+        """Append a record for a new series; return where its value lives."""
+        data, value_rel = L.encode_record(spec)
+        with self._lock:
+            if self._closed:
+                raise PublishError(f"{self.path}: publisher is closed")
+            offset = self._end
+            if offset + len(data) > self._capacity:
+                self._grow(offset + len(data))
+            m = self._maps[-1]
+            m[offset : offset + len(data)] = data
+            self._end = offset + len(data)
+            cells.store_u64(m, L.OFF_END, self._end)  # release: the record is complete
+            self._records.append((offset + value_rel, len(data) - value_rel))
+            return Binding(m, offset + value_rel)
+
+    def adopt(self, cell: Any) -> Any:
+        """Remember a cell so fork and close can re-point it."""
+        with self._lock:
+            self._cells.append(cell)
+        return cell
+
+    def claim_name(self, name: str, metric: Any) -> None:
+        with self._lock:
+            if name in self._families:
+                raise ValueError(f"publisher {self.name!r} already has a metric named {name!r}")
+            self._families[name] = metric
+
+    # -- fork ------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        """Give the child its own file: same records, zeroed values, new identity."""
+        self._lock = threading.RLock()
+        if self._closed:
+            return
+        old_fd, old_maps = self._fd, self._maps
+        body = bytearray(old_maps[-1][L.HEADER_SIZE : self._end])
+        for value_offset, size in self._records:
+            start = value_offset - L.HEADER_SIZE
+            body[start : start + size] = bytes(size)
+        try:
+            self._create(new_identity(self.name), bytes(body))
+            target: Any = self._maps[0]
+        except (PublishError, DirectoryError, OSError) as exc:
+            # Never write into the parent's file: park the cells in private memory.
+            sys.stderr.write(f"statmap: child {os.getpid()} cannot create its file ({exc}); metrics are not published\n")
+            self._closed = True
+            target = bytearray(max(m.size() for m in old_maps))
+        for cell in self._cells:
+            cell._rebind(target)
+        os.close(old_fd)
+        _close_maps(old_maps)
+
+    # -- lifetime -------------------------------------------------------
+
+    def close(self) -> None:
+        """Mark the file closed and keep it for post-mortems.
+
+        Later updates to this publisher's metrics go to private memory and
+        no longer reach the file, so what it holds stays final.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            m = self._maps[-1]
+            cells.store_u64(m, L.OFF_CLOSED_NS, time.time_ns())
+            cells.store_u64(m, L.OFF_STATE, L.State.CLOSED)
+            scratch = bytearray(self._capacity)
+            for cell in self._cells:
+                cell._rebind(scratch)
+            _close_maps(self._maps)
+            os.close(self._fd)
+        _live.discard(self)
+
+    def remove(self) -> None:
+        """Close and delete the file."""
+        self.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<statmap.Publisher {self.name!r} at {self.path!r}>"
+
+    # -- the procedural API ----------------------------------------------
+
+    def counter(self, name: str, help: str = "", **options: Any) -> Any:
+        from .metrics import Counter
+
+        return Counter(help, name=name, **options).bind(self)
+
+    def gauge(self, name: str, help: str = "", **options: Any) -> Any:
+        from .metrics import Gauge
+
+        return Gauge(help, name=name, **options).bind(self)
+
+    def histogram(self, name: str, help: str = "", **options: Any) -> Any:
+        from .metrics import Histogram
+
+        return Histogram(help, name=name, **options).bind(self)
+
+    def summary(self, name: str, help: str = "", **options: Any) -> Any:
+        from .metrics import Summary
+
+        return Summary(help, name=name, **options).bind(self)
+
+    def text(self, name: str, help: str = "", **options: Any) -> Any:
+        from .metrics import Text
+
+        return Text(help, name=name, **options).bind(self)
+
+    def info(self, name: str, help: str = "", **options: Any) -> Any:
+        from .metrics import Info
+
+        return Info(help, name=name, **options).bind(self)
+
+    def enum(self, name: str, help: str = "", **options: Any) -> Any:
+        from .metrics import Enum
+
+        return Enum(help, name=name, **options).bind(self)
+
+    def timer(self, name: str, help: str = "", **options: Any) -> Any:
+        from .metrics import Timer
+
+        return Timer(help, name=name, **options).bind(self)
+
+
+def _close_maps(maps: list[mmap.mmap]) -> None:
+    for m in maps:
+        try:
+            m.close()
+        except BufferError:  # a cell we did not adopt still points here; it keeps it alive
+            pass
+
+
+# Every open publisher, for the fork hook and interpreter exit.
+_live: weakref.WeakSet[Publisher] = weakref.WeakSet()
+
+
+def live_publishers() -> Iterator[Publisher]:
+    return iter(list(_live))
+
+
+_forking: list[Publisher] = []
+
+
+def _before_fork() -> None:
+    # Hold every publisher's lock across fork, so the child never inherits a
+    # lock that another thread held mid-append.
+    _forking[:] = list(_live)
+    for pub in _forking:
+        pub._lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for pub in _forking:
+        pub._lock.release()
+    _forking.clear()
+
+
+def _after_fork_in_child() -> None:
+    for pub in _forking:
+        pub._after_fork_in_child()
+    _forking.clear()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
+
+
+@atexit.register
+def _close_all() -> None:
+    for pub in list(_live):
+        try:
+            pub.close()
+        except Exception:  # noqa: BLE001 - exit must go on
+            pass

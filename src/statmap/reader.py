@@ -1,0 +1,388 @@
+"""Validating reader: snapshots of one statmap file, with liveness.
+
+Files are untrusted input. Every offset, length and count is checked
+against the mapping before use (the checks live in ``_layout``), so a
+corrupt file raises ``FormatError`` naming the file and the problem; a
+zero-length or half-built file is reported as not ready. Parsed records are
+cached: a new snapshot parses only records added since the last one and
+re-reads only values.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _layout as L
+from . import cells
+from ._proc import boot_id, pid_exists, process_start_time
+from .errors import FormatError
+
+TYPE_NAMES = {
+    L.MetricType.COUNTER: "counter",
+    L.MetricType.GAUGE: "gauge",
+    L.MetricType.HISTOGRAM: "histogram",
+    L.MetricType.SUMMARY: "summary",
+    L.MetricType.TEXT: "text",
+    L.MetricType.INFO: "info",
+    L.MetricType.ENUM: "enum",
+}
+
+#: Liveness of a file's writer.
+ALIVE, CLOSED, DEAD, NOT_READY = "alive", "closed", "dead", "not-ready"
+
+
+@dataclass(frozen=True)
+class HistogramValue:
+    """A consistent histogram reading. ``buckets``: (upper bound, cumulative count), +Inf last."""
+
+    count: int
+    sum: float
+    buckets: tuple[tuple[float, int], ...]
+    log_buckets: bool = False
+
+    def percentile(self, q: float) -> float:
+        """Estimate the q-th quantile (0 <= q <= 1); NaN without observations.
+
+        Log buckets are estimated by the harmonic midpoint of the bucket,
+        which bounds the relative error by the buckets' relative_error;
+        other buckets by linear interpolation, like PromQL's histogram_quantile.
+        """
+        if not 0 <= q <= 1:
+            raise ValueError("q must be between 0 and 1")
+        if self.count == 0:
+            return float("nan")
+        rank = q * self.count
+        lower, below = 0.0, 0
+        for i, (upper, cumulative) in enumerate(self.buckets):
+            if cumulative >= rank and cumulative > below:
+                if upper == float("inf"):
+                    return lower  # beyond the last bound: the best we can say
+                if i == 0:
+                    lower = min(0.0, upper)
+                if self.log_buckets and lower > 0:
+                    return 2 * lower * upper / (lower + upper)
+                return lower + (upper - lower) * (rank - below) / (cumulative - below)
+            lower, below = upper, cumulative
+        return lower
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "sum": self.sum,
+            "buckets": [["+Inf" if b == float("inf") else b, c] for b, c in self.buckets],
+        }
+
+
+@dataclass(frozen=True)
+class SummaryValue:
+    count: int
+    sum: float
+
+    @property
+    def average(self) -> float:
+        return self.sum / self.count if self.count else float("nan")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "sum": self.sum}
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series: its metadata and the value read in this snapshot."""
+
+    name: str
+    type: str
+    help: str
+    unit: str
+    labels: dict[str, str]
+    value: Any  # int/float, str, dict (info), HistogramValue, SummaryValue; None if unreadable
+    record: L.Record = field(repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        value = self.value
+        if isinstance(value, (HistogramValue, SummaryValue)):
+            value = value.to_json()
+        elif isinstance(value, float) and value != value:
+            value = "NaN"
+        elif isinstance(value, float) and value in (float("inf"), float("-inf")):
+            value = "+Inf" if value > 0 else "-Inf"
+        return {
+            "name": self.name,
+            "type": self.type,
+            "help": self.help,
+            "unit": self.unit,
+            "labels": dict(self.labels),
+            "value": value,
+        }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A file at one moment: identity, liveness and every series."""
+
+    path: str
+    status: str  # alive, closed, dead or not-ready
+    identity: L.Identity | None
+    series: list[Series]
+    version: tuple[int, int] | None
+    size: int
+
+    @property
+    def name(self) -> str:
+        return self.identity.publisher if self.identity else ""
+
+    @property
+    def pid(self) -> int:
+        return self.identity.pid if self.identity else 0
+
+    def to_json(self) -> dict[str, Any]:
+        ident = self.identity
+        return {
+            "path": self.path,
+            "name": self.name,
+            "pid": self.pid,
+            "state": self.status,
+            "program": ident.program if ident else "",
+            "instance": ident.instance_id.hex() if ident else "",
+            "created": ident.created_ns / 1e9 if ident else None,
+            "metrics": [s.to_json() for s in self.series],
+        }
+
+
+class Reader:
+    """Reads one statmap file. Use ``statmap.open(path)``; call ``snapshot()`` as often as you like."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._fd = -1
+        self._map: mmap.mmap | None = None
+        self._words: memoryview | None = None
+        self._records: list[L.Record] = []
+        self._parsed_end = 0
+        self._header: L.Header | None = None
+        self._open()
+
+    # -- file and mapping ---------------------------------------------------
+
+    def _fail(self, problem: str) -> FormatError:
+        return FormatError(self.path, problem)
+
+    def _open(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self._fail("is a symbolic link; refusing to follow it") from None
+            raise self._fail(f"cannot open: {exc.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise self._fail("not a regular file")
+        self._fd = fd
+
+    def _remap(self) -> int:
+        """Map the whole file as it is now; return its size (0 if empty)."""
+        size = os.fstat(self._fd).st_size
+        if self._map is not None and size == len(self._map):
+            return size
+        self._release_map()
+        if size == 0:
+            return 0
+        self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
+        self._words = memoryview(self._map).cast("Q") if size % 8 == 0 else None
+        return size
+
+    def _release_map(self) -> None:
+        if self._words is not None:
+            self._words.release()
+            self._words = None
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+    def close(self) -> None:
+        self._release_map()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser
+            pass
+
+    # -- header -------------------------------------------------------------
+
+    def _read_header(self, size: int) -> L.Header | None:
+        """The validated header, or None if the file is not ready yet."""
+        m = self._map
+        if m is None or size < L.HEADER_SIZE:
+            return None
+        magic = m[: len(L.MAGIC)]
+        if magic != L.MAGIC:
+            if magic == L.MAGIC_BIG_ENDIAN:
+                raise self._fail("big-endian statmap file; only little-endian files are defined")
+            if magic == bytes(len(L.MAGIC)):
+                return None  # header not written yet
+            raise self._fail(f"bad magic {magic!r}: not a statmap file")
+        state = cells.load_u64(m, L.OFF_STATE)  # acquire: the header is complete if ready
+        header = L.decode_header(m)
+        if header.major != L.MAJOR:
+            raise self._fail(f"format version {header.major}.{header.minor}; this reader knows {L.MAJOR}.x")
+        if header.header_size < L.HEADER_SIZE or header.header_size % L.ALIGN or header.header_size > size:
+            raise self._fail(f"bad header size {header.header_size}")
+        if state == L.State.INITIALISING:
+            return None
+        if state not in (L.State.READY, L.State.CLOSED):
+            raise self._fail(f"unknown state {state}")
+        if size % L.ALIGN:
+            raise self._fail(f"file size {size} is not a multiple of 8")
+        if not header.header_size <= header.capacity <= size:
+            raise self._fail(f"capacity {header.capacity} outside {header.header_size}..{size} (file truncated?)")
+        end = cells.load_u64(m, L.OFF_END)  # acquire: records before end are complete
+        if not header.header_size <= end <= header.capacity:
+            raise self._fail(f"end of records {end} outside {header.header_size}..{header.capacity}")
+        return L.Header(
+            header.major, header.minor, header.header_size, state, header.capacity, end,
+            header.identity, header.closed_ns,
+        )  # fmt: skip
+
+    def _parse_new_records(self, header: L.Header) -> None:
+        assert self._map is not None
+        if self._parsed_end == 0:
+            self._parsed_end = header.header_size
+        offset = self._parsed_end
+        if header.end < offset:
+            raise self._fail(f"end of records went backwards ({header.end} < {offset})")
+        while offset < header.end:
+            try:
+                record = L.decode_record(self._map, offset, header.end)
+            except L.RecordError as exc:
+                raise self._fail(str(exc)) from None
+            self._records.append(record)
+            offset += record.size
+        self._parsed_end = offset
+
+    # -- liveness -------------------------------------------------------------
+
+    def _liveness(self, header: L.Header) -> str:
+        if header.state == L.State.CLOSED:
+            return CLOSED
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return ALIVE  # the writer holds its exclusive lock
+        except OSError:
+            return self._liveness_by_pid(header.identity)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return DEAD
+
+    @staticmethod
+    def _liveness_by_pid(identity: L.Identity) -> str:
+        """Fallback where locks don't work: same boot, pid exists and started when the writer did."""
+        if identity.boot_id != boot_id() or not pid_exists(identity.pid):
+            return DEAD
+        if identity.start_time and process_start_time(identity.pid) != identity.start_time:
+            return DEAD
+        return ALIVE
+
+    # -- values -------------------------------------------------------------
+
+    def _latch(self, record: L.Record, copy_size: int) -> bytes | None:
+        for _ in range(100):
+            data = cells.read_latch(self._map, record.value_offset, copy_size)
+            if data is not None:
+                return data
+            time.sleep(0)
+        return None
+
+    def _value(self, record: L.Record) -> Any:
+        spec = record.spec
+        mtype = spec.mtype
+        words = self._words
+        assert words is not None
+        if mtype == L.MetricType.COUNTER:
+            bits = int(words[record.value_offset // 8])
+            return L.f64_from_bits(bits) if spec.flags & L.FLAG_FLOAT else bits
+        if mtype == L.MetricType.GAUGE:
+            return L.f64_from_bits(int(words[record.value_offset // 8]))
+        if mtype == L.MetricType.ENUM:
+            index = int(words[record.value_offset // 8])
+            return spec.extras[index] if index < len(spec.extras) else None
+        if mtype == L.MetricType.INFO:
+            return dict(zip(spec.extras[::2], spec.extras[1::2]))
+        if mtype == L.MetricType.SUMMARY:
+            data = self._latch(record, L.SUMMARY_COPY_SIZE)
+            return None if data is None else SummaryValue(*L.decode_summary(data))
+        if mtype == L.MetricType.HISTOGRAM:
+            n = len(spec.bounds)
+            data = self._latch(record, L.histogram_copy_size(n))
+            if data is None:
+                return None
+            count, total, raw = L.decode_histogram(data, n)
+            if sum(raw) != count:
+                raise self._fail(f"histogram {spec.name}: bucket counts sum to {sum(raw)}, count is {count}")
+            cumulative, buckets = 0, []
+            for bound, c in zip((*spec.bounds, float("inf")), raw):
+                cumulative += c
+                buckets.append((bound, cumulative))
+            return HistogramValue(count, total, tuple(buckets), bool(spec.flags & L.FLAG_LOG_BUCKETS))
+        if mtype == L.MetricType.TEXT:
+            data = self._latch(record, L.text_copy_size(spec.capacity))
+            if data is None:
+                return None
+            text = L.decode_text(data, spec.capacity)
+            if text is None:
+                raise self._fail(f"text {spec.name}: stored length exceeds its capacity {spec.capacity}")
+            return text.decode("utf-8", "replace")
+        raise AssertionError(f"unknown type {mtype}")  # unknown types are skipped before this
+
+    # -- the public API -------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """Every series with a consistent value, the writer's identity and liveness."""
+        if self._fd < 0:
+            raise ValueError("reader is closed")
+        size = self._remap()
+        header = self._read_header(size)
+        if header is not None and header.capacity > size:  # pragma: no cover - checked in _read_header
+            raise self._fail("file shorter than its capacity")
+        if header is None:
+            return Snapshot(self.path, NOT_READY, None, [], None, size)
+        self._header = header
+        self._parse_new_records(header)
+        series = [
+            Series(
+                name=r.spec.name,
+                type=TYPE_NAMES[L.MetricType(r.spec.mtype)],
+                help=r.spec.help,
+                unit=r.spec.unit,
+                labels=dict(r.spec.labels),
+                value=self._value(r),
+                record=r,
+            )
+            for r in self._records
+            if r.known
+        ]
+        return Snapshot(
+            self.path, self._liveness(header), header.identity, series, (header.major, header.minor), size
+        )
+
+
+def open(path: str | os.PathLike[str]) -> Reader:  # noqa: A001 - the plain name is the point
+    """A reader for one statmap file. Raises FormatError if it cannot be opened."""
+    return Reader(path)
