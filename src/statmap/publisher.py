@@ -28,7 +28,7 @@ from .directory import ensure_directory, open_directory
 from .errors import DirectoryError, PublishError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-FILE_SUFFIX = ".statmap"
+from .discover import FILE_SUFFIX
 TEMP_SUFFIX = ".tmp"
 DEFAULT_CAPACITY = 16384
 MAX_FILE_SIZE = 1 << 30

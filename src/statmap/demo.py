@@ -1,0 +1,107 @@
+"""``statmap demo``: worker processes publishing a realistic mix of metrics, shown live.
+
+Each worker pretends to be a small web service: it serves requests with
+random paths, methods and latencies, tracks in-flight work and a queue,
+and changes state now and then. The demo's own process reads their files
+every second and redraws the view.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from . import LogBuckets, Stats
+from . import metrics as m
+from .cli import read_snapshots, render_text
+from .discover import statmap_files
+
+
+class DemoStats(Stats):
+    requests = m.Counter("Requests served", labels=("method", "status"))
+    bytes_sent = m.Counter("Response bytes sent", unit="bytes")
+    in_flight = m.Gauge("Requests being served", aggregate="sum", live_only=True)
+    queue_depth = m.Gauge("Jobs waiting in the queue", aggregate="max")
+    latency = m.Histogram("Request latency", unit="seconds", buckets=LogBuckets(0.0005, 5.0, 0.02))
+    payload = m.Summary("Request payload size", unit="bytes")
+    last_path = m.Text("Last path served", size=64)
+    state = m.Enum("Worker state", states=("starting", "serving", "draining"))
+    build = m.Info("Build information", values={"version": "0.1.0", "python": sys.version.split()[0]})
+
+
+PATHS = ("/", "/index", "/api/users", "/api/orders", "/static/app.js", "/health", "/search?q=café")
+
+
+def worker(directory: str, seed: int) -> None:
+    """Publish until SIGTERM."""
+    rng = random.Random(seed)
+    stop = False
+
+    def on_term(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    stats = DemoStats("demo-web", directory=directory)
+    stats.state.state("serving")
+    while not stop:
+        for _ in range(rng.randint(5, 40)):
+            path = rng.choice(PATHS)
+            method = "GET" if rng.random() < 0.8 else "POST"
+            status = "200" if rng.random() < 0.95 else rng.choice(("404", "500"))
+            stats.requests.labels(method, status).inc()
+            stats.bytes_sent.inc(rng.randint(200, 20000))
+            stats.latency.observe(rng.lognormvariate(-4.5, 1.0))
+            stats.payload.observe(rng.randint(0, 4096))
+            stats.last_path.set(path)
+        stats.in_flight.set(rng.randint(0, 8))
+        stats.queue_depth.set(max(0.0, rng.gauss(10, 5)))
+        if rng.random() < 0.02:
+            stats.state.state("draining" if stats.state.get() == "serving" else "serving")
+        time.sleep(0.1)
+    stats.close()
+
+
+def run_demo(seconds: float | None = None, workers: int = 3, directory: str | None = None) -> int:
+    own_dir = directory is None
+    directory = directory or tempfile.mkdtemp(prefix="statmap-demo-")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "statmap.demo", directory, str(i)], env=env)
+        for i in range(workers)
+    ]
+    print(f"statmap demo: {workers} workers publishing into {directory}")
+    print(f"read them from another terminal with: statmap show --dir {directory}")
+    interactive = sys.stdout.isatty()
+    deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        time.sleep(0.5)
+        while deadline is None or time.monotonic() < deadline:
+            snapshots, errors = read_snapshots(statmap_files(directory))
+            view = render_text(snapshots, errors)
+            if interactive:
+                sys.stdout.write("\x1b[H\x1b[2J")
+                sys.stdout.write(f"statmap demo ({directory}) - Ctrl-C to stop\n\n")
+            sys.stdout.write(view + "\n")
+            sys.stdout.flush()
+            time.sleep(1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+        if own_dir:
+            shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1], int(sys.argv[2]))
