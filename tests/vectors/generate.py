@@ -1,0 +1,172 @@
+"""Writes the golden files: `python tests/vectors/generate.py` rewrites tests/vectors/.
+
+Each vector NAME has NAME.statmap (written by the reference writer with fixed
+identity fields) and NAME.json: what `statmap show --json NAME.statmap`
+prints for it, with "path" reduced to the file name. tests/test_vectors.py
+checks that the writer reproduces every file byte for byte and that the
+reader reads the values in the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+
+import statmap
+from statmap import _layout as L
+from statmap.publisher import Publisher
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CREATED_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
+CLOSED_NS = CREATED_NS + 90_000_000_000
+
+
+def identity(name: str, index: int) -> L.Identity:
+    return L.Identity(
+        pid=4242 + index,
+        start_time=123456 + index,
+        boot_id=bytes(range(16)),
+        instance_id=bytes((index * 16 + i) % 256 for i in range(16)),
+        created_ns=CREATED_NS,
+        publisher=name,
+        program="golden-writer",
+    )
+
+
+def _counter(p: Publisher) -> None:
+    c = p.counter("requests", "Requests served")
+    c.inc()
+    c.inc(41)
+    big = p.counter("big", "A counter past 2**53")
+    big.inc(2**60 + 1)
+
+
+def _float_counter(p: Publisher) -> None:
+    c = p.counter("cpu_seconds", "CPU time used", unit="seconds", float=True)
+    c.inc(0.25)
+    c.inc(1.5)
+
+
+def _gauge(p: Publisher) -> None:
+    p.gauge("temperature", "Temperature", unit="celsius").set(-12.5)
+    g = p.gauge("in_flight", "Requests in flight", aggregate="sum", live_only=True)
+    g.inc(3)
+    g.dec()
+    p.gauge("peak", "Peak memory", unit="bytes", aggregate="max").set(1.5e9)
+
+
+def _histogram(p: Publisher) -> None:
+    h = p.histogram("latency", "Request latency", unit="seconds", buckets=(0.01, 0.1, 1.0))
+    for v in (0.005, 0.01, 0.05, 0.5, 2.0, 3.0):
+        h.observe(v)
+
+
+def _histogram_log(p: Publisher) -> None:
+    h = p.histogram("size", "Payload size", unit="bytes", buckets=statmap.LogBuckets(1.0, 100.0, 0.1))
+    for v in (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144):
+        h.observe(v)
+
+
+def _summary(p: Publisher) -> None:
+    s = p.summary("payload", "Payload size", unit="bytes")
+    for v in (100, 250, 4096):
+        s.observe(v)
+
+
+def _text(p: Publisher) -> None:
+    p.text("last_path", "Last path served", size=16).set("/index")
+    # 17 bytes of UTF-8 cut to 16 at a character boundary: "naïve café " + "é" does not fit
+    p.text("motto", "Motto", size=16).set("naïve café éé")
+    p.text("empty", "Never set", size=8)
+
+
+def _info(p: Publisher) -> None:
+    p.info("build", "Build information", values={"version": "1.2.3", "commit": "abc123"})
+
+
+def _enum(p: Publisher) -> None:
+    e = p.enum("state", "Worker state", states=("starting", "serving", "draining"))
+    e.state("serving")
+
+
+def _labels(p: Publisher) -> None:
+    c = p.counter("http_requests", "HTTP requests", labels=("method", "status"))
+    c.labels("GET", "200").inc(7)
+    c.labels(method="POST", status="500").inc(2)
+    c.labels("GET", 404).inc()
+    g = p.gauge("queue", "Queue length", labels=("queue",))
+    g.labels("high").set(3)
+    g.labels("low").set(0.5)
+
+
+def _grown(p: Publisher) -> None:
+    c = p.counter("items", "Many labelled series", labels=("item",))
+    for i in range(60):
+        c.labels(f"item-{i:03d}").inc(i)
+
+
+def _all_types(p: Publisher) -> None:
+    for build in (_counter, _float_counter, _gauge, _histogram, _summary, _text, _info, _enum):
+        build(p)
+
+
+VECTORS: dict[str, Callable[[Publisher], None]] = {
+    "counter": _counter,
+    "float_counter": _float_counter,
+    "gauge": _gauge,
+    "histogram": _histogram,
+    "histogram_log": _histogram_log,
+    "summary": _summary,
+    "text": _text,
+    "info": _info,
+    "enum": _enum,
+    "labels": _labels,
+    "grown": _grown,
+    "all_types": _all_types,
+    "closed": _counter,
+}
+
+
+def build(name: str, directory: str) -> bytes:
+    """Write vector ``name`` with the reference writer; return the file's bytes."""
+    index = sorted(VECTORS).index(name)
+    pub = Publisher(name, directory, capacity=4096, _identity=identity(name, index))
+    VECTORS[name](pub)
+    if name == "closed":
+        pub.close(_closed_ns=CLOSED_NS)
+    with open(pub.path, "rb") as f:
+        data = f.read()
+    pub.remove()
+    return data
+
+
+def expected_json(path: str) -> dict[str, object]:
+    with statmap.open(path) as reader:
+        doc = reader.snapshot().to_json()
+    doc["path"] = os.path.basename(path)
+    return {"processes": [doc]}
+
+
+def main() -> int:
+    work = tempfile.mkdtemp()
+    try:
+        for name in sorted(VECTORS):
+            data = build(name, work)
+            target = os.path.join(HERE, f"{name}.statmap")
+            with open(target, "wb") as f:
+                f.write(data)
+            with open(os.path.join(HERE, f"{name}.json"), "w") as f:
+                json.dump(expected_json(target), f, indent=2, ensure_ascii=False)
+                f.write("\n")
+            print(f"{name}: {len(data)} bytes")
+    finally:
+        shutil.rmtree(work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
