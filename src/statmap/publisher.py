@@ -234,18 +234,19 @@ class Publisher:
 
     # -- lifetime -------------------------------------------------------
 
-    def close(self) -> None:
+    def close(self, *, _closed_ns: int | None = None) -> None:
         """Mark the file closed and keep it for post-mortems.
 
         Later updates to this publisher's metrics go to private memory and
         no longer reach the file, so what it holds stays final.
+        (``_closed_ns`` fixes the close time, for the golden files.)
         """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             m = self._maps[-1]
-            cells.store_u64(m, L.OFF_CLOSED_NS, time.time_ns())
+            cells.store_u64(m, L.OFF_CLOSED_NS, time.time_ns() if _closed_ns is None else _closed_ns)
             cells.store_u64(m, L.OFF_STATE, L.State.CLOSED)
             scratch = bytearray(self._capacity)
             for cell in self._cells:

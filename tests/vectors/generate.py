@@ -79,7 +79,7 @@ def _summary(p: Publisher) -> None:
 
 def _text(p: Publisher) -> None:
     p.text("last_path", "Last path served", size=16).set("/index")
-    # 17 bytes of UTF-8 cut to 16 at a character boundary: "naïve café " + "é" does not fit
+    # 17 bytes of UTF-8 with room for 16: cut to 15, before the last two-byte "é"
     p.text("motto", "Motto", size=16).set("naïve café éé")
     p.text("empty", "Never set", size=8)
 
