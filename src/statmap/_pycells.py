@@ -101,9 +101,10 @@ class Counter(_Cell):
 
 
 def _amount(n: object) -> float:
-    if isinstance(n, (int, float)):
-        return float(n)
-    return float(n)  # type: ignore[arg-type]  # raises TypeError like PyFloat_AsDouble
+    """``n`` as a float, accepting what the C cells accept (numbers, not strings)."""
+    if isinstance(n, (str, bytes, bytearray)):
+        raise TypeError(f"must be real number, not {type(n).__name__}")
+    return float(n)  # type: ignore[arg-type]
 
 
 class FloatCounter(_Cell):
