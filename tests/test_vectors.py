@@ -51,6 +51,7 @@ def test_show_json_matches_vector(name: str) -> None:
 
 def test_vector_values_are_what_the_generator_wrote() -> None:
     """Spot checks against hand-computed values, so the JSON is not merely self-consistent."""
+
     def metrics(name: str) -> dict[str, object]:
         doc = json.loads((VECTORS / f"{name}.json").read_text())
         return {m["name"] + json.dumps(m["labels"], sort_keys=True): m["value"] for m in doc["processes"][0]["metrics"]}

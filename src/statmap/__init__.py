@@ -32,7 +32,7 @@ from .metrics import (
 )
 from .model import Stats
 from .publisher import Publisher, program_name
-from .reader import Reader, Series, Snapshot, open
+from .reader import Reader, Series, Snapshot, open  # noqa: A004 - statmap.open is the reader API
 
 #: Which value cells are in use: "c" (the compiled extension) or "python".
 backend: str = _cells.BACKEND

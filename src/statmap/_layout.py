@@ -8,9 +8,13 @@ offsets below, and nothing else.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+
+#: What the decoders read from: file bytes or a mapping.
+Readable = bytes | bytearray | memoryview | mmap.mmap
 
 # -- Header ---------------------------------------------------------------
 
@@ -120,7 +124,7 @@ def _cstring(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def decode_header(data: bytes | memoryview) -> Header:
+def decode_header(data: Readable) -> Header:
     """Decode the first HEADER_SIZE bytes; the caller validates the fields."""
     major, minor, header_size = _VERSION.unpack_from(data, OFF_VERSION)
     state, capacity, end = struct.unpack_from("<QQQ", data, OFF_STATE)
@@ -289,7 +293,7 @@ class Record:
     known: bool  # False for a type this reader does not know: skip it
 
 
-def decode_record(data: bytes | memoryview, offset: int, end: int) -> Record:
+def decode_record(data: Readable, offset: int, end: int) -> Record:
     """Decode and check the record at ``offset``; it must end at or before ``end``.
 
     Every length, count and offset is checked against ``end`` before use, so

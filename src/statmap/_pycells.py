@@ -37,7 +37,7 @@ _F2U = struct.Struct("<Q")
 _F2U_D = struct.Struct("<d")
 
 
-def _views(buffer: Any, offset: int, size: int) -> tuple[memoryview, memoryview]:
+def _views(buffer: Any, offset: int, size: int) -> tuple[memoryview[int], memoryview[float]]:
     raw = memoryview(buffer)
     if raw.readonly:
         raise TypeError("cells need a writable buffer")
@@ -48,9 +48,9 @@ def _views(buffer: Any, offset: int, size: int) -> tuple[memoryview, memoryview]
 
 
 class _Cell:
-    __slots__ = ("_q", "_d", "_i", "_offset", "_size")
-    _q: memoryview
-    _d: memoryview
+    __slots__ = ("_d", "_i", "_offset", "_q", "_size")
+    _q: memoryview[int]
+    _d: memoryview[float]
 
     def _attach(self, buffer: Any, offset: int, size: int) -> None:
         self._q, self._d = _views(buffer, offset, size)
@@ -117,7 +117,7 @@ class FloatCounter(_Cell):
         d = _amount(n)
         if not d >= 0 or math.isinf(d):
             raise ValueError("counters only go up: increment must be finite and not negative")
-        self._d[self._i] += d
+        self._d[self._i] += d  # type: ignore[call-overload]
 
     def __iadd__(self, n: float) -> FloatCounter:
         self.inc(n)
@@ -134,13 +134,13 @@ class Gauge(_Cell):
         self._attach(buffer, offset, 8)
 
     def set(self, value: float) -> None:
-        self._d[self._i] = value if value.__class__ is float else _amount(value)
+        self._d[self._i] = value if value.__class__ is float else _amount(value)  # type: ignore[call-overload]
 
     def inc(self, n: float = 1.0) -> None:
-        self._d[self._i] += _amount(n)
+        self._d[self._i] += _amount(n)  # type: ignore[call-overload]
 
     def dec(self, n: float = 1.0) -> None:
-        self._d[self._i] -= _amount(n)
+        self._d[self._i] -= _amount(n)  # type: ignore[call-overload]
 
     def __iadd__(self, n: float) -> Gauge:
         self.inc(n)
@@ -175,7 +175,7 @@ class Enum(_Cell):
 class _Latched(_Cell):
     """A double-buffered value: writes are queued and applied one at a time."""
 
-    __slots__ = ("_queue", "_lock", "_words")
+    __slots__ = ("_lock", "_queue", "_words")
 
     def _setup(self, buffer: Any, offset: int, copy_size: int) -> None:
         self._words = copy_size // 8

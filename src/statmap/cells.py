@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from . import _pycells
 
 impl: ModuleType
+BACKEND: str
 if os.environ.get("STATMAP_PURE", "") not in ("", "0"):
     impl, BACKEND = _pycells, "python"
 else:
@@ -26,17 +27,37 @@ else:
 
 if TYPE_CHECKING:  # both implementations share _pycells' interface
     from ._pycells import (
-        Counter,
-        Enum,
-        FloatCounter,
-        Gauge,
-        Histogram,
-        Summary,
-        Text,
-        load_u64,
-        load_words,
-        read_latch,
-        store_u64,
+        Counter as Counter,
+    )
+    from ._pycells import (
+        Enum as Enum,
+    )
+    from ._pycells import (
+        FloatCounter as FloatCounter,
+    )
+    from ._pycells import (
+        Gauge as Gauge,
+    )
+    from ._pycells import (
+        Histogram as Histogram,
+    )
+    from ._pycells import (
+        Summary as Summary,
+    )
+    from ._pycells import (
+        Text as Text,
+    )
+    from ._pycells import (
+        load_u64 as load_u64,
+    )
+    from ._pycells import (
+        load_words as load_words,
+    )
+    from ._pycells import (
+        read_latch as read_latch,
+    )
+    from ._pycells import (
+        store_u64 as store_u64,
     )
 else:
     Counter = impl.Counter

@@ -73,8 +73,7 @@ def run_demo(seconds: float | None = None, workers: int = 3, directory: str | No
     directory = directory or tempfile.mkdtemp(prefix="statmap-demo-")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs = [
-        subprocess.Popen([sys.executable, "-m", "statmap.demo", directory, str(i)], env=env)
-        for i in range(workers)
+        subprocess.Popen([sys.executable, "-m", "statmap.demo", directory, str(i)], env=env) for i in range(workers)
     ]
     print(f"statmap demo: {workers} workers publishing into {directory}")
     print(f"read them from another terminal with: statmap show --dir {directory}")

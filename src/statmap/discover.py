@@ -13,6 +13,4 @@ def statmap_files(directory: str) -> list[str]:
         names = os.listdir(directory)
     except FileNotFoundError:
         return []
-    return sorted(
-        os.path.join(directory, n) for n in names if n.endswith(FILE_SUFFIX) and not n.startswith(".")
-    )
+    return sorted(os.path.join(directory, n) for n in names if n.endswith(FILE_SUFFIX) and not n.startswith("."))

@@ -15,13 +15,15 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from . import _layout as L
 from . import cells
 from .errors import LabelLimitError, StatmapError
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .publisher import Binding, Publisher
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
@@ -159,26 +161,21 @@ class GaugeSeries(cells.Gauge):
         return Timing(self.set)
 
 
-class _ReadsOwnLatch:
-    """Mixin for latched series: remembers the mapping to read its own value back."""
-
-    __slots__ = ()
-    _buffer: Any
-    offset: int
-
-    def _stable_copy(self, copy_size: int) -> bytes:
-        for _ in range(1000):
-            data = cells.read_latch(self._buffer, self.offset, copy_size)
-            if data is not None:
-                return data
-            time.sleep(0)
-        raise StatmapError("value kept changing while being read")
+def _stable_copy(buffer: Any, offset: int, copy_size: int) -> bytes:
+    """A latch's stable copy, read back by its own writer."""
+    for _ in range(1000):
+        data = cells.read_latch(buffer, offset, copy_size)
+        if data is not None:
+            return data
+        time.sleep(0)
+    raise StatmapError("value kept changing while being read")
 
 
-class SummarySeries(cells.Summary, _ReadsOwnLatch):
+class SummarySeries(cells.Summary):
     """A live summary (average): ``observe(v)``, ``time()``; ``get()`` -> (count, sum)."""
 
     __slots__ = ("_buffer",)
+    _buffer: Any
 
     def _rebind(self, buffer: Any) -> None:
         super()._rebind(buffer)
@@ -188,13 +185,15 @@ class SummarySeries(cells.Summary, _ReadsOwnLatch):
         return Timing(self.observe)
 
     def get(self) -> tuple[int, float]:
-        return L.decode_summary(self._stable_copy(L.SUMMARY_COPY_SIZE))
+        return L.decode_summary(_stable_copy(self._buffer, self.offset, L.SUMMARY_COPY_SIZE))
 
 
-class HistogramSeries(cells.Histogram, _ReadsOwnLatch):
+class HistogramSeries(cells.Histogram):
     """A live histogram: ``observe(v)``, ``time()``; ``get()`` -> (count, sum, buckets)."""
 
     __slots__ = ("_buffer", "bounds")
+    _buffer: Any
+    bounds: tuple[float, ...]
 
     def _rebind(self, buffer: Any) -> None:
         super()._rebind(buffer)
@@ -206,27 +205,31 @@ class HistogramSeries(cells.Histogram, _ReadsOwnLatch):
     def get(self) -> tuple[int, float, tuple[int, ...]]:
         """count, sum and non-cumulative bucket counts (the last is +Inf)."""
         n = len(self.bounds)
-        return L.decode_histogram(self._stable_copy(L.histogram_copy_size(n)), n)
+        return L.decode_histogram(_stable_copy(self._buffer, self.offset, L.histogram_copy_size(n)), n)
 
 
-class TextSeries(cells.Text, _ReadsOwnLatch):
+class TextSeries(cells.Text):
     """A live text value of fixed byte capacity: ``set(str)``, ``get()``."""
 
     __slots__ = ("_buffer", "capacity")
+    _buffer: Any
+    capacity: int
 
     def _rebind(self, buffer: Any) -> None:
         super()._rebind(buffer)
         self._buffer = buffer
 
     def get(self) -> str:
-        raw = L.decode_text(self._stable_copy(L.text_copy_size(self.capacity)), self.capacity)
+        raw = L.decode_text(_stable_copy(self._buffer, self.offset, L.text_copy_size(self.capacity)), self.capacity)
         return (raw or b"").decode("utf-8", "replace")
 
 
 class EnumSeries(cells.Enum):
     """A live enum: one of its declared states; ``state(name)``, ``get()``."""
 
-    __slots__ = ("states", "_index")
+    __slots__ = ("_index", "states")
+    states: tuple[str, ...]
+    _index: dict[str, int]
 
     def state(self, name: str) -> None:
         try:
@@ -303,6 +306,20 @@ class Metric:
 
     def __set_name__(self, owner: type, attr: str) -> None:
         self.attr = attr
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> Any: ...
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        # Only reached for class access, or for an instance that has not bound
+        # this metric (statmap.Stats stores live metrics in the instance
+        # __dict__, which wins over this non-data descriptor). Typed as Any
+        # for instances so that type checkers accept stats.requests.inc().
+        if obj is None:
+            return self
+        raise AttributeError(f"metric {getattr(self, 'attr', self.name)!r} is not bound to a publisher")
 
     def bind(self, publisher: Publisher, name: str | None = None) -> Any:
         """Create this metric in ``publisher``: a live series, or a Family if it has labels."""
@@ -513,7 +530,7 @@ class Info(Metric):
 class Family:
     """A labelled metric: ``labels(...)`` returns the cached series for a label set."""
 
-    __slots__ = ("name", "label_names", "_decl", "_publisher", "_children", "_canonical")
+    __slots__ = ("_canonical", "_children", "_decl", "_publisher", "label_names", "name")
 
     def __init__(self, decl: Metric, publisher: Publisher, name: str) -> None:
         self.name = name
@@ -552,9 +569,9 @@ class Family:
                 if len(self._canonical) >= self._decl.max_series:
                     raise LabelLimitError(
                         f"{self.name}: already {self._decl.max_series} label sets (max_series); "
-                        f"refusing {dict(zip(names, key))}"
+                        f"refusing {dict(zip(names, key, strict=True))}"
                     )
-                child = self._decl._series(self._publisher, self.name, tuple(zip(names, key)))
+                child = self._decl._series(self._publisher, self.name, tuple(zip(names, key, strict=True)))
                 self._canonical[key] = child
             if not by_name and len(self._children) < 4 * self._decl.max_series:
                 try:

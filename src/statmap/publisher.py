@@ -25,10 +25,11 @@ from . import _layout as L
 from . import cells
 from ._proc import boot_id, process_start_time
 from .directory import ensure_directory, open_directory
+from .discover import FILE_SUFFIX
 from .errors import DirectoryError, PublishError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-from .discover import FILE_SUFFIX
+
 TEMP_SUFFIX = ".tmp"
 DEFAULT_CAPACITY = 16384
 MAX_FILE_SIZE = 1 << 30
@@ -142,9 +143,7 @@ class Publisher:
                 m = mmap.mmap(fd, capacity)
             except OSError as exc:
                 os.unlink(temp, dir_fd=dir_fd)
-                raise PublishError(
-                    f"{self.directory}/{temp}: cannot reserve {capacity} bytes: {exc.strerror}"
-                ) from exc
+                raise PublishError(f"{self.directory}/{temp}: cannot reserve {capacity} bytes: {exc.strerror}") from exc
             m[: L.HEADER_SIZE] = L.encode_header(identity, capacity)
             end = L.HEADER_SIZE + len(body)
             m[L.HEADER_SIZE : end] = body
@@ -224,7 +223,7 @@ class Publisher:
             target: Any = self._maps[0]
         except (PublishError, DirectoryError, OSError) as exc:
             # Never write into the parent's file: park the cells in private memory.
-            sys.stderr.write(f"statmap: child {os.getpid()} cannot create its file ({exc}); metrics are not published\n")
+            sys.stderr.write(f"statmap: child {os.getpid()} cannot create its file ({exc}); not publishing\n")
             self._closed = True
             target = bytearray(max(m.size() for m in old_maps))
         for cell in self._cells:
@@ -358,9 +357,7 @@ def _after_fork_in_child() -> None:
     _forking.clear()
 
 
-os.register_at_fork(
-    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
-)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
 
 
 @atexit.register
