@@ -324,7 +324,7 @@ class Reader:
             index = int(words[record.value_offset // 8])
             return spec.extras[index] if index < len(spec.extras) else None
         if mtype == L.MetricType.INFO:
-            return dict(zip(spec.extras[::2], spec.extras[1::2]))
+            return dict(zip(spec.extras[::2], spec.extras[1::2], strict=True))
         if mtype == L.MetricType.SUMMARY:
             data = self._latch(record, L.SUMMARY_COPY_SIZE)
             return None if data is None else SummaryValue(*L.decode_summary(data))
@@ -337,7 +337,7 @@ class Reader:
             if sum(raw) != count:
                 raise self._fail(f"histogram {spec.name}: bucket counts sum to {sum(raw)}, count is {count}")
             cumulative, buckets = 0, []
-            for bound, c in zip((*spec.bounds, float("inf")), raw):
+            for bound, c in zip((*spec.bounds, float("inf")), raw, strict=True):
                 cumulative += c
                 buckets.append((bound, cumulative))
             return HistogramValue(count, total, tuple(buckets), bool(spec.flags & L.FLAG_LOG_BUCKETS))
@@ -352,6 +352,52 @@ class Reader:
         raise AssertionError(f"unknown type {mtype}")  # unknown types are skipped before this
 
     # -- the public API -------------------------------------------------------
+
+    def poll(self) -> tuple[str, L.Header | None, int]:
+        """Refresh the header and parse new records, without reading any value.
+
+        Returns (liveness, header, file size); the header is None when the
+        file is not ready. The parsed records are in ``records``. This is the
+        cheap half of ``snapshot()``, for collectors that read values in bulk
+        (``load_words``, ``read_latch``) and keep their own per-record caches.
+        """
+        if self._fd < 0:
+            raise ValueError("reader is closed")
+        size = self._remap()
+        header = self._read_header(size)
+        if header is None:
+            return NOT_READY, None, size
+        self._header = header
+        self._parse_new_records(header)
+        return self._liveness(header), header, size
+
+    @property
+    def records(self) -> list[L.Record]:
+        """Every record parsed so far (known and unknown types), in file order. Do not modify."""
+        return self._records
+
+    @property
+    def header(self) -> L.Header | None:
+        """The header as of the last ``poll()`` or ``snapshot()``."""
+        return self._header
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def load_words(self, offsets: list[int]) -> list[int]:
+        """The u64 words at these absolute offsets (values of counters, gauges, enums)."""
+        if not offsets:
+            return []
+        assert self._map is not None
+        return cells.load_words(self._map, offsets)
+
+    def read_latch(self, record: L.Record, copy_size: int) -> bytes | None:
+        """The stable copy of a record's latch, or None if the writer kept it moving."""
+        return self._latch(record, copy_size)
+
+    def value(self, record: L.Record) -> Any:
+        """One record's value, decoded as in a snapshot; raises FormatError for a corrupt value."""
+        return self._value(record)
 
     def snapshot(self) -> Snapshot:
         """Every series with a consistent value, the writer's identity and liveness."""
@@ -378,9 +424,7 @@ class Reader:
             for r in self._records
             if r.known
         ]
-        return Snapshot(
-            self.path, self._liveness(header), header.identity, series, (header.major, header.minor), size
-        )
+        return Snapshot(self.path, self._liveness(header), header.identity, series, (header.major, header.minor), size)
 
 
 def open(path: str | os.PathLike[str]) -> Reader:  # noqa: A001 - the plain name is the point

@@ -1,0 +1,461 @@
+"""The archive of dead processes: totals that never go backwards.
+
+When a worker process exits (cleanly: its file is *closed*; or not: *dead*),
+its file keeps its final values. ``clean()`` folds the final counter,
+histogram and summary values of such files into one archive file per
+publisher name, ``PUBLISHER.archive.statmap`` in the same directory, then
+removes them, so the directory does not fill up as workers are replaced
+while the aggregated totals stay exactly where they were.
+
+The archive is an ordinary statmap file (format 1.0): state *closed*, pid 0,
+program ``statmap-archive``; one record per archived series, holding the
+sum over every process it absorbed, plus two bookkeeping records that
+collectors do not aggregate:
+
+* ``statmap_archive_absorbed`` (text): one line ``INSTANCE_HEX ABSORBED_NS``
+  per absorbed process file that may still be visible to someone;
+* ``statmap_archive_processes`` (counter): how many process files it holds.
+
+How it stays exact:
+
+* Folding happens under an exclusive ``flock`` on ``.PUBLISHER.archive.lock``
+  (a hidden file readers ignore), so two cleaners never fold the same file.
+* The new archive is written under a temporary name and renamed over the
+  old one: a reader sees the old archive or the new one, never a mixture.
+  Only then are the folded files removed. A cleaner killed between the two
+  leaves files that the archive already lists as absorbed; the next clean
+  just removes them, and collectors never count them twice because they
+  skip any file whose instance id the archive lists.
+* Collectors read the archive *after* the process files. A file removed
+  after a collector listed the directory is either still readable through
+  the collector's open descriptor (then the archive, read later, lists it
+  and the file is skipped) or gone (then the archive, read later, holds its
+  values). Either way it is counted exactly once.
+* Absorbed ids are kept while a file with the same name prefix is still in
+  the directory, and for ``RETENTION`` seconds after (a bound on how long a
+  collection may take between listing the directory and reading the archive).
+
+Gauges, text, enum and info of an ended process are not archived: they
+describe a process that no longer exists.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _layout as L
+from .collect import ABSORBED_SERIES, ARCHIVE_PREFIX, ARCHIVE_SUFFIX, PROCESSES_SERIES, is_archive_name, parse_absorbed
+from .directory import check_private, open_directory
+from .discover import FILE_SUFFIX
+from .errors import FormatError
+from .reader import CLOSED, DEAD, NOT_READY, HistogramValue, Reader, SummaryValue
+
+RETENTION = 300.0  # seconds an absorbed id is remembered once its file is gone
+ARCHIVE_PROGRAM = "statmap-archive"
+STALE_TEMP_SECONDS = 60.0  # a hidden temporary file unlocked for this long was left by a crash
+
+PUBLISHER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")  # as publisher.NAME_RE
+_ARCHIVED = (L.MetricType.COUNTER, L.MetricType.HISTOGRAM, L.MetricType.SUMMARY)
+
+
+def archive_path(directory: str, publisher: str) -> str:
+    return os.path.join(directory, publisher + ARCHIVE_SUFFIX)
+
+
+def lock_name(publisher: str) -> str:
+    return f".{publisher}.archive.lock"
+
+
+@dataclass
+class CleanReport:
+    """What ``clean()`` did (or, with ``dry_run``, would do)."""
+
+    folded: list[str] = field(default_factory=list)  # process files folded into an archive and removed
+    removed: list[str] = field(default_factory=list)  # files removed without folding (already absorbed, stale temporaries)
+    kept: list[tuple[str, str]] = field(default_factory=list)  # (path, why) for ended files left in place
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, problem)
+    archives: list[str] = field(default_factory=list)  # archives written
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "folded": self.folded,
+            "removed": self.removed,
+            "kept": [{"path": p, "reason": r} for p, r in self.kept],
+            "errors": [{"path": p, "problem": r} for p, r in self.errors],
+            "archives": self.archives,
+        }
+
+
+class _Entry:
+    """The running sum of one archived series."""
+
+    __slots__ = ("spec", "count", "sum", "buckets")
+
+    def __init__(self, spec: L.RecordSpec) -> None:
+        # The archive keeps what identifies the series, and its metadata; not aggregation modes.
+        self.spec = L.RecordSpec(
+            mtype=spec.mtype, name=spec.name, help=spec.help, unit=spec.unit, labels=spec.labels,
+            flags=spec.flags, bounds=spec.bounds,
+        )  # fmt: skip
+        self.count: Any = 0.0 if spec.mtype == L.MetricType.COUNTER and spec.flags & L.FLAG_FLOAT else 0
+        self.sum = 0.0
+        self.buckets = [0] * (len(spec.bounds) + 1) if spec.mtype == L.MetricType.HISTOGRAM else []
+
+    def compatible(self, spec: L.RecordSpec) -> str | None:
+        mine = self.spec
+        if spec.mtype != mine.mtype or spec.flags != mine.flags:
+            return f"{spec.name}: type or flags differ from the archive's"
+        if spec.bounds != mine.bounds:
+            return f"{spec.name}: histogram bounds differ from the archive's"
+        return None
+
+    def add(self, value: Any) -> None:
+        if isinstance(value, HistogramValue):
+            self.count += value.count
+            self.sum += value.sum
+            previous = 0
+            for i, (_bound, cumulative) in enumerate(value.buckets):
+                self.buckets[i] += cumulative - previous
+                previous = cumulative
+        elif isinstance(value, SummaryValue):
+            self.count += value.count
+            self.sum += value.sum
+        else:
+            self.count += value
+
+
+def _latch_bytes(copy: bytes) -> bytes:
+    """A latch at rest: sequence 0 (copy 0 stable), both copies equal."""
+    return struct.pack("<Q", 0) + copy + copy
+
+
+def _value_bytes(entry: _Entry) -> bytes:
+    spec = entry.spec
+    if spec.mtype == L.MetricType.COUNTER:
+        if spec.flags & L.FLAG_FLOAT:
+            return struct.pack("<d", float(entry.count))
+        return struct.pack("<Q", entry.count & ((1 << 64) - 1))
+    if spec.mtype == L.MetricType.SUMMARY:
+        return _latch_bytes(struct.pack("<Qd", entry.count, entry.sum))
+    n = len(spec.bounds)
+    copy = struct.pack(f"<Qd{n + 1}Q", entry.count, entry.sum, *entry.buckets)
+    assert len(copy) == L.histogram_copy_size(n)
+    return _latch_bytes(copy)
+
+
+def _text_record(name: str, help: str, text: str) -> bytes:
+    data = text.encode("utf-8")[: L.MAX_TEXT_CAPACITY]
+    capacity = max(8, L.align8(len(data)))
+    spec = L.RecordSpec(L.MetricType.TEXT, name, help, capacity=capacity)
+    record, value_rel = L.encode_record(spec)
+    copy = struct.pack("<Q", len(data)) + data.ljust(L.text_copy_size(capacity) - 8, b"\0")
+    value = _latch_bytes(copy)
+    return record[:value_rel] + value + record[value_rel + len(value) :]
+
+
+def _record(spec: L.RecordSpec, value: bytes) -> bytes:
+    record, value_rel = L.encode_record(spec)
+    assert value_rel + len(value) == len(record)
+    return record[:value_rel] + value
+
+
+def encode_archive(publisher: str, entries: list[_Entry], absorbed: dict[bytes, int], processes: int) -> bytes:
+    """The bytes of a complete archive file (state closed, pid 0)."""
+    body = [_record(e.spec, _value_bytes(e)) for e in entries]
+    lines = "".join(f"{inst.hex()} {ns}\n" for inst, ns in sorted(absorbed.items(), key=lambda kv: kv[1]))
+    body.append(_text_record(ABSORBED_SERIES, "process files folded into this archive: instance id, time (ns)", lines))
+    body.append(
+        _record(
+            L.RecordSpec(L.MetricType.COUNTER, PROCESSES_SERIES, "process files folded into this archive"),
+            struct.pack("<Q", processes),
+        )
+    )
+    records = b"".join(body)
+    end = L.HEADER_SIZE + len(records)
+    capacity = (end + 4095) // 4096 * 4096
+    now = time.time_ns()
+    identity = L.Identity(
+        pid=0, start_time=0, boot_id=bytes(16), instance_id=os.urandom(16), created_ns=now,
+        publisher=publisher, program=ARCHIVE_PROGRAM,
+    )  # fmt: skip
+    header = bytearray(L.encode_header(identity, capacity))
+    # Not live: the file is complete before anyone can open it, so plain packing is fine here.
+    struct.pack_into("<Q", header, L.OFF_END, end)
+    struct.pack_into("<Q", header, L.OFF_CLOSED_NS, now)
+    struct.pack_into("<Q", header, L.OFF_STATE, L.State.CLOSED)
+    return bytes(header) + records + bytes(capacity - end)
+
+
+def _write_atomically(directory: str, name: str, data: bytes) -> None:
+    dir_fd = open_directory(directory)
+    temp = f".{name}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    except BaseException:
+        try:
+            os.unlink(temp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(dir_fd)
+
+
+class _ArchiveLock:
+    """Exclusive flock on the publisher's hidden lock file."""
+
+    def __init__(self, directory: str, publisher: str) -> None:
+        self.path = os.path.join(directory, lock_name(publisher))
+        self.fd = -1
+
+    def __enter__(self) -> _ArchiveLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # releases the lock
+
+
+def read_archive(path: str) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], _Entry], dict[bytes, int], int]:
+    """The entries, absorbed ids and process count of an archive (empty if there is none)."""
+    entries: dict[tuple[str, tuple[tuple[str, str], ...]], _Entry] = {}
+    absorbed: dict[bytes, int] = {}
+    processes = 0
+    try:
+        reader = Reader(path)
+    except FormatError as exc:
+        if not os.path.lexists(path):
+            return entries, absorbed, processes
+        raise exc
+    with reader:
+        snap = reader.snapshot()
+        if snap.identity is None or snap.identity.pid != 0:
+            raise FormatError(path, "not an archive (not ready, or has a pid)")
+        for series in snap.series:
+            spec = series.record.spec
+            if spec.name == ABSORBED_SERIES:
+                absorbed = parse_absorbed(series.value or "")
+            elif spec.name == PROCESSES_SERIES:
+                processes = int(series.value or 0)
+            elif spec.name.startswith(ARCHIVE_PREFIX) or spec.mtype not in _ARCHIVED:
+                continue
+            else:
+                if series.value is None:
+                    raise FormatError(path, f"{spec.name}: value unreadable")
+                entry = _Entry(spec)
+                entry.add(series.value)
+                entries[(spec.name, spec.labels)] = entry
+    return entries, absorbed, processes
+
+
+def _ended_ns(snap_status: str, closed_ns: int, path: str) -> float:
+    """When a file's process ended, in seconds since the epoch (best estimate for a dead one: the file's mtime)."""
+    if snap_status == CLOSED and closed_ns:
+        return closed_ns / 1e9
+    try:
+        return os.stat(path, follow_symlinks=False).st_mtime
+    except OSError:
+        return time.time()
+
+
+def _unlink(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def fold(
+    directory: str,
+    publisher: str,
+    paths: list[str],
+    *,
+    dry_run: bool = False,
+    older_than: float = 0.0,
+    report: CleanReport | None = None,
+) -> CleanReport:
+    """Fold the ended process files among ``paths`` (all of ``publisher``) into its archive; remove them."""
+    report = report if report is not None else CleanReport()
+    if not PUBLISHER_RE.match(publisher):
+        raise ValueError(f"invalid publisher name {publisher!r}")
+    apath = archive_path(directory, publisher)
+    now = time.time()
+    with _ArchiveLock(directory, publisher):
+        try:
+            entries, absorbed, processes = read_archive(apath)
+        except FormatError as exc:
+            report.errors.append((exc.path, f"{exc.problem}; not folding into it"))
+            return report
+        folded: list[str] = []
+        already: list[str] = []
+        for path in paths:
+            try:
+                with Reader(path) as reader:
+                    snap = reader.snapshot()
+                    closed_ns = reader.header.closed_ns if reader.header else 0
+            except FormatError as exc:
+                if os.path.lexists(path):
+                    report.errors.append((path, exc.problem))
+                continue
+            ident = snap.identity
+            if snap.status not in (DEAD, CLOSED) or ident is None or ident.publisher != publisher:
+                continue  # alive (or became not ready): not ours to fold
+            if ident.instance_id in absorbed:
+                already.append(path)  # a previous cleaner folded it and died before removing it
+                continue
+            if older_than > 0 and now - _ended_ns(snap.status, closed_ns, path) < older_than:
+                report.kept.append((path, f"{snap.status} less than {older_than:g}s ago"))
+                continue
+            additions: list[tuple[_Entry, Any]] = []
+            problem = None
+            for series in snap.series:
+                spec = series.record.spec
+                if spec.mtype not in _ARCHIVED:
+                    continue
+                if series.value is None:
+                    problem = f"{spec.name}: value unreadable"
+                    break
+                key = (spec.name, spec.labels)
+                entry = entries.get(key)
+                if entry is None:
+                    entry = _Entry(spec)
+                else:
+                    problem = entry.compatible(spec)
+                    if problem:
+                        break
+                additions.append((entry, series.value))
+            if problem:
+                report.kept.append((path, f"cannot fold: {problem}"))
+                report.errors.append((path, f"cannot fold into {apath}: {problem}"))
+                continue
+            for entry, value in additions:
+                key = (entry.spec.name, entry.spec.labels)
+                entries.setdefault(key, entry)
+                entry.add(value)
+            absorbed[ident.instance_id] = time.time_ns()
+            processes += 1
+            folded.append(path)
+        if dry_run:
+            report.folded += folded
+            report.removed += already
+            return report
+        if folded:
+            # Forget ids whose files are long gone (see RETENTION); keep those still visible.
+            visible = {n.rsplit(".", 2)[-2] for n in _names(directory) if n.startswith(publisher + ".")}
+            horizon = time.time_ns() - int(RETENTION * 1e9)
+            absorbed = {i: ns for i, ns in absorbed.items() if ns >= horizon or i[:4].hex() in visible}
+            data = encode_archive(publisher, list(entries.values()), absorbed, processes)
+            _write_atomically(directory, os.path.basename(apath), data)
+            report.archives.append(apath)
+        for path in folded:
+            _unlink(path)
+            report.folded.append(path)
+        for path in already:
+            if _unlink(path):
+                report.removed.append(path)
+    return report
+
+
+def _names(directory: str) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        return []
+
+
+def _stale_temporary(directory: str, name: str, now: float) -> bool:
+    """A hidden ``.NAME.statmap.tmp`` (or archive temporary) nobody holds, older than STALE_TEMP_SECONDS."""
+    path = os.path.join(directory, name)
+    try:
+        st = os.stat(path, follow_symlinks=False)
+        if now - st.st_mtime < STALE_TEMP_SECONDS:
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # a writer is still building it
+    finally:
+        os.close(fd)
+    return True
+
+
+def clean(
+    directory: str,
+    *,
+    dry_run: bool = False,
+    older_than: float = 0.0,
+    publishers: Any = None,
+) -> CleanReport:
+    """Fold every ended (dead or closed) process file of ``directory`` into its archive and remove it.
+
+    Live files are never touched; corrupt files are reported and kept for a
+    post-mortem; stale hidden temporary files left by crashed writers are
+    removed. ``publishers``: only these publisher names.
+    """
+    report = CleanReport()
+    by_publisher: dict[str, list[str]] = {}
+    now = time.time()
+    try:
+        check_private(directory, os.lstat(directory))
+    except FileNotFoundError:
+        return report
+    for name in sorted(_names(directory)):
+        path = os.path.join(directory, name)
+        if name.startswith("."):
+            if name.endswith(".tmp") and _stale_temporary(directory, name, now):
+                if not dry_run:
+                    _unlink(path)
+                report.removed.append(path)
+            continue
+        if not name.endswith(FILE_SUFFIX) or is_archive_name(name):
+            continue
+        try:
+            with Reader(path) as reader:
+                status, header, _size = reader.poll()
+        except FormatError as exc:
+            if os.path.lexists(path):
+                report.errors.append((path, exc.problem))
+            continue
+        if header is None or status == NOT_READY:
+            report.kept.append((path, "not ready"))
+            continue
+        if status not in (DEAD, CLOSED):
+            continue
+        publisher = header.identity.publisher
+        if publishers is not None and publisher not in publishers:
+            continue
+        if not PUBLISHER_RE.match(publisher) or not name.startswith(publisher + "."):
+            # The name comes from the file: never let it pick where the archive goes.
+            report.errors.append((path, f"publisher name {publisher!r} is invalid or does not match the file name"))
+            continue
+        by_publisher.setdefault(publisher, []).append(path)
+    for publisher, paths in sorted(by_publisher.items()):
+        try:
+            fold(directory, publisher, paths, dry_run=dry_run, older_than=older_than, report=report)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                report.errors.append((archive_path(directory, publisher), f"cannot write the archive: {exc.strerror}"))
+            else:
+                raise
+    return report

@@ -1,0 +1,748 @@
+"""Many processes: discovery, liveness and aggregation of a statmap directory.
+
+``collect(directory)`` reads every process file in a directory (and the
+archive of each publisher name, see ``archive.py``) and returns one
+``Collection``: the liveness of every file, the errors found, and the
+aggregated metric families.
+
+Aggregation happens within a publisher name (the processes of one program):
+
+* counters, histograms and summaries are summed (histograms bucket by
+  bucket; their bounds must be identical, otherwise the file that disagrees
+  is left out and an error names both files);
+* gauges follow the mode recorded with the metric: one series per process
+  (a ``pid`` label is added), sum, max, min or last (the value of the most
+  recently created process); with ``live_only`` only live processes count;
+* text, enum and info stay per process (with a ``pid`` label).
+
+A ``Collector`` keeps one reader per file and remembers what it parsed, so a
+repeated collection re-reads only values: counters and gauges in one bulk
+call per file, multi-word values with the latch protocol. Files that are
+corrupt or not ready are reported and skipped; they never break the
+collection of the others.
+
+Totals never go backwards: the archive of a publisher name is read *after*
+its process files, and a process file whose instance the archive says it
+absorbed is not counted again (see ``archive.py`` for why that is enough).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _layout as L
+from .errors import FormatError
+from .reader import ALIVE, CLOSED, DEAD, NOT_READY, TYPE_NAMES, HistogramValue, Reader, SummaryValue
+
+#: Status of a file that failed validation, and of an archive file.
+CORRUPT, ARCHIVE = "corrupt", "archive"
+
+#: Archive files: ``PUBLISHER.archive.statmap``; their pid is 0.
+ARCHIVE_SUFFIX = ".archive.statmap"
+#: Series of an archive that are its own bookkeeping, not metrics.
+ARCHIVE_PREFIX = "statmap_archive_"
+ABSORBED_SERIES = "statmap_archive_absorbed"
+PROCESSES_SERIES = "statmap_archive_processes"
+
+FILE_SUFFIX = ".statmap"
+
+_COUNTER, _GAUGE, _HISTOGRAM, _SUMMARY = L.MetricType.COUNTER, L.MetricType.GAUGE, L.MetricType.HISTOGRAM, L.MetricType.SUMMARY
+_TEXT, _INFO, _ENUM = L.MetricType.TEXT, L.MetricType.INFO, L.MetricType.ENUM
+_SUMMED = (_COUNTER, _HISTOGRAM, _SUMMARY)
+
+_AGG_NAMES = {0: "per_process", 1: "sum", 2: "max", 3: "min", 4: "last"}
+
+
+@dataclass(frozen=True)
+class CollectError:
+    """A problem with one file (or between two files); the others were collected."""
+
+    path: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "problem": self.problem}
+
+
+@dataclass
+class FileInfo:
+    """One file of the directory as seen by the last collection."""
+
+    path: str
+    status: str  # alive, closed, dead, not-ready, corrupt or archive
+    identity: L.Identity | None = None
+    size: int = 0
+    series: int = 0
+    closed_ns: int = 0
+    absorbed: bool = False  # already folded into the archive: counted there, not here
+    error: str | None = None
+    absorbed_count: int = 0  # archives: how many process files they hold
+
+    @property
+    def name(self) -> str:
+        return self.identity.publisher if self.identity else ""
+
+    @property
+    def pid(self) -> int:
+        return self.identity.pid if self.identity else 0
+
+    @property
+    def is_archive(self) -> bool:
+        return self.status == ARCHIVE
+
+    def to_json(self) -> dict[str, Any]:
+        ident = self.identity
+        out: dict[str, Any] = {
+            "path": self.path,
+            "name": self.name,
+            "pid": self.pid,
+            "state": self.status,
+            "program": ident.program if ident else "",
+            "instance": ident.instance_id.hex() if ident else "",
+            "created": ident.created_ns / 1e9 if ident else None,
+            "closed": self.closed_ns / 1e9 if self.closed_ns else None,
+            "size": self.size,
+            "series": self.series,
+        }
+        if self.absorbed:
+            out["absorbed"] = True
+        if self.status == ARCHIVE:
+            out["absorbed_instances"] = self.absorbed_count
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+class Sample:
+    """One aggregated series: its labels (with ``pid`` for per-process series) and value."""
+
+    __slots__ = ("labels", "value", "pid", "key")
+
+    def __init__(self, labels: dict[str, str], value: Any, pid: int | None, key: Any) -> None:
+        self.labels = labels
+        self.value = value  # int/float, HistogramValue, SummaryValue, str (text, enum state), dict (info)
+        self.pid = pid  # the process of a per-process series, else None
+        self.key = key  # hashable and stable across collections (for caches)
+
+    def __repr__(self) -> str:
+        return f"Sample({self.labels!r}, {self.value!r})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"labels": dict(self.labels), "value": _json_value(self.value)}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (HistogramValue, SummaryValue)):
+        return value.to_json()
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return "NaN" if value != value else ("+Inf" if value > 0 else "-Inf")
+    return value
+
+
+@dataclass
+class MetricFamily:
+    """The aggregated series of one metric name within one publisher name."""
+
+    publisher: str
+    name: str
+    type: str  # counter, gauge, histogram, summary, text, info, enum
+    help: str
+    unit: str
+    aggregation: str  # gauges: per_process, sum, max, min or last; "sum" for summed types; "per_process" otherwise
+    live_only: bool
+    float_counter: bool
+    bounds: tuple[float, ...]
+    samples: list[Sample] = field(default_factory=list)
+    key: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "publisher": self.publisher,
+            "name": self.name,
+            "type": self.type,
+            "help": self.help,
+            "unit": self.unit,
+            "aggregation": self.aggregation,
+            "series": [s.to_json() for s in self.samples],
+        }
+
+
+@dataclass
+class Collection:
+    """Everything one collection found."""
+
+    directory: str
+    time: float
+    files: list[FileInfo]
+    families: list[MetricFamily]
+    errors: list[CollectError]
+
+    def family(self, name: str, publisher: str | None = None) -> MetricFamily | None:
+        for fam in self.families:
+            if fam.name == name and (publisher is None or fam.publisher == publisher):
+                return fam
+        return None
+
+    def value(self, name: str, labels: dict[str, str] | None = None, publisher: str | None = None) -> Any:
+        """The aggregated value of one series (None if absent): a convenience for scripts and tests."""
+        fam = self.family(name, publisher)
+        if fam is None:
+            return None
+        want = labels or {}
+        for sample in fam.samples:
+            if sample.labels == want:
+                return sample.value
+        return None
+
+    def counts(self) -> dict[str, int]:
+        """How many files are in each status (alive, closed, dead, not-ready, corrupt, archive)."""
+        out: dict[str, int] = {}
+        for f in self.files:
+            out[f.status] = out.get(f.status, 0) + 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "directory": self.directory,
+            "time": self.time,
+            "files": [f.to_json() for f in self.files],
+            "errors": [e.to_json() for e in self.errors],
+            "metrics": [m.to_json() for m in self.families],
+        }
+
+
+# -- internal bookkeeping -------------------------------------------------------
+
+
+class _Family:
+    """Metadata of one metric name within one publisher name: fixed by the first file seen."""
+
+    __slots__ = (
+        "publisher", "name", "mtype", "flags", "aggregation", "bounds", "label_names",
+        "help", "unit", "first_path", "slots", "order",
+    )  # fmt: skip
+
+    def __init__(self, publisher: str, spec: L.RecordSpec, path: str, order: int) -> None:
+        self.publisher = publisher
+        self.name = spec.name
+        self.mtype = spec.mtype
+        self.flags = spec.flags
+        self.aggregation = spec.aggregation if spec.mtype == _GAUGE else 0
+        self.bounds = spec.bounds
+        self.label_names = tuple(k for k, _ in spec.labels)
+        self.help = spec.help
+        self.unit = spec.unit
+        self.first_path = path
+        self.slots: dict[tuple[tuple[str, str], ...], _Slot] = {}
+        self.order = order
+
+    def mismatch(self, spec: L.RecordSpec) -> str | None:
+        """Why a record cannot be aggregated with this family (None if it can)."""
+        if spec.mtype != self.mtype:
+            return f"type {TYPE_NAMES.get(spec.mtype, spec.mtype)} differs from {TYPE_NAMES.get(self.mtype)}"
+        if spec.flags != self.flags:
+            return f"flags {spec.flags:#x} differ from {self.flags:#x}"
+        if spec.mtype == _GAUGE and spec.aggregation != self.aggregation:
+            return f"gauge aggregation {spec.aggregation:#x} differs from {self.aggregation:#x}"
+        if spec.bounds != self.bounds:
+            return f"histogram bounds {_short(spec.bounds)} differ from {_short(self.bounds)}"
+        names = tuple(k for k, _ in spec.labels)
+        if names != self.label_names:
+            return f"label names {names} differ from {self.label_names}"
+        return None
+
+
+def _short(bounds: tuple[float, ...]) -> str:
+    if len(bounds) <= 6:
+        return "(" + ", ".join(f"{b:g}" for b in bounds) + ")"
+    return f"({bounds[0]:g}, {bounds[1]:g}, ... {bounds[-1]:g}; {len(bounds)} bounds)"
+
+
+class _Slot:
+    """One aggregated series: a family and a label set."""
+
+    __slots__ = ("index", "family", "labels", "label_dict")
+
+    def __init__(self, index: int, family: _Family, labels: tuple[tuple[str, str], ...]) -> None:
+        self.index = index
+        self.family = family
+        self.labels = labels
+        self.label_dict = dict(labels)
+
+
+class _Source:
+    """A cached reader for one file and what this collector derived from its records."""
+
+    def __init__(self, path: str, inode: int, reader: Reader, is_archive: bool) -> None:
+        self.path = path
+        self.inode = inode
+        self.reader = reader
+        self.is_archive = is_archive
+        self.classified = 0  # records looked at so far
+        self.publisher: str | None = None
+        self.int_off: list[int] = []
+        self.int_slot: list[int] = []
+        self.int_key: tuple[int, ...] = ()
+        self.flt_off: list[int] = []
+        self.flt_slot: list[int] = []
+        self.gauge_off: list[int] = []
+        self.gauge_slot: list[int] = []
+        self.enums: list[tuple[int, int, tuple[str, ...]]] = []  # (offset, slot, states)
+        self.latched: list[tuple[L.Record, int]] = []  # histogram, summary, text: (record, slot)
+        self.infos: list[tuple[int, dict[str, str]]] = []
+        self.rejected: list[str] = []  # records that cannot be aggregated, as messages
+        self.absorbed: frozenset[bytes] = frozenset()  # archives: instance ids they hold
+        self.processes = 0  # archives: how many process files they hold
+        self.last: dict[int, Any] = {}  # latched values by record offset, for a busy writer
+        self.series = 0
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+_STRUCTS: dict[int, tuple[struct.Struct, struct.Struct]] = {}
+
+
+def _floats(words: list[int]) -> tuple[float, ...]:
+    """Reinterpret u64 bit patterns as f64, in bulk."""
+    n = len(words)
+    if not n:
+        return ()
+    pair = _STRUCTS.get(n)
+    if pair is None:
+        pair = _STRUCTS[n] = (struct.Struct(f"<{n}Q"), struct.Struct(f"<{n}d"))
+    return pair[1].unpack(pair[0].pack(*words))
+
+
+def parse_absorbed(text: str) -> dict[bytes, int]:
+    """The archive's bookkeeping text: ``INSTANCE_HEX ABSORBED_NS`` per line -> {instance: ns}."""
+    out: dict[bytes, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 2:
+            continue
+        try:
+            out[bytes.fromhex(parts[0])] = int(parts[1])
+        except ValueError:
+            continue
+    return out
+
+
+def is_archive_name(name: str) -> bool:
+    return name.endswith(ARCHIVE_SUFFIX)
+
+
+class Collector:
+    """Collects a directory again and again, re-reading only values.
+
+    ``publishers``: collect only these publisher names (default: all).
+    ``clean``: before each collection, fold the files of dead and closed
+    processes into their archive and remove them (see ``archive.clean``);
+    ``clean_older_than``: only those that ended at least this many seconds ago.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        publishers: Iterable[str] | None = None,
+        clean: bool = False,
+        clean_older_than: float = 0.0,
+    ) -> None:
+        self.directory = os.fspath(directory)
+        self.publishers = frozenset(publishers) if publishers is not None else None
+        self.clean = clean
+        self.clean_older_than = clean_older_than
+        self._sources: dict[str, _Source] = {}
+        self._families: dict[tuple[str, str], _Family] = {}
+        self._slots: list[_Slot] = []
+        self._interned: dict[tuple[int, ...], tuple[int, ...]] = {}
+
+    def close(self) -> None:
+        for src in self._sources.values():
+            src.close()
+        self._sources.clear()
+
+    def __enter__(self) -> Collector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- files --------------------------------------------------------------
+
+    def _scan(self) -> list[tuple[str, int]]:
+        """(name, inode) of every published file, sorted by name; hidden files are left out."""
+        try:
+            with os.scandir(self.directory) as it:
+                found = [
+                    (e.name, e.inode())
+                    for e in it
+                    if e.name.endswith(FILE_SUFFIX) and not e.name.startswith(".")
+                ]
+        except FileNotFoundError:
+            return []
+        found.sort()
+        return found
+
+    def _source(self, name: str, inode: int) -> _Source:
+        path = os.path.join(self.directory, name)
+        src = self._sources.get(name)
+        if src is not None and src.inode != inode:
+            src.close()
+            src = None
+        if src is None:
+            reader = Reader(path)  # FormatError if it cannot be opened
+            src = _Source(path, inode, reader, is_archive_name(name))
+            self._sources[name] = src
+        return src
+
+    def _drop(self, name: str) -> None:
+        src = self._sources.pop(name, None)
+        if src is not None:
+            src.close()
+
+    # -- records ---------------------------------------------------------
+
+    def _classify(self, src: _Source, publisher: str) -> None:
+        records = src.reader.records
+        if src.classified == len(records):
+            return
+        if src.publisher is None:
+            src.publisher = publisher
+        for record in records[src.classified :]:
+            src.classified += 1
+            if not record.known:
+                continue
+            spec = record.spec
+            if src.is_archive and spec.name.startswith(ARCHIVE_PREFIX):
+                if spec.name == ABSORBED_SERIES and spec.mtype == _TEXT:
+                    value = src.reader.value(record)
+                    src.absorbed = frozenset(parse_absorbed(value or ""))
+                elif spec.name == PROCESSES_SERIES and spec.mtype == _COUNTER:
+                    src.processes = int(src.reader.value(record) or 0)
+                continue
+            src.series += 1
+            fkey = (publisher, spec.name)
+            fam = self._families.get(fkey)
+            if fam is None:
+                fam = self._families[fkey] = _Family(publisher, spec, src.path, len(self._families))
+            else:
+                problem = fam.mismatch(spec)
+                if problem is not None:
+                    src.rejected.append(f"{spec.name}: {problem} in {fam.first_path}; left out")
+                    continue
+            slot = fam.slots.get(spec.labels)
+            if slot is None:
+                slot = fam.slots[spec.labels] = _Slot(len(self._slots), fam, spec.labels)
+                self._slots.append(slot)
+            mtype = spec.mtype
+            if mtype == _COUNTER:
+                if spec.flags & L.FLAG_FLOAT:
+                    src.flt_off.append(record.value_offset)
+                    src.flt_slot.append(slot.index)
+                else:
+                    src.int_off.append(record.value_offset)
+                    src.int_slot.append(slot.index)
+            elif mtype == _GAUGE:
+                src.gauge_off.append(record.value_offset)
+                src.gauge_slot.append(slot.index)
+            elif mtype == _ENUM:
+                src.enums.append((record.value_offset, slot.index, spec.extras))
+            elif mtype == _INFO:
+                src.infos.append((slot.index, dict(zip(spec.extras[::2], spec.extras[1::2]))))
+            else:
+                src.latched.append((record, slot.index))
+        key = tuple(src.int_slot)
+        src.int_key = self._interned.setdefault(key, key)
+
+    # -- one collection ------------------------------------------------------
+
+    def collect(self) -> Collection:
+        if self.clean:
+            from .archive import clean as clean_directory
+
+            clean_directory(self.directory, older_than=self.clean_older_than, publishers=self.publishers)
+        now = time.time()
+        files: list[FileInfo] = []
+        errors: list[CollectError] = []
+        scanned = self._scan()
+        present = {name for name, _ in scanned}
+        for name in list(self._sources):
+            if name not in present:
+                self._drop(name)
+        # Process files first, archives last (see the module's docstring).
+        order = [e for e in scanned if not is_archive_name(e[0])] + [e for e in scanned if is_archive_name(e[0])]
+        readings: list[tuple[_Source, FileInfo, tuple[Any, ...]]] = []
+        for name, inode in order:
+            path = os.path.join(self.directory, name)
+            archive = is_archive_name(name)
+            if archive:
+                # An archive is replaced by rename: look at the path now, not at the listing.
+                try:
+                    inode = os.stat(path, follow_symlinks=False).st_ino
+                except FileNotFoundError:
+                    continue
+            try:
+                src = self._source(name, inode)
+                status, header, size = src.reader.poll()
+                info = FileInfo(path, status, size=size)
+                if header is None:
+                    files.append(info)
+                    continue
+                info.identity = header.identity
+                info.closed_ns = header.closed_ns
+                publisher = header.identity.publisher
+                if self.publishers is not None and publisher not in self.publishers:
+                    continue
+                if archive:
+                    if header.identity.pid != 0:
+                        raise FormatError(path, "named like an archive but has a pid; ignored")
+                    info.status = ARCHIVE
+                self._classify(src, publisher)
+                info.series = src.series
+                values = self._read_values(src)
+            except FileNotFoundError:
+                self._drop(name)  # removed since the listing: a cleaner folded it (the archive has it)
+                continue
+            except (FormatError, OSError, ValueError) as exc:
+                self._drop(name)
+                problem = exc.problem if isinstance(exc, FormatError) else str(exc)
+                info = FileInfo(path, CORRUPT, error=problem)
+                files.append(info)
+                errors.append(CollectError(path, problem))
+                continue
+            for problem in src.rejected:
+                errors.append(CollectError(path, problem))
+            if archive:
+                info.absorbed_count = src.processes
+            files.append(info)
+            readings.append((src, info, values))
+        # Anything an archive absorbed is counted by the archive only.
+        absorbed: set[tuple[str, bytes]] = set()
+        for src, info, _ in readings:
+            if src.is_archive:
+                absorbed.update((src.publisher or "", inst) for inst in src.absorbed)
+        if absorbed:
+            for src, info, _ in readings:
+                ident = info.identity
+                if not src.is_archive and ident is not None and (ident.publisher, ident.instance_id) in absorbed:
+                    info.absorbed = True
+        counted = [(src, info, values) for src, info, values in readings if not info.absorbed]
+        families = self._aggregate(counted, errors)
+        return Collection(self.directory, now, files, families, errors)
+
+    def _read_values(self, src: _Source) -> tuple[Any, ...]:
+        """Read every value of one file; raises FormatError if one is corrupt."""
+        reader = src.reader
+        ints = reader.load_words(src.int_off)
+        flts = _floats(reader.load_words(src.flt_off))
+        gauges = _floats(reader.load_words(src.gauge_off))
+        enums = reader.load_words([e[0] for e in src.enums]) if src.enums else []
+        latched: list[Any] = []
+        for record, _slot in src.latched:
+            try:
+                value = reader.value(record)
+            except FormatError:
+                raise
+            if value is None:  # the writer kept it moving: use the last value read
+                value = src.last.get(record.offset)
+            else:
+                src.last[record.offset] = value
+            latched.append(value)
+        return ints, flts, gauges, enums, latched
+
+    # -- aggregation -------------------------------------------------------------
+
+    def _aggregate(self, readings: list[tuple[_Source, FileInfo, tuple[Any, ...]]], errors: list[CollectError]) -> list[MetricFamily]:
+        nslots = len(self._slots)
+        acc: list[Any] = [0] * nslots
+        present: set[int] = set()
+        per_process: dict[int, list[tuple[FileInfo, Any]]] = {}
+
+        # Integer counters: files with the same layout are summed column by column.
+        groups: dict[int, tuple[tuple[int, ...], list[list[int]]]] = {}
+        for src, _info, values in readings:
+            if src.int_key:
+                g = groups.get(id(src.int_key))
+                if g is None:
+                    groups[id(src.int_key)] = (src.int_key, [values[0]])
+                else:
+                    g[1].append(values[0])
+        for slots, lists in groups.values():
+            present.update(slots)
+            totals = lists[0] if len(lists) == 1 else map(sum, zip(*lists))
+            for s, v in zip(slots, totals):
+                acc[s] += v
+
+        for src, info, values in readings:
+            _ints, flts, gauges, enums, latched = values
+            for s, v in zip(src.flt_slot, flts):
+                acc[s] += v
+            present.update(src.flt_slot)
+            for s, v in zip(src.gauge_slot, gauges):
+                per_process.setdefault(s, []).append((info, v))
+            for (_off, s, states), index in zip(src.enums, enums):
+                per_process.setdefault(s, []).append((info, states[index] if index < len(states) else None))
+            for s, d in src.infos:
+                per_process.setdefault(s, []).append((info, d))
+            for (record, s), value in zip(src.latched, latched):
+                if value is None:
+                    errors.append(CollectError(src.path, f"{record.spec.name}: value unreadable (writer busy)"))
+                    continue
+                mtype = record.spec.mtype
+                if mtype == _TEXT:
+                    per_process.setdefault(s, []).append((info, value))
+                    continue
+                present.add(s)
+                old = acc[s]
+                if old == 0:
+                    acc[s] = _Sum(value)
+                else:
+                    old.add(value)
+
+        pid_labels = self._pid_labels(readings)
+        out: dict[tuple[str, str], MetricFamily] = {}
+        for s in sorted(present | per_process.keys()):
+            slot = self._slots[s]
+            fam = slot.family
+            mf = out.get((fam.publisher, fam.name))
+            if mf is None:
+                mf = out[(fam.publisher, fam.name)] = _family_view(fam)
+            if s in present:
+                value = acc[s]
+                if isinstance(value, _Sum):
+                    value = value.result(fam)
+                mf.samples.append(Sample(slot.label_dict, value, None, slot.labels))
+                continue
+            contributions = per_process[s]
+            mode = fam.aggregation & 0xFF if fam.mtype == _GAUGE else 0
+            if fam.mtype == _GAUGE and fam.aggregation & L.AGG_LIVE_ONLY:
+                contributions = [(i, v) for i, v in contributions if i.status == ALIVE]
+            if mode and fam.mtype == _GAUGE:
+                if not contributions:
+                    continue
+                vals = [v for _, v in contributions]
+                if mode == L.Aggregation.SUM:
+                    value = sum(vals)
+                elif mode == L.Aggregation.MAX:
+                    value = max(vals)
+                elif mode == L.Aggregation.MIN:
+                    value = min(vals)
+                else:  # LAST, or a mode from a newer minor version
+                    value = max(contributions, key=lambda c: c[0].identity.created_ns)[1]  # type: ignore[union-attr]
+                mf.samples.append(Sample(slot.label_dict, value, None, slot.labels))
+                continue
+            for info, value in sorted(contributions, key=lambda c: c[0].pid):
+                if value is None:
+                    continue
+                pid = pid_labels.get(info.path, str(info.pid))
+                labels = dict(slot.labels)
+                labels["pid"] = pid
+                mf.samples.append(Sample(labels, value, info.pid, (slot.labels, pid)))
+        families = [mf for mf in out.values() if mf.samples]
+        families.sort(key=lambda m: (m.name, m.publisher))
+        return families
+
+    @staticmethod
+    def _pid_labels(readings: list[tuple[_Source, FileInfo, tuple[Any, ...]]]) -> dict[str, str]:
+        """``pid`` label values; files of one publisher sharing a pid (reuse, containers) get ``PID:INSTANCE8``."""
+        by_pid: dict[tuple[str, int], list[FileInfo]] = {}
+        for _src, info, _ in readings:
+            if info.identity is not None and info.status != ARCHIVE:
+                by_pid.setdefault((info.name, info.pid), []).append(info)
+        out: dict[str, str] = {}
+        for (_, pid), infos in by_pid.items():
+            if len(infos) > 1:
+                infos.sort(key=lambda i: i.identity.created_ns)  # type: ignore[union-attr]
+                for info in infos[:-1]:  # the newest keeps the plain pid
+                    out[info.path] = f"{pid}:{info.identity.instance_id[:4].hex()}"  # type: ignore[union-attr]
+        return out
+
+
+class _Sum:
+    """Running sum of histogram or summary values."""
+
+    __slots__ = ("count", "sum", "buckets", "log")
+
+    def __init__(self, value: Any) -> None:
+        self.count = value.count
+        self.sum = value.sum
+        self.buckets = [c for _, c in value.buckets] if isinstance(value, HistogramValue) else None
+        self.log = getattr(value, "log_buckets", False)
+
+    def add(self, value: Any) -> None:
+        self.count += value.count
+        self.sum += value.sum
+        if self.buckets is not None:
+            self.buckets = [a + c for a, (_, c) in zip(self.buckets, value.buckets)]
+
+    def result(self, fam: _Family) -> Any:
+        if self.buckets is None:
+            return SummaryValue(self.count, self.sum)
+        bounds = (*fam.bounds, float("inf"))
+        return HistogramValue(self.count, self.sum, tuple(zip(bounds, self.buckets)), self.log)
+
+
+def _family_view(fam: _Family) -> MetricFamily:
+    if fam.mtype == _GAUGE:
+        agg = _AGG_NAMES.get(fam.aggregation & 0xFF, "last")
+    elif fam.mtype in _SUMMED:
+        agg = "sum"
+    else:
+        agg = "per_process"
+    return MetricFamily(
+        publisher=fam.publisher,
+        name=fam.name,
+        type=TYPE_NAMES[L.MetricType(fam.mtype)],
+        help=fam.help,
+        unit=fam.unit,
+        aggregation=agg,
+        live_only=bool(fam.mtype == _GAUGE and fam.aggregation & L.AGG_LIVE_ONLY),
+        float_counter=bool(fam.mtype == _COUNTER and fam.flags & L.FLAG_FLOAT),
+        bounds=fam.bounds,
+        key=(fam.publisher, fam.name),
+    )
+
+
+def collect(directory: str, **options: Any) -> Collection:
+    """One collection of ``directory`` (see ``Collector`` for the options)."""
+    with Collector(directory, **options) as collector:
+        return collector.collect()
+
+
+def match_families(families: Iterable[MetricFamily], pattern: str | None) -> Iterator[MetricFamily]:
+    """Families whose name (or ``publisher:name``) matches the regular expression (re.search)."""
+    if not pattern:
+        yield from families
+        return
+    rx = re.compile(pattern)
+    for fam in families:
+        if rx.search(fam.name) or rx.search(f"{fam.publisher}:{fam.name}"):
+            yield fam
+
+
+__all__ = [
+    "ALIVE",
+    "ARCHIVE",
+    "CLOSED",
+    "CORRUPT",
+    "DEAD",
+    "NOT_READY",
+    "Collection",
+    "CollectError",
+    "Collector",
+    "FileInfo",
+    "MetricFamily",
+    "Sample",
+    "collect",
+]
