@@ -1,0 +1,202 @@
+/* statmap.h - C99 writer and reader for the statmap file format, version 1.
+ *
+ * Written from docs/format.md (the normative specification). libc and POSIX
+ * only; value stores use the GCC/Clang __atomic builtins.
+ *
+ * Writer: one statmap_writer per process and publisher name. Adding series
+ * (statmap_add_*) is not thread-safe: serialise it yourself. Updating values
+ * is thread-safe: counters and gauges are single atomic words, and latched
+ * values (histogram, summary, text) take a tiny per-series spin lock so that
+ * there is one latch writer at a time (section 6).
+ *
+ * Reader: statmap_reader_open() maps a file read-only, validates it as
+ * untrusted input (sections 4.2, 5 and 9) and statmap_reader_snapshot()
+ * returns every series with a consistent value.
+ */
+#ifndef STATMAP_H
+#define STATMAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define STATMAP_MAJOR 1
+#define STATMAP_MINOR 0
+#define STATMAP_HEADER_SIZE 256
+
+/* Record types (section 4.3). */
+enum {
+    STATMAP_COUNTER = 1,
+    STATMAP_GAUGE = 2,
+    STATMAP_HISTOGRAM = 3,
+    STATMAP_SUMMARY = 4,
+    STATMAP_TEXT = 5,
+    STATMAP_INFO = 6,
+    STATMAP_ENUM = 7
+};
+
+/* Record flags (section 4.4). */
+#define STATMAP_FLAG_FLOAT 0x1u
+#define STATMAP_FLAG_LOG_BUCKETS 0x2u
+
+/* Gauge aggregation (section 4.5). */
+enum {
+    STATMAP_AGG_PER_PROCESS = 0,
+    STATMAP_AGG_SUM = 1,
+    STATMAP_AGG_MAX = 2,
+    STATMAP_AGG_MIN = 3,
+    STATMAP_AGG_LAST = 4
+};
+#define STATMAP_AGG_LIVE_ONLY 0x100u
+
+/* Return codes. Functions that take `char *err, size_t errlen` write a
+ * one-line explanation there on failure (err may be NULL). */
+#define STATMAP_OK 0
+#define STATMAP_NOT_READY 1   /* reader: file is being created; skip it */
+#define STATMAP_ERROR (-1)    /* bad argument, system error */
+#define STATMAP_CORRUPT (-2)  /* reader: the file breaks the format */
+
+/* ------------------------------------------------------------------ */
+/* Writer                                                              */
+/* ------------------------------------------------------------------ */
+
+typedef struct statmap_writer statmap_writer;
+typedef struct statmap_series statmap_series;
+
+/* Metadata shared by every series kind. label_names/label_values hold
+ * label_count NUL-terminated UTF-8 strings. help and unit may be NULL. */
+typedef struct {
+    const char *name;
+    const char *help;
+    const char *unit;
+    size_t label_count;
+    const char *const *label_names;
+    const char *const *label_values;
+} statmap_meta;
+
+/* Creates DIRECTORY/PUBLISHER.PID.INSTANCE8.statmap following section 7.
+ * directory: NULL means $STATMAP_DIR, else /dev/shm/statmap-UID.
+ * program: NULL means basename(argv[0]) from /proc/self/cmdline.
+ * capacity: 0 means 16384 (rounded up to a multiple of 4096). */
+int statmap_writer_open(statmap_writer **out, const char *directory, const char *publisher,
+                        const char *program, size_t capacity, char *err, size_t errlen);
+const char *statmap_writer_path(const statmap_writer *w);
+/* Marks the file closed (closed_ns, then state = 2). The file stays. */
+int statmap_writer_close(statmap_writer *w);
+/* Unmaps and closes (releases the lifetime lock). Does not mark closed. */
+void statmap_writer_free(statmap_writer *w);
+/* Call in a child right after fork(), before it touches any series: gives
+ * the child its own file (new identity, same series, zero values) and
+ * re-points every series handle to it. */
+int statmap_writer_after_fork(statmap_writer *w, char *err, size_t errlen);
+
+/* Declaring series. A second call with the same name and label values
+ * returns the existing series; with the same name, the declaration must
+ * agree (type, help, unit, flags, label names, params) or it fails. */
+int statmap_add_counter(statmap_writer *w, const statmap_meta *m, int is_float, statmap_series **out,
+                        char *err, size_t errlen);
+int statmap_add_gauge(statmap_writer *w, const statmap_meta *m, unsigned aggregation, statmap_series **out,
+                      char *err, size_t errlen);
+int statmap_add_histogram(statmap_writer *w, const statmap_meta *m, const double *bounds, size_t nbounds,
+                          int log_buckets, statmap_series **out, char *err, size_t errlen);
+int statmap_add_summary(statmap_writer *w, const statmap_meta *m, statmap_series **out, char *err,
+                        size_t errlen);
+int statmap_add_text(statmap_writer *w, const statmap_meta *m, size_t capacity, statmap_series **out,
+                     char *err, size_t errlen);
+/* kv: 2*npairs strings key, value, key, value... */
+int statmap_add_info(statmap_writer *w, const statmap_meta *m, const char *const *kv, size_t npairs,
+                     statmap_series **out, char *err, size_t errlen);
+int statmap_add_enum(statmap_writer *w, const statmap_meta *m, const char *const *states, size_t nstates,
+                     statmap_series **out, char *err, size_t errlen);
+
+/* Updating values (no locks, no system calls, no allocation). */
+void statmap_counter_add(statmap_series *s, uint64_t n);          /* integer counter */
+int statmap_counter_add_float(statmap_series *s, double v);       /* FLOAT counter; v >= 0 */
+void statmap_gauge_set(statmap_series *s, double v);
+void statmap_gauge_add(statmap_series *s, double v);
+int statmap_histogram_observe(statmap_series *s, double v);       /* -1 for NaN */
+int statmap_summary_observe(statmap_series *s, double v);         /* -1 for NaN */
+int statmap_text_set(statmap_series *s, const char *utf8, size_t len); /* cut at a char boundary */
+int statmap_enum_set(statmap_series *s, uint64_t index);          /* -1 if out of range */
+
+/* ------------------------------------------------------------------ */
+/* Reader                                                              */
+/* ------------------------------------------------------------------ */
+
+/* A string read from a file: UTF-8 after replacing invalid sequences with
+ * U+FFFD; may contain NUL bytes, so always use len. s is NUL-terminated. */
+typedef struct {
+    char *s;
+    size_t len;
+} statmap_str;
+
+typedef struct {
+    uint16_t major, minor;
+    uint64_t state;      /* 1 ready, 2 closed */
+    uint64_t flags;
+    uint64_t pid;
+    uint64_t start_time;
+    unsigned char boot_id[16];
+    unsigned char instance_id[16];
+    uint64_t created_ns;
+    uint64_t closed_ns;
+    statmap_str publisher;
+    statmap_str program;
+} statmap_identity;
+
+/* Metadata of one series, parsed once and cached (records are immutable). */
+typedef struct {
+    uint64_t offset;  /* of the record in the file */
+    uint16_t type, flags, aggregation;
+    uint32_t value_offset, value_size, capacity;
+    statmap_str name, help, unit;
+    uint32_t label_count;
+    statmap_str *labels;  /* 2*label_count: name, value, ... */
+    uint32_t param_count;
+    double *params;
+    uint32_t extra_count;
+    statmap_str *extra;   /* info keys/values, enum states */
+} statmap_record;
+
+typedef struct {
+    int readable;  /* 0: the latch could not be read consistently (bounded retries) */
+    uint64_t u;    /* counter (integer), enum index, count of histogram/summary */
+    double f;      /* gauge, float counter, sum of histogram/summary */
+    uint64_t *buckets;  /* histogram: param_count+1 counts, not cumulative */
+    statmap_str text;   /* text value */
+} statmap_value;
+
+typedef struct {
+    const statmap_record *record;
+    statmap_value value;
+} statmap_series_value;
+
+typedef struct {
+    statmap_identity identity;
+    const char *liveness;  /* "alive", "dead" or "closed" */
+    size_t count;
+    statmap_series_value *series;  /* known types only, in file order */
+} statmap_snapshot;
+
+typedef struct statmap_reader statmap_reader;
+
+/* Opens and validates; STATMAP_NOT_READY for a file still being created. */
+int statmap_reader_open(statmap_reader **out, const char *path, char *err, size_t errlen);
+/* Reads everything now. The snapshot stays valid until the next snapshot
+ * call on this reader or statmap_reader_free. */
+int statmap_reader_snapshot(statmap_reader *r, statmap_snapshot *snap, char *err, size_t errlen);
+void statmap_reader_free(statmap_reader *r);
+
+/* Validates and reads a file image held in memory (no liveness: "dead" or
+ * "closed"). For fuzzing and tests. Same codes as statmap_reader_open. */
+int statmap_read_buffer(const unsigned char *data, size_t size, char *err, size_t errlen);
+
+const char *statmap_type_name(unsigned type);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
