@@ -166,8 +166,14 @@ def _record(spec: L.RecordSpec, value: bytes) -> bytes:
     return record[:value_rel] + value
 
 
-def encode_archive(publisher: str, entries: list[_Entry], absorbed: dict[bytes, int], processes: int) -> bytes:
-    """The bytes of a complete archive file (state closed, pid 0)."""
+def encode_archive(
+    publisher: str, entries: list[_Entry], absorbed: dict[bytes, int], processes: int, created_ns: int = 0
+) -> bytes:
+    """The bytes of a complete archive file (state closed, pid 0).
+
+    ``created_ns``: when the oldest process it absorbed was created: the time
+    from which its totals count (exposed as ``_created``).
+    """
     body = [_record(e.spec, _value_bytes(e)) for e in entries]
     lines = "".join(f"{inst.hex()} {ns}\n" for inst, ns in sorted(absorbed.items(), key=lambda kv: kv[1]))
     body.append(_text_record(ABSORBED_SERIES, "process files folded into this archive: instance id, time (ns)", lines))
@@ -182,7 +188,7 @@ def encode_archive(publisher: str, entries: list[_Entry], absorbed: dict[bytes, 
     capacity = (end + 4095) // 4096 * 4096
     now = time.time_ns()
     identity = L.Identity(
-        pid=0, start_time=0, boot_id=bytes(16), instance_id=os.urandom(16), created_ns=now,
+        pid=0, start_time=0, boot_id=bytes(16), instance_id=os.urandom(16), created_ns=created_ns or now,
         publisher=publisher, program=ARCHIVE_PROGRAM,
     )  # fmt: skip
     header = bytearray(L.encode_header(identity, capacity))
@@ -233,21 +239,26 @@ class _ArchiveLock:
         os.close(self.fd)  # releases the lock
 
 
-def read_archive(path: str) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], _Entry], dict[bytes, int], int]:
-    """The entries, absorbed ids and process count of an archive (empty if there is none)."""
-    entries: dict[tuple[str, tuple[tuple[str, str], ...]], _Entry] = {}
+_Key = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def read_archive(path: str) -> tuple[dict[_Key, _Entry], dict[bytes, int], int, int]:
+    """The entries, absorbed ids, process count and creation time of an archive (empty if there is none)."""
+    entries: dict[_Key, _Entry] = {}
     absorbed: dict[bytes, int] = {}
     processes = 0
+    created_ns = 0
     try:
         reader = Reader(path)
     except FormatError as exc:
         if not os.path.lexists(path):
-            return entries, absorbed, processes
+            return entries, absorbed, processes, created_ns
         raise exc
     with reader:
         snap = reader.snapshot()
         if snap.identity is None or snap.identity.pid != 0:
             raise FormatError(path, "not an archive (not ready, or has a pid)")
+        created_ns = snap.identity.created_ns
         for series in snap.series:
             spec = series.record.spec
             if spec.name == ABSORBED_SERIES:
@@ -262,7 +273,7 @@ def read_archive(path: str) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]
                 entry = _Entry(spec)
                 entry.add(series.value)
                 entries[(spec.name, spec.labels)] = entry
-    return entries, absorbed, processes
+    return entries, absorbed, processes, created_ns
 
 
 def _ended_ns(snap_status: str, closed_ns: int, path: str) -> float:
@@ -300,7 +311,7 @@ def fold(
     now = time.time()
     with _ArchiveLock(directory, publisher):
         try:
-            entries, absorbed, processes = read_archive(apath)
+            entries, absorbed, processes, created_ns = read_archive(apath)
         except FormatError as exc:
             report.errors.append((exc.path, f"{exc.problem}; not folding into it"))
             return report
@@ -352,6 +363,8 @@ def fold(
                 entry.add(value)
             absorbed[ident.instance_id] = time.time_ns()
             processes += 1
+            if ident.created_ns and (not created_ns or ident.created_ns < created_ns):
+                created_ns = ident.created_ns
             folded.append(path)
         if dry_run:
             report.folded += folded
@@ -362,7 +375,7 @@ def fold(
             visible = {n.rsplit(".", 2)[-2] for n in _names(directory) if n.startswith(publisher + ".")}
             horizon = time.time_ns() - int(RETENTION * 1e9)
             absorbed = {i: ns for i, ns in absorbed.items() if ns >= horizon or i[:4].hex() in visible}
-            data = encode_archive(publisher, list(entries.values()), absorbed, processes)
+            data = encode_archive(publisher, list(entries.values()), absorbed, processes, created_ns)
             _write_atomically(directory, os.path.basename(apath), data)
             report.archives.append(apath)
         for path in folded:

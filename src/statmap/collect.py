@@ -163,6 +163,7 @@ class MetricFamily:
     bounds: tuple[float, ...]
     samples: list[Sample] = field(default_factory=list)
     key: Any = None
+    states: tuple[str, ...] = ()  # enums: the declared states
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -185,6 +186,8 @@ class Collection:
     files: list[FileInfo]
     families: list[MetricFamily]
     errors: list[CollectError]
+    #: publisher name -> creation time (s) of its oldest counted file: when its totals started counting
+    created: dict[str, float] = field(default_factory=dict)
 
     def family(self, name: str, publisher: str | None = None) -> MetricFamily | None:
         for fam in self.families:
@@ -228,7 +231,7 @@ class _Family:
 
     __slots__ = (
         "publisher", "name", "mtype", "flags", "aggregation", "bounds", "label_names",
-        "help", "unit", "first_path", "slots", "order",
+        "help", "unit", "first_path", "slots", "order", "states",
     )  # fmt: skip
 
     def __init__(self, publisher: str, spec: L.RecordSpec, path: str, order: int) -> None:
@@ -244,6 +247,7 @@ class _Family:
         self.first_path = path
         self.slots: dict[tuple[tuple[str, str], ...], _Slot] = {}
         self.order = order
+        self.states = spec.extras if spec.mtype == _ENUM else ()
 
     def mismatch(self, spec: L.RecordSpec) -> str | None:
         """Why a record cannot be aggregated with this family (None if it can)."""
@@ -539,7 +543,14 @@ class Collector:
                     info.absorbed = True
         counted = [(src, info, values) for src, info, values in readings if not info.absorbed]
         families = self._aggregate(counted, errors)
-        return Collection(self.directory, now, files, families, errors)
+        created: dict[str, float] = {}
+        for _src, info, _ in counted:
+            ident = info.identity
+            if ident is not None and ident.created_ns:
+                t = ident.created_ns / 1e9
+                if t < created.get(ident.publisher, float("inf")):
+                    created[ident.publisher] = t
+        return Collection(self.directory, now, files, families, errors, created)
 
     def _read_values(self, src: _Source) -> tuple[Any, ...]:
         """Read every value of one file; raises FormatError if one is corrupt."""
@@ -711,6 +722,7 @@ def _family_view(fam: _Family) -> MetricFamily:
         float_counter=bool(fam.mtype == _COUNTER and fam.flags & L.FLAG_FLOAT),
         bounds=fam.bounds,
         key=(fam.publisher, fam.name),
+        states=fam.states,
     )
 
 
