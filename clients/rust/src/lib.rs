@@ -1,0 +1,658 @@
+//! A reader for statmap files (format version 1), written from
+//! `docs/format.md` with no dependencies beyond `std`.
+//!
+//! Files are untrusted: every offset, length, count and alignment is checked
+//! (sections 4.2, 5 and 9), and a problem is returned as [`ReadError::Corrupt`],
+//! never a panic or an out-of-bounds read. Multi-word values are read with
+//! the latch protocol of section 6, with bounded retries.
+//!
+//! Linux only (it calls `mmap` and `flock` through the C library).
+
+use std::fmt;
+use std::fs::File;
+use std::os::raw::{c_int, c_void};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+pub const MAJOR: u16 = 1;
+pub const HEADER_SIZE: u64 = 256;
+
+const MAGIC: u64 = 0x3150_414D_5441_5453; // "STATMAP1" little-endian
+const MAGIC_SWAPPED: u64 = 0x5354_4154_4D41_5031; // "1PAMTATS": a big-endian writer
+const H_STATE: usize = 16;
+const H_CAPACITY: usize = 24;
+const H_END: usize = 32;
+const H_CLOSED_NS: usize = 104;
+const R_HEADER: u64 = 40;
+const MAX_RECORD: u64 = 16 << 20;
+const MAX_PARAMS: u32 = 4096;
+const MAX_STRINGS: u32 = 4096;
+const MAX_STRING: u32 = 65535;
+const MAX_TEXT: u32 = 1 << 20;
+const FAST_TRIES: u32 = 10_000;
+const YIELDS: u32 = 100;
+
+pub const COUNTER: u16 = 1;
+pub const GAUGE: u16 = 2;
+pub const HISTOGRAM: u16 = 3;
+pub const SUMMARY: u16 = 4;
+pub const TEXT: u16 = 5;
+pub const INFO: u16 = 6;
+pub const ENUM: u16 = 7;
+pub const FLAG_FLOAT: u16 = 1;
+pub const FLAG_LOG_BUCKETS: u16 = 2;
+
+pub fn type_name(t: u16) -> &'static str {
+    match t {
+        COUNTER => "counter",
+        GAUGE => "gauge",
+        HISTOGRAM => "histogram",
+        SUMMARY => "summary",
+        TEXT => "text",
+        INFO => "info",
+        ENUM => "enum",
+        _ => "unknown",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadError {
+    /// Still being created (too short, magic zero, or state 0): skip it.
+    NotReady,
+    /// The file breaks the format; the message names the problem.
+    Corrupt(String),
+    /// Cannot open, stat or map.
+    Io(String),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::NotReady => write!(f, "not ready"),
+            ReadError::Corrupt(m) => write!(f, "{}", m),
+            ReadError::Io(m) => write!(f, "{}", m),
+        }
+    }
+}
+
+fn corrupt<T>(msg: String) -> Result<T, ReadError> {
+    Err(ReadError::Corrupt(msg))
+}
+
+// ---- the C library calls std does not wrap -------------------------------
+
+extern "C" {
+    fn mmap(addr: *mut c_void, len: usize, prot: c_int, flags: c_int, fd: c_int, off: i64) -> *mut c_void;
+    fn munmap(addr: *mut c_void, len: usize) -> c_int;
+    fn flock(fd: c_int, op: c_int) -> c_int;
+}
+const PROT_READ: c_int = 1;
+const MAP_SHARED: c_int = 1;
+const LOCK_SH: c_int = 1;
+const LOCK_NB: c_int = 4;
+const LOCK_UN: c_int = 8;
+const EWOULDBLOCK: i32 = 11;
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+const O_NOFOLLOW: i32 = 0o100000;
+#[cfg(not(any(target_arch = "aarch64", target_arch = "arm")))]
+const O_NOFOLLOW: i32 = 0o400000;
+const O_NONBLOCK: i32 = 0o4000;
+
+/// A file image: either a read-only shared mapping or an owned, 8-aligned
+/// buffer (for tests and fuzzing). All access goes through bounds-checked
+/// copies or atomic loads; no Rust reference into shared memory is made.
+struct Image {
+    ptr: *const u8,
+    len: usize,
+    mapped: bool,
+    _owned: Vec<u64>,
+}
+
+impl Image {
+    fn map(file: &File, len: usize) -> Result<Image, ReadError> {
+        let p = unsafe { mmap(std::ptr::null_mut(), len, PROT_READ, MAP_SHARED, file.as_raw_fd(), 0) };
+        if p as isize == -1 {
+            return Err(ReadError::Io(format!("cannot map: {}", std::io::Error::last_os_error())));
+        }
+        Ok(Image { ptr: p as *const u8, len, mapped: true, _owned: Vec::new() })
+    }
+
+    fn from_bytes(data: &[u8]) -> Image {
+        let mut words = vec![0u64; data.len() / 8 + 1];
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), words.as_mut_ptr() as *mut u8, data.len()) };
+        Image { ptr: words.as_ptr() as *const u8, len: data.len(), mapped: false, _owned: words }
+    }
+
+    /// Copies `n` bytes at `off`; the caller has checked the bounds.
+    fn bytes(&self, off: u64, n: u64) -> Vec<u8> {
+        assert!(off.checked_add(n).map_or(false, |e| e <= self.len as u64));
+        let mut v = vec![0u8; n as usize];
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off as usize), v.as_mut_ptr(), n as usize) };
+        v
+    }
+    fn u16(&self, off: u64) -> u16 {
+        let b = self.bytes(off, 2);
+        u16::from_le_bytes([b[0], b[1]])
+    }
+    fn u32(&self, off: u64) -> u32 {
+        let b = self.bytes(off, 4);
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    fn u64(&self, off: u64) -> u64 {
+        let b = self.bytes(off, 8);
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b);
+        u64::from_le_bytes(a)
+    }
+    fn atomic(&self, off: u64) -> &AtomicU64 {
+        assert!(off % 8 == 0 && off + 8 <= self.len as u64);
+        unsafe { &*(self.ptr.add(off as usize) as *const AtomicU64) }
+    }
+    fn load_acquire(&self, off: u64) -> u64 {
+        u64::from_le(self.atomic(off).load(Ordering::Acquire))
+    }
+    fn load_relaxed(&self, off: u64) -> u64 {
+        u64::from_le(self.atomic(off).load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        if self.mapped {
+            unsafe { munmap(self.ptr as *mut c_void, self.len) };
+        }
+    }
+}
+
+// ---- parsed metadata ----------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    pub major: u16,
+    pub minor: u16,
+    pub state: u64,
+    pub flags: u64,
+    pub pid: u64,
+    pub start_time: u64,
+    pub boot_id: [u8; 16],
+    pub instance_id: [u8; 16],
+    pub created_ns: u64,
+    pub closed_ns: u64,
+    pub publisher: String,
+    pub program: String,
+}
+
+/// One record (series) with its immutable metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub offset: u64,
+    pub kind: u16,
+    pub flags: u16,
+    pub aggregation: u16,
+    pub value_offset: u32,
+    pub value_size: u32,
+    pub capacity: u32,
+    pub name: String,
+    pub help: String,
+    pub unit: String,
+    /// (name, value) in file order.
+    pub labels: Vec<(String, String)>,
+    pub params: Vec<f64>,
+    /// Info keys and values, enum states.
+    pub extra: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// The latch could not be read consistently within the retry bound.
+    Unreadable,
+    Counter(u64),
+    FloatCounter(f64),
+    Gauge(f64),
+    /// count, sum, bucket counts (not cumulative; the last is +Inf).
+    Histogram { count: u64, sum: f64, buckets: Vec<u64> },
+    Summary { count: u64, sum: f64 },
+    Text(String),
+    Info,
+    /// Index into `Record::extra`.
+    Enum(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub record: Rc<Record>,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub identity: Identity,
+    /// "alive", "dead" or "closed".
+    pub liveness: &'static str,
+    pub series: Vec<Series>,
+}
+
+struct Header {
+    header_size: u64,
+    state: u64,
+    capacity: u64,
+    end: u64,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn align8(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+/// Section 9, step 2.
+fn check_header(img: &Image) -> Result<Header, ReadError> {
+    let size = img.len as u64;
+    if size < HEADER_SIZE {
+        return Err(ReadError::NotReady);
+    }
+    let magic = img.u64(0);
+    if magic == 0 {
+        return Err(ReadError::NotReady);
+    }
+    if magic == MAGIC_SWAPPED {
+        return corrupt("big-endian statmap file (magic \"1PAMTATS\"); version 1 files are little-endian".into());
+    }
+    if magic != MAGIC {
+        return corrupt("not a statmap file (bad magic)".into());
+    }
+    let major = img.u16(8);
+    if major != MAJOR {
+        return corrupt(format!("unsupported format major version {} (this reader knows {})", major, MAJOR));
+    }
+    let state = img.load_acquire(H_STATE as u64);
+    if state == 0 {
+        return Err(ReadError::NotReady);
+    }
+    let header_size = img.u32(12) as u64;
+    let capacity = img.load_acquire(H_CAPACITY as u64);
+    let end = img.load_acquire(H_END as u64);
+    if header_size % 8 != 0 || header_size < HEADER_SIZE || header_size > size {
+        return corrupt(format!("bad header_size {}", header_size));
+    }
+    if state != 1 && state != 2 {
+        return corrupt(format!("bad state {}", state));
+    }
+    if size % 8 != 0 {
+        return corrupt(format!("file size {} is not a multiple of 8", size));
+    }
+    if capacity < header_size || capacity > size {
+        return corrupt(format!("capacity {} outside [header_size, file size {}]", capacity, size));
+    }
+    if end < header_size || end > capacity {
+        return corrupt(format!("end {} outside [header_size, capacity]", end));
+    }
+    Ok(Header { header_size, state, capacity, end })
+}
+
+fn nul_string(b: &[u8]) -> String {
+    let n = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    lossy(&b[..n])
+}
+
+fn read_identity(img: &Image, state: u64) -> Identity {
+    let mut boot_id = [0u8; 16];
+    boot_id.copy_from_slice(&img.bytes(64, 16));
+    let mut instance_id = [0u8; 16];
+    instance_id.copy_from_slice(&img.bytes(80, 16));
+    Identity {
+        major: img.u16(8),
+        minor: img.u16(10),
+        state,
+        flags: img.u64(40),
+        pid: img.u64(48),
+        start_time: img.u64(56),
+        boot_id,
+        instance_id,
+        created_ns: img.u64(96),
+        closed_ns: img.load_relaxed(H_CLOSED_NS as u64),
+        publisher: nul_string(&img.bytes(112, 64)),
+        program: nul_string(&img.bytes(176, 80)),
+    }
+}
+
+/// Validates and parses the record at `o` (section 4.2). Returns the record
+/// size and the record, or None for an unknown type (skipped).
+fn parse_record(img: &Image, o: u64, end: u64) -> Result<(u64, Option<Record>), ReadError> {
+    let bad = |m: String| -> Result<(u64, Option<Record>), ReadError> { corrupt(format!("record at offset {}: {}", o, m)) };
+    if o % 8 != 0 || o + R_HEADER > end {
+        return bad(format!("truncated record header (end {})", end));
+    }
+    let h = img.bytes(o, R_HEADER);
+    let r32 = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    let r16 = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
+    let (rsize, kind, flags, agg) = (r32(0) as u64, r16(4), r16(6), r16(8));
+    let (voff, vsize, nlabels, nparams) = (r32(12) as u64, r32(16) as u64, r32(20), r32(24));
+    let (nstrings, ssize, cap) = (r32(28), r32(32) as u64, r32(36));
+    if rsize < R_HEADER || rsize % 8 != 0 || rsize > MAX_RECORD || o + rsize > end {
+        return bad(format!("bad record_size {}", rsize));
+    }
+    if nparams > MAX_PARAMS || nstrings > MAX_STRINGS {
+        return bad(format!("too many params ({}) or strings ({})", nparams, nstrings));
+    }
+    if (nstrings as u64) < 3 + 2 * nlabels as u64 {
+        return bad(format!("string_count {} below 3 + 2 * label_count {}", nstrings, nlabels));
+    }
+    let meta_end = R_HEADER + 8 * nparams as u64 + ssize;
+    if meta_end > rsize {
+        return bad(format!("params and strings ({} bytes) pass record_size {}", meta_end, rsize));
+    }
+    if voff % 8 != 0 || voff < meta_end || voff + vsize > rsize {
+        return bad(format!("bad value_offset {} / value_size {}", voff, vsize));
+    }
+    let table = img.bytes(o + R_HEADER + 8 * nparams as u64, ssize);
+    let mut strings: Vec<&[u8]> = Vec::with_capacity(nstrings as usize);
+    let mut pos: u64 = 0;
+    for i in 0..nstrings {
+        if pos + 4 > ssize {
+            return bad(format!("string {} passes the string table", i));
+        }
+        let p = pos as usize;
+        let len = u32::from_le_bytes([table[p], table[p + 1], table[p + 2], table[p + 3]]) as u64;
+        if len > MAX_STRING as u64 || pos + 4 + len > ssize {
+            return bad(format!("string {} (length {}) passes the string table or is too long", i, len));
+        }
+        strings.push(&table[p + 4..p + 4 + len as usize]);
+        pos += 4 + len;
+    }
+    if pos != ssize {
+        return bad(format!("strings use {} bytes, strings_size says {}", pos, ssize));
+    }
+    if !(COUNTER..=ENUM).contains(&kind) {
+        return Ok((rsize, None));
+    }
+    let nextra = nstrings - 3 - 2 * nlabels;
+    let allowed = match kind {
+        COUNTER => FLAG_FLOAT,
+        HISTOGRAM => FLAG_LOG_BUCKETS,
+        _ => 0,
+    };
+    let want: u64 = match kind {
+        COUNTER | GAUGE | ENUM => 8,
+        HISTOGRAM => 8 + 2 * 8 * (nparams as u64 + 3),
+        SUMMARY => 40,
+        TEXT => 8 + 2 * (8 + align8(cap as u64)),
+        _ => 0,
+    };
+    let tn = type_name(kind);
+    if flags & !allowed != 0 {
+        return bad(format!("{} unknown flag bits", tn));
+    }
+    if vsize != want {
+        return bad(format!("{} value_size does not match the type", tn));
+    }
+    if nparams != 0 && kind != HISTOGRAM {
+        return bad(format!("{} parameters on a type that has none", tn));
+    }
+    if kind == TEXT && cap > MAX_TEXT {
+        return bad(format!("{} text capacity above 1 MiB", tn));
+    }
+    if kind == INFO && nextra % 2 != 0 {
+        return bad(format!("{} info needs an even number of key/value strings", tn));
+    }
+    if kind == ENUM && nextra < 1 {
+        return bad(format!("{} enum without states", tn));
+    }
+    let mut params = Vec::with_capacity(nparams as usize);
+    for i in 0..nparams as u64 {
+        let b = f64::from_bits(img.u64(o + R_HEADER + 8 * i));
+        if !b.is_finite() || params.last().map_or(false, |&p: &f64| !(b > p)) {
+            return bad("histogram bounds not finite and strictly increasing".into());
+        }
+        params.push(b);
+    }
+    let s: Vec<String> = strings.iter().map(|b| lossy(b)).collect();
+    let nl = nlabels as usize;
+    let labels = (0..nl).map(|i| (s[3 + 2 * i].clone(), s[4 + 2 * i].clone())).collect();
+    let rec = Record {
+        offset: o,
+        kind,
+        flags,
+        aggregation: agg,
+        value_offset: voff as u32,
+        value_size: vsize as u32,
+        capacity: cap,
+        name: s[0].clone(),
+        help: s[1].clone(),
+        unit: s[2].clone(),
+        labels,
+        params,
+        extra: s[3 + 2 * nl..].to_vec(),
+    };
+    Ok((rsize, Some(rec)))
+}
+
+/// Section 6: copies the stable copy of the latch at `v`. For a text latch
+/// only the words its length needs are copied. None when retries ran out.
+fn latch_read(img: &Image, v: u64, copy_size: u64, nwords: u64, text_cap: Option<u64>) -> Option<Vec<u64>> {
+    let mut out = vec![0u64; nwords as usize];
+    for _ in 0..=YIELDS {
+        for _ in 0..FAST_TRIES {
+            let s1 = img.load_acquire(v);
+            let c = v + 8 + (s1 & 1) * copy_size;
+            let n = match text_cap {
+                Some(cap) => {
+                    out[0] = img.load_relaxed(c);
+                    1 + align8(out[0].min(cap)) / 8
+                }
+                None => nwords,
+            };
+            let first = if text_cap.is_some() { 1 } else { 0 };
+            for k in first..n {
+                out[k as usize] = img.load_relaxed(c + 8 * k);
+            }
+            fence(Ordering::Acquire);
+            if img.load_relaxed(v) == s1 {
+                return Some(out);
+            }
+        }
+        std::thread::yield_now();
+    }
+    None
+}
+
+fn read_value(img: &Image, r: &Record) -> Result<Value, ReadError> {
+    let v = r.offset + r.value_offset as u64;
+    let bad = |m: String| -> Result<Value, ReadError> { corrupt(format!("record at offset {}: {}", r.offset, m)) };
+    Ok(match r.kind {
+        COUNTER if r.flags & FLAG_FLOAT != 0 => Value::FloatCounter(f64::from_bits(img.load_acquire(v))),
+        COUNTER => Value::Counter(img.load_acquire(v)),
+        GAUGE => Value::Gauge(f64::from_bits(img.load_acquire(v))),
+        ENUM => {
+            let i = img.load_acquire(v);
+            if i >= r.extra.len() as u64 {
+                return bad(format!("enum index {} out of range ({} states)", i, r.extra.len()));
+            }
+            Value::Enum(i)
+        }
+        INFO => Value::Info,
+        SUMMARY => match latch_read(img, v, 16, 2, None) {
+            None => Value::Unreadable,
+            Some(w) => Value::Summary { count: w[0], sum: f64::from_bits(w[1]) },
+        },
+        HISTOGRAM => {
+            let n = r.params.len() as u64 + 3;
+            match latch_read(img, v, 8 * n, n, None) {
+                None => Value::Unreadable,
+                Some(w) => {
+                    let mut total: u64 = 0;
+                    let mut overflow = false;
+                    for &b in &w[2..] {
+                        match total.checked_add(b) {
+                            Some(t) => total = t,
+                            None => overflow = true,
+                        }
+                    }
+                    if overflow || total != w[0] {
+                        return bad(format!("histogram count {} is not the sum of its buckets", w[0]));
+                    }
+                    Value::Histogram { count: w[0], sum: f64::from_bits(w[1]), buckets: w[2..].to_vec() }
+                }
+            }
+        }
+        TEXT => {
+            let cap = r.capacity as u64;
+            let copy = 8 + align8(cap);
+            match latch_read(img, v, copy, copy / 8, Some(cap)) {
+                None => Value::Unreadable,
+                Some(w) => {
+                    if w[0] > cap {
+                        return bad(format!("text length {} above its capacity {}", w[0], cap));
+                    }
+                    let mut bytes = Vec::with_capacity(w[0] as usize);
+                    for word in &w[1..] {
+                        bytes.extend_from_slice(&word.to_le_bytes());
+                    }
+                    bytes.truncate(w[0] as usize);
+                    Value::Text(lossy(&bytes))
+                }
+            }
+        }
+        _ => Value::Info,
+    })
+}
+
+/// Validates and reads a whole file image held in memory (tests, fuzzing).
+pub fn read_bytes(data: &[u8]) -> Result<(Identity, Vec<Series>), ReadError> {
+    let img = Image::from_bytes(data);
+    let h = check_header(&img)?;
+    let ident = read_identity(&img, h.state);
+    let mut recs = Vec::new();
+    let mut o = h.header_size;
+    while o < h.end {
+        let (size, rec) = parse_record(&img, o, h.end)?;
+        if let Some(r) = rec {
+            recs.push(Rc::new(r));
+        }
+        o += size;
+    }
+    let mut series = Vec::with_capacity(recs.len());
+    for r in recs {
+        let value = read_value(&img, &r)?;
+        series.push(Series { record: r, value });
+    }
+    Ok((ident, series))
+}
+
+/// A reader for one file; call [`Reader::snapshot`] as often as you like.
+/// Records are parsed once and cached (they are immutable once published).
+pub struct Reader {
+    pub path: String,
+    file: File,
+    img: Option<Image>,
+    records: Vec<Rc<Record>>,
+    parsed_end: u64,
+    corrupt: Option<String>,
+}
+
+impl Reader {
+    /// Opens without following symbolic links; checks it is a regular file.
+    pub fn open(path: &str) -> Result<Reader, ReadError> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NOFOLLOW | O_NONBLOCK)
+            .open(path)
+            .map_err(|e| ReadError::Io(format!("cannot open: {}", e)))?;
+        let md = file.metadata().map_err(|e| ReadError::Io(format!("cannot stat: {}", e)))?;
+        let ft = md.file_type();
+        if !ft.is_file() || ft.is_fifo() || ft.is_socket() {
+            return corrupt("not a regular file".into());
+        }
+        Ok(Reader { path: path.to_string(), file, img: None, records: Vec::new(), parsed_end: 0, corrupt: None })
+    }
+
+    /// Maps the file (again) when its size changed.
+    fn remap(&mut self) -> Result<(), ReadError> {
+        let size = self.file.metadata().map_err(|e| ReadError::Io(format!("cannot stat: {}", e)))?.size() as usize;
+        if let Some(img) = &self.img {
+            if img.len == size {
+                return Ok(());
+            }
+            if size < img.len {
+                return corrupt(format!("file shrank from {} to {} bytes", img.len, size));
+            }
+        }
+        self.img = None;
+        if (size as u64) < HEADER_SIZE {
+            return Err(ReadError::NotReady);
+        }
+        self.img = Some(Image::map(&self.file, size)?);
+        Ok(())
+    }
+
+    fn header(&mut self) -> Result<Header, ReadError> {
+        self.remap()?;
+        match check_header(self.img.as_ref().unwrap()) {
+            Err(ReadError::Corrupt(m)) => {
+                // capacity or end past our mapping: the file may have grown
+                let size = self.file.metadata().map(|m| m.size()).unwrap_or(0) as usize;
+                if size > self.img.as_ref().unwrap().len {
+                    self.remap()?;
+                    check_header(self.img.as_ref().unwrap())
+                } else {
+                    Err(ReadError::Corrupt(m))
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn liveness(&self, state: u64) -> &'static str {
+        if state == 2 {
+            return "closed";
+        }
+        let fd = self.file.as_raw_fd();
+        if unsafe { flock(fd, LOCK_SH | LOCK_NB) } == 0 {
+            unsafe { flock(fd, LOCK_UN) };
+            return "dead";
+        }
+        if std::io::Error::last_os_error().raw_os_error() == Some(EWOULDBLOCK) {
+            return "alive";
+        }
+        "dead"
+    }
+
+    pub fn snapshot(&mut self) -> Result<Snapshot, ReadError> {
+        if let Some(m) = &self.corrupt {
+            return corrupt(m.clone());
+        }
+        let r = self.snapshot_inner();
+        if let Err(ReadError::Corrupt(m)) = &r {
+            self.corrupt = Some(m.clone());
+        }
+        r
+    }
+
+    fn snapshot_inner(&mut self) -> Result<Snapshot, ReadError> {
+        let h = self.header()?;
+        if h.end < self.parsed_end {
+            return corrupt("end moved backwards".into());
+        }
+        let img = self.img.as_ref().unwrap();
+        let ident = read_identity(img, h.state);
+        let mut o = if self.parsed_end == 0 { h.header_size } else { self.parsed_end };
+        while o < h.end {
+            let (size, rec) = parse_record(img, o, h.end)?;
+            if let Some(r) = rec {
+                self.records.push(Rc::new(r));
+            }
+            o += size;
+            self.parsed_end = o;
+        }
+        let _ = h.capacity;
+        let mut series = Vec::with_capacity(self.records.len());
+        for r in &self.records {
+            series.push(Series { record: r.clone(), value: read_value(img, r)? });
+        }
+        Ok(Snapshot { identity: ident, liveness: self.liveness(h.state), series })
+    }
+}
