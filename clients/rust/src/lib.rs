@@ -371,11 +371,9 @@ fn parse_record(img: &Image, o: u64, end: u64) -> Result<(u64, Option<Record>), 
         return Ok((rsize, None));
     }
     let nextra = nstrings - 3 - 2 * nlabels;
-    let allowed = match kind {
-        COUNTER => FLAG_FLOAT,
-        HISTOGRAM => FLAG_LOG_BUCKETS,
-        _ => 0,
-    };
+    // "Unknown flag bits" (section 4.2) read as: bits no 1.x type defines,
+    // as the reference reader does (FLOAT on a gauge is accepted, and ignored).
+    let allowed = FLAG_FLOAT | FLAG_LOG_BUCKETS;
     let want: u64 = match kind {
         COUNTER | GAUGE | ENUM => 8,
         HISTOGRAM => 8 + 2 * 8 * (nparams as u64 + 3),
@@ -401,6 +399,9 @@ fn parse_record(img: &Image, o: u64, end: u64) -> Result<(u64, Option<Record>), 
     }
     if kind == ENUM && nextra < 1 {
         return bad(format!("{} enum without states", tn));
+    }
+    if kind != ENUM && kind != INFO && nextra != 0 {
+        return bad(format!("{} extra strings on a type that has none", tn));
     }
     let mut params = Vec::with_capacity(nparams as usize);
     for i in 0..nparams as u64 {
@@ -470,9 +471,10 @@ fn read_value(img: &Image, r: &Record) -> Result<Value, ReadError> {
         ENUM => {
             let i = img.load_acquire(v);
             if i >= r.extra.len() as u64 {
-                return bad(format!("enum index {} out of range ({} states)", i, r.extra.len()));
+                Value::Unreadable // no such state: no value (as the reference reader)
+            } else {
+                Value::Enum(i)
             }
-            Value::Enum(i)
         }
         INFO => Value::Info,
         SUMMARY => match latch_read(img, v, 16, 2, None) {
