@@ -276,3 +276,21 @@ def test_planted_symlink_is_not_followed(statdir: str, tmp_path: Path) -> None:
     with pytest.raises(statmap.PublishError, match="cannot create"):
         statmap.Publisher("p", statdir, _identity=fixed)
     assert victim.read_text() == "precious"
+
+
+def test_fork_repoints_metrics_of_an_unreferenced_publisher(statdir: str) -> None:
+    """Only the metric is kept, not its publisher: fork must still give the child its own file."""
+    code = """
+import gc, os, sys, statmap
+c = statmap.Publisher("orphan", sys.argv[1]).counter("c", "C")
+gc.collect()
+c.inc(10)
+pid = os.fork()
+if pid == 0:
+    c.inc(1)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+    run_python(code, statdir)
+    totals = sorted(snapshot(str(p)).series[0].value for p in Path(statdir).glob("*.statmap"))
+    assert totals == [1, 10]

@@ -17,7 +17,6 @@ import re
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -326,8 +325,10 @@ def _close_maps(maps: list[mmap.mmap]) -> None:
             pass
 
 
-# Every open publisher, for the fork hook and interpreter exit.
-_live: weakref.WeakSet[Publisher] = weakref.WeakSet()
+# Every open publisher, for the fork hook and interpreter exit. Strong
+# references: a publisher lives until it is closed, even if the program kept
+# only its metrics, so a forked child never writes into its parent's file.
+_live: set[Publisher] = set()
 
 
 def live_publishers() -> Iterator[Publisher]:
