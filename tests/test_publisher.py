@@ -294,3 +294,34 @@ os.waitpid(pid, 0)
     run_python(code, statdir)
     totals = sorted(snapshot(str(p)).series[0].value for p in Path(statdir).glob("*.statmap"))
     assert totals == [1, 10]
+
+
+def test_reader_never_reports_corruption_while_the_writer_grows(statdir: str) -> None:
+    code = """
+import sys, statmap
+pub = statmap.Publisher("growing", sys.argv[1], capacity=4096)
+c = pub.counter("c", "C", labels=("i",), max_series=100000)
+print(pub.path, flush=True)
+for i in range(6000):
+    c.labels(str(i)).inc(i)
+sys.stdin.read()
+"""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, statdir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        path = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        snapshots = 0
+        with statmap.open(path) as reader:
+            while True:
+                snap = reader.snapshot()  # must never raise FormatError
+                snapshots += 1
+                n = len(snap.series)
+                # a series is published before its first increment: 0 or its final value i
+                assert all(s.value in (0, int(s.labels["i"])) for s in snap.series[-50:])
+                if n == 6000:
+                    break
+        assert snapshots > 1
+    finally:
+        proc.kill()
+        proc.wait()

@@ -156,6 +156,10 @@ class Snapshot:
         }
 
 
+class _Grown(Exception):
+    """The header's capacity is beyond the mapping: the file grew (or was truncated)."""
+
+
 class Reader:
     """Reads one statmap file. Use ``statmap.open(path)``; call ``snapshot()`` as often as you like."""
 
@@ -204,7 +208,10 @@ class Reader:
             self._words.release()
             self._words = None
         if self._map is not None:
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:
+                pass  # a view of it is still referenced (e.g. by a traceback); it closes when that goes
             self._map = None
 
     def close(self) -> None:
@@ -239,6 +246,8 @@ class Reader:
             if magic == bytes(len(L.MAGIC)):
                 return None  # header not written yet
             raise self._fail(f"bad magic {magic!r}: not a statmap file")
+        if size % L.ALIGN:  # before any word access: word views of such a mapping are refused
+            raise self._fail(f"file size {size} is not a multiple of 8")
         state = cells.load_u64(m, L.OFF_STATE)  # acquire: the header is complete if ready
         header = L.decode_header(m)
         if header.major != L.MAJOR:
@@ -251,15 +260,32 @@ class Reader:
             raise self._fail(f"unknown state {state}")
         if size % L.ALIGN:
             raise self._fail(f"file size {size} is not a multiple of 8")
-        if not header.header_size <= header.capacity <= size:
-            raise self._fail(f"capacity {header.capacity} outside {header.header_size}..{size} (file truncated?)")
-        end = cells.load_u64(m, L.OFF_END)  # acquire: records before end are complete
-        if not header.header_size <= end <= header.capacity:
-            raise self._fail(f"end of records {end} outside {header.header_size}..{header.capacity}")
+        # end before capacity, both acquire: a writer stores capacity before
+        # any end that needs it, so this capacity is never older than end.
+        end = cells.load_u64(m, L.OFF_END)  # records before end are complete
+        capacity = cells.load_u64(m, L.OFF_CAPACITY)
+        if capacity > size:
+            raise _Grown(capacity)
+        if capacity < header.header_size:
+            raise self._fail(f"capacity {capacity} is less than the header size {header.header_size}")
+        if not header.header_size <= end <= capacity:
+            raise self._fail(f"end of records {end} outside {header.header_size}..{capacity}")
         return L.Header(
-            header.major, header.minor, header.header_size, state, header.capacity, end,
+            header.major, header.minor, header.header_size, state, capacity, end,
             header.identity, header.closed_ns,
         )  # fmt: skip
+
+    def _current_header(self) -> tuple[int, L.Header | None]:
+        """Map the file as it is now and read its header, following growth."""
+        for _ in range(3):
+            size = self._remap()
+            try:
+                return size, self._read_header(size)
+            except _Grown:
+                continue  # the writer grew the file after our fstat: map again
+        raise self._fail(
+            f"capacity {cells.load_u64(self._map, L.OFF_CAPACITY)} exceeds the file size {size} (truncated?)"
+        )
 
     def _parse_new_records(self, header: L.Header) -> None:
         assert self._map is not None
@@ -363,8 +389,7 @@ class Reader:
         """
         if self._fd < 0:
             raise ValueError("reader is closed")
-        size = self._remap()
-        header = self._read_header(size)
+        size, header = self._current_header()
         if header is None:
             return NOT_READY, None, size
         self._header = header
@@ -403,10 +428,7 @@ class Reader:
         """Every series with a consistent value, the writer's identity and liveness."""
         if self._fd < 0:
             raise ValueError("reader is closed")
-        size = self._remap()
-        header = self._read_header(size)
-        if header is not None and header.capacity > size:  # pragma: no cover - checked in _read_header
-            raise self._fail("file shorter than its capacity")
+        size, header = self._current_header()
         if header is None:
             return Snapshot(self.path, NOT_READY, None, [], None, size)
         self._header = header
