@@ -520,6 +520,8 @@ class Collector:
                 continue
             except (FormatError, OSError, ValueError) as exc:
                 self._drop(name)
+                if not os.path.lexists(path):
+                    continue  # removed since the listing (as above)
                 problem = exc.problem if isinstance(exc, FormatError) else str(exc)
                 info = FileInfo(path, CORRUPT, error=problem)
                 files.append(info)
