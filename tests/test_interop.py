@@ -110,6 +110,11 @@ def without_problems(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def value_of(proc: dict[str, Any], name: str) -> Any:
+    (value,) = [m["value"] for m in proc["metrics"] if m["name"] == name]
+    return value
+
+
 OBS = (0.5, 1.5, 3.0, 10.0)
 PREFIX = (0.0, 0.5, 2.0, 5.0)
 
@@ -365,6 +370,12 @@ CRAFTED: dict[str, bytes] = {
         [_record(3, b"h", params=(2.0, 1.0), value=_latch(bytes(8 * 5)))]),
     "enum_index_out_of_range": _file([_record(7, b"e", extra=(b"a", b"b"), value=_u64(2))]),
     "closed": _file([_record(1, b"c", value=_u64(5))], state=2),
+    "same_name_different_types": _file([_record(1, b"c", value=_u64(5)), _record(2, b"c", value=_u64(0))]),
+    "same_series_twice": _file([_record(1, b"c", labels=(b"a", b"1"), value=_u64(5)),
+                                _record(1, b"c", labels=(b"a", b"1"), value=_u64(6))]),
+    "histogram_without_bounds": _file(
+        [_record(3, b"h", value=_latch(_u64(1) + struct.pack("<d", 2.0) + _u64(1)))]),
+    "text_capacity_0": _file([_record(5, b"t", value=_latch(_u64(0)))]),
     "latch_seq_odd": _file([_record(4, b"s", value=_u64(3) + _u64(1) + struct.pack("<d", 1.0) + _u64(2)
                                     + struct.pack("<d", 4.0))]),
 }
@@ -412,7 +423,7 @@ def test_live_python_writer_read_by_c_and_rust(built: None, statdir: str, reader
                     continue
                 reads += 1
                 problems = check_self(proc["metrics"])
-                count = proc["metrics"][0]["value"]
+                count = value_of(proc, "requests")
                 if count < last_count:
                     problems.append("counter went backwards")
                 last_count = count
@@ -428,7 +439,7 @@ def test_live_python_writer_read_by_c_and_rust(built: None, statdir: str, reader
         assert c.stdout == py.stdout and rs.stdout == py.stdout
         (proc,) = json.loads(py.stdout)["processes"]
         assert proc["state"] == "alive"
-        assert proc["metrics"][0]["value"] == final
+        assert value_of(proc, "requests") == final
         print(f"{reader}: {reads} reads of a live Python writer ({statmap.backend} cells), {torn} torn")
     finally:
         w.finish()
@@ -445,9 +456,9 @@ def test_live_c_writer_read_by_python(built: None, statdir: str) -> None:
             doc = reader.snapshot().to_json()
             reads += 1
             problems = check_self(doc["metrics"])
-            if doc["metrics"][0]["value"] < last:
+            if value_of(doc, "requests") < last:
                 problems.append("counter went backwards")
-            last = doc["metrics"][0]["value"]
+            last = value_of(doc, "requests")
             torn += bool(problems)
             assert not problems, problems
         reader.close() if hasattr(reader, "close") else None
