@@ -195,6 +195,7 @@ static void test_roundtrip(void)
         CHECK(x2 != STATMAP_OK || len == size);
     }
     CHECK(notready == 256);
+    CHECK(corrupt > 0);
     srand(12345);
     unsigned char *mut = malloc(size);
     for (int k = 0; k < 3000; k++) {
