@@ -45,6 +45,48 @@ static inline void latch_switch(uint64_t *seq, uint64_t s)
 
 /* ------------------------------------------------------------------ */
 
+/* statmap._timing's classes, imported on first use (not on the write path). */
+static PyObject *timing_module = NULL;
+
+static PyObject *wrap_in(const char *cls_name, PyObject *arg)
+{
+    if (!timing_module) {
+        timing_module = PyImport_ImportModule("statmap._timing");
+        if (!timing_module)
+            return NULL;
+    }
+    PyObject *cls = PyObject_GetAttrString(timing_module, cls_name);
+    if (!cls)
+        return NULL;
+    PyObject *out = PyObject_CallOneArg(cls, arg);
+    Py_DECREF(cls);
+    return out;
+}
+
+/* Timing(self.<method>): a context manager and decorator recording seconds. */
+static PyObject *timing_of(PyObject *self, const char *method)
+{
+    PyObject *bound = PyObject_GetAttrString(self, method);
+    if (!bound)
+        return NULL;
+    PyObject *out = wrap_in("Timing", bound);
+    Py_DECREF(bound);
+    return out;
+}
+
+/* The stable copy of one of our own latches. Our writes happen under the GIL,
+ * so no write of ours is in progress; the check only guards against misuse. */
+static const uint64_t *own_stable_copy(const uint64_t *value, Py_ssize_t words)
+{
+    for (;;) {
+        uint64_t s = __atomic_load_n(value, __ATOMIC_ACQUIRE);
+        const uint64_t *copy = value + 1 + (s & 1) * (uint64_t)words;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(value, __ATOMIC_RELAXED) == s)
+            return copy;
+    }
+}
+
 typedef struct {
     PyObject_HEAD
     Py_buffer view;
@@ -324,6 +366,42 @@ static PyObject *gauge_isub(PyObject *self, PyObject *arg)
     return self;
 }
 
+static PyObject *gauge_set_to_current_time(Cell *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *time = PyImport_ImportModule("time");
+    if (!time)
+        return NULL;
+    PyObject *now = PyObject_CallMethod(time, "time", NULL);
+    Py_DECREF(time);
+    if (!now)
+        return NULL;
+    double d = PyFloat_AsDouble(now);
+    Py_DECREF(now);
+    if (d == -1.0 && PyErr_Occurred())
+        return NULL;
+    store_relaxed(self->p, dbl_bits(d));
+    Py_RETURN_NONE;
+}
+
+static PyObject *gauge_track_inprogress(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return wrap_in("InProgress", self);
+}
+
+static PyObject *gauge_time(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return timing_of(self, "set");
+}
+
+static PyObject *observe_time(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return timing_of(self, "observe");
+}
+
 /* ------------------------------- Enum ------------------------------- */
 
 static PyObject *enum_set_index(Cell *self, PyObject *arg)
@@ -381,6 +459,13 @@ static PyObject *summary_observe(Cell *self, PyObject *arg)
     store_relaxed(c1, load_relaxed(c0));
     store_relaxed(c1 + 1, load_relaxed(c0 + 1));
     Py_RETURN_NONE;
+}
+
+static PyObject *summary_get(Cell *self, PyObject *unused)
+{
+    (void)unused;
+    const uint64_t *c = own_stable_copy(self->p, SUMMARY_COPY / 8);
+    return Py_BuildValue("(Kd)", (unsigned long long)load_relaxed(c), bits_dbl(load_relaxed(c + 1)));
 }
 
 static PyObject *summary_new(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -479,6 +564,40 @@ static PyObject *histogram_observe(Cell *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+static PyObject *histogram_get(Cell *self, PyObject *unused)
+{
+    (void)unused;
+    Py_ssize_t n = self->nbounds + 1;
+    const uint64_t *c = own_stable_copy(self->p, n + 2);
+    PyObject *buckets = PyTuple_New(n);
+    if (!buckets)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(load_relaxed(c + 2 + i));
+        if (!v) {
+            Py_DECREF(buckets);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(buckets, i, v);
+    }
+    return Py_BuildValue("(KdN)", (unsigned long long)load_relaxed(c), bits_dbl(load_relaxed(c + 1)), buckets);
+}
+
+static PyObject *histogram_get_bounds(Cell *self, void *closure)
+{
+    (void)closure;
+    PyObject *out = PyTuple_New(self->nbounds);
+    for (Py_ssize_t i = 0; out && i < self->nbounds; i++) {
+        PyObject *b = PyFloat_FromDouble(self->bounds[i]);
+        if (!b) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyTuple_SET_ITEM(out, i, b);
+    }
+    return out;
+}
+
 static PyObject *histogram_bucket_index(Cell *self, PyObject *arg)
 {
     double d = PyFloat_AsDouble(arg);
@@ -552,6 +671,32 @@ static PyObject *text_set(Cell *self, PyObject *arg)
     latch_switch(seq, s);
     text_fill(c1, data, len);
     Py_RETURN_NONE;
+}
+
+static PyObject *text_get(Cell *self, PyObject *unused)
+{
+    (void)unused;
+    Py_ssize_t words = 1 + ((self->capacity + 7) / 8);
+    const uint64_t *c = own_stable_copy(self->p, words);
+    uint64_t len = load_relaxed(c);
+    if (len > (uint64_t)self->capacity)
+        len = (uint64_t)self->capacity;
+    char *buf = PyMem_Malloc((size_t)len + 1);
+    if (!buf)
+        return PyErr_NoMemory();
+    for (uint64_t w = 0; w * 8 < len; w++) {
+        uint64_t v = load_relaxed(c + 1 + w);
+        memcpy(buf + w * 8, &v, len - w * 8 < 8 ? (size_t)(len - w * 8) : 8);
+    }
+    PyObject *out = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)len, "replace");
+    PyMem_Free(buf);
+    return out;
+}
+
+static PyObject *cell_get_capacity(Cell *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSsize_t(self->capacity);
 }
 
 /* ------------------------------ Reading ----------------------------- */
@@ -700,8 +845,16 @@ static PyObject *load_words(PyObject *mod, PyObject *const *args, Py_ssize_t nar
 
 /* ---------------------------- Type tables --------------------------- */
 
-static PyGetSetDef cell_getset[] = {
-    {"offset", (getter)cell_get_offset, NULL, "offset of the value area in the mapping", NULL},
+#define OFFSET_GETTER {"offset", (getter)cell_get_offset, NULL, "offset of the value area in the mapping", NULL}
+static PyGetSetDef cell_getset[] = {OFFSET_GETTER, {NULL, NULL, NULL, NULL, NULL}};
+static PyGetSetDef histogram_getset[] = {
+    OFFSET_GETTER,
+    {"bounds", (getter)histogram_get_bounds, NULL, "finite upper bounds of the buckets", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static PyGetSetDef text_getset[] = {
+    OFFSET_GETTER,
+    {"capacity", (getter)cell_get_capacity, NULL, "byte capacity", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -724,6 +877,10 @@ static PyMethodDef gauge_methods[] = {
     {"inc", (PyCFunction)(void (*)(void))gauge_inc, METH_FASTCALL | METH_KEYWORDS, "add n (default 1)"},
     {"dec", (PyCFunction)(void (*)(void))gauge_dec, METH_FASTCALL | METH_KEYWORDS, "subtract n (default 1)"},
     {"get", (PyCFunction)float_get, METH_NOARGS, "current value"},
+    {"set_to_current_time", (PyCFunction)gauge_set_to_current_time, METH_NOARGS, "set to the Unix time now"},
+    {"track_inprogress", (PyCFunction)gauge_track_inprogress, METH_NOARGS,
+     "context manager and decorator: +1 while a block or call runs"},
+    {"time", (PyCFunction)gauge_time, METH_NOARGS, "context manager and decorator: set to the seconds taken"},
     COMMON_METHODS,
     {NULL, NULL, 0, NULL},
 };
@@ -735,17 +892,22 @@ static PyMethodDef enum_methods[] = {
 };
 static PyMethodDef summary_methods[] = {
     {"observe", (PyCFunction)summary_observe, METH_O, "record one observation"},
+    {"get", (PyCFunction)summary_get, METH_NOARGS, "(count, sum)"},
+    {"time", (PyCFunction)observe_time, METH_NOARGS, "context manager and decorator: observe the seconds taken"},
     COMMON_METHODS,
     {NULL, NULL, 0, NULL},
 };
 static PyMethodDef histogram_methods[] = {
     {"observe", (PyCFunction)histogram_observe, METH_O, "record one observation"},
+    {"get", (PyCFunction)histogram_get, METH_NOARGS, "(count, sum, non-cumulative bucket counts)"},
+    {"time", (PyCFunction)observe_time, METH_NOARGS, "context manager and decorator: observe the seconds taken"},
     {"_bucket_index", (PyCFunction)histogram_bucket_index, METH_O, "bucket an observation falls in"},
     COMMON_METHODS,
     {NULL, NULL, 0, NULL},
 };
 static PyMethodDef text_methods[] = {
     {"set", (PyCFunction)text_set, METH_O, "set the text (UTF-8, cut at a character boundary)"},
+    {"get", (PyCFunction)text_get, METH_NOARGS, "the text"},
     COMMON_METHODS,
     {NULL, NULL, 0, NULL},
 };
@@ -754,7 +916,7 @@ static PyNumberMethods counter_as_number = {.nb_inplace_add = counter_iadd};
 static PyNumberMethods fcounter_as_number = {.nb_inplace_add = fcounter_iadd};
 static PyNumberMethods gauge_as_number = {.nb_inplace_add = gauge_iadd, .nb_inplace_subtract = gauge_isub};
 
-#define CELL_TYPE(cname, pyname, newf, methods, number)                                                        \
+#define CELL_TYPE(cname, pyname, newf, methods, number, getset)                                                        \
     static PyTypeObject cname = {                                                                              \
         PyVarObject_HEAD_INIT(NULL, 0).tp_name = "statmap._cells." pyname,                                     \
         .tp_basicsize = sizeof(Cell),                                                                          \
@@ -762,18 +924,18 @@ static PyNumberMethods gauge_as_number = {.nb_inplace_add = gauge_iadd, .nb_inpl
         .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,                                                  \
         .tp_doc = "statmap value cell: " pyname,                                                               \
         .tp_methods = methods,                                                                                 \
-        .tp_getset = cell_getset,                                                                              \
+        .tp_getset = getset,                                                                                   \
         .tp_new = newf,                                                                                        \
         .tp_as_number = number,                                                                                \
     };
 
-CELL_TYPE(CounterType, "Counter", counter_new, counter_methods, &counter_as_number)
-CELL_TYPE(FloatCounterType, "FloatCounter", counter_new, fcounter_methods, &fcounter_as_number)
-CELL_TYPE(GaugeType, "Gauge", counter_new, gauge_methods, &gauge_as_number)
-CELL_TYPE(EnumType, "Enum", enum_new, enum_methods, NULL)
-CELL_TYPE(SummaryType, "Summary", summary_new, summary_methods, NULL)
-CELL_TYPE(HistogramType, "Histogram", histogram_new, histogram_methods, NULL)
-CELL_TYPE(TextType, "Text", text_new, text_methods, NULL)
+CELL_TYPE(CounterType, "Counter", counter_new, counter_methods, &counter_as_number, cell_getset)
+CELL_TYPE(FloatCounterType, "FloatCounter", counter_new, fcounter_methods, &fcounter_as_number, cell_getset)
+CELL_TYPE(GaugeType, "Gauge", counter_new, gauge_methods, &gauge_as_number, cell_getset)
+CELL_TYPE(EnumType, "Enum", enum_new, enum_methods, NULL, cell_getset)
+CELL_TYPE(SummaryType, "Summary", summary_new, summary_methods, NULL, cell_getset)
+CELL_TYPE(HistogramType, "Histogram", histogram_new, histogram_methods, NULL, histogram_getset)
+CELL_TYPE(TextType, "Text", text_new, text_methods, NULL, text_getset)
 
 static PyMethodDef module_methods[] = {
     {"read_latch", (PyCFunction)(void (*)(void))read_latch, METH_FASTCALL,

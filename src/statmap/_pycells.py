@@ -24,10 +24,12 @@ import math
 import struct
 import sys
 import threading
+import time
 from collections import deque
 from typing import Any
 
 from ._layout import SUMMARY_COPY_SIZE, VALUE_COPIES, align8, histogram_copy_size, text_copy_size
+from ._timing import InProgress, Timing
 
 if sys.byteorder != "little":  # pragma: no cover - the format is little-endian
     raise ImportError("statmap's pure-Python cells need a little-endian CPU")
@@ -153,6 +155,15 @@ class Gauge(_Cell):
     def get(self) -> float:
         return float(self._d[self._i])
 
+    def set_to_current_time(self) -> None:
+        self.set(time.time())
+
+    def track_inprogress(self) -> InProgress:
+        return InProgress(self)
+
+    def time(self) -> Timing:
+        return Timing(self.set)
+
 
 class Enum(_Cell):
     __slots__ = ("_count",)
@@ -204,6 +215,18 @@ class _Latched(_Cell):
     def _apply(self, item: Any) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _consistent(self, read: Any) -> Any:
+        """``read(word index of the stable copy)``, retried until the sequence held still."""
+        q, seq = self._q, self._i
+        while True:
+            s = q[seq]
+            out = read(seq + VALUE_COPIES // 8 + (s & 1) * self._words)
+            if q[seq] == s:
+                return out
+
+    def time(self) -> Timing:
+        return Timing(self.observe)  # type: ignore[attr-defined]
+
     def _write(self, words: dict[int, int]) -> None:
         """Store ``words`` (word index in a copy -> u64) into both copies, latch style."""
         q, seq = self._q, self._i
@@ -230,6 +253,10 @@ class Summary(_Latched):
             raise ValueError("cannot observe NaN")
         self._submit(d)
 
+    def get(self) -> tuple[int, float]:
+        q, d = self._q, self._d
+        return self._consistent(lambda c: (int(q[c]), float(d[c + 1])))  # type: ignore[no-any-return]
+
     def _apply(self, d: float) -> None:
         c1 = self._i + VALUE_COPIES // 8 + self._words
         count = self._q[c1] + 1
@@ -252,6 +279,14 @@ class Histogram(_Latched):
                 raise ValueError("bounds must be finite and strictly increasing")
         self._bounds = bounds
         self._setup(buffer, offset, histogram_copy_size(len(bounds)))
+
+    @property
+    def bounds(self) -> tuple[float, ...]:
+        return tuple(self._bounds)
+
+    def get(self) -> tuple[int, float, tuple[int, ...]]:
+        q, d, n = self._q, self._d, len(self._bounds) + 1
+        return self._consistent(lambda c: (int(q[c]), float(d[c + 1]), tuple(q[c + 2 : c + 2 + n])))  # type: ignore[no-any-return]
 
     def _bucket_index(self, d: float) -> int:
         return bisect.bisect_left(self._bounds, d)
@@ -277,6 +312,20 @@ class Text(_Latched):
             raise ValueError("text capacity must be 0..1048576 bytes")
         self._capacity = capacity
         self._setup(buffer, offset, text_copy_size(capacity))
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def get(self) -> str:
+        q, capacity = self._q, self._capacity
+
+        def read(c: int) -> bytes:
+            length = min(int(q[c]), capacity)
+            return q[c + 1 : c + 1 + (length + 7) // 8].tobytes()[:length]
+
+        raw: bytes = self._consistent(read)
+        return raw.decode("utf-8", "replace")
 
     def set(self, value: str) -> None:
         if not isinstance(value, str):

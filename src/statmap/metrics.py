@@ -9,10 +9,8 @@ cells, so an update is one call into the cell and nothing else.
 
 from __future__ import annotations
 
-import functools
 import math
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
@@ -71,157 +69,20 @@ class LogBuckets:
         return tuple(self.low * growth ** (i - 1) for i in range(count))
 
 
-# -- Timing helper -----------------------------------------------------------
-
-
-class Timing:
-    """Context manager and decorator that passes elapsed seconds to a callback."""
-
-    __slots__ = ("_record", "_start")
-
-    def __init__(self, record: Callable[[float], Any]) -> None:
-        self._record = record
-        self._start = 0.0
-
-    def __enter__(self) -> Timing:
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._record(time.perf_counter() - self._start)
-
-    def __call__(self, func: F) -> F:
-        record = self._record
-
-        @functools.wraps(func)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            with Timing(record):
-                return func(*args, **kwargs)
-
-        return timed  # type: ignore[return-value]
-
-
-class InProgress:
-    """Context manager and decorator: +1 on entry, -1 on exit."""
-
-    __slots__ = ("_gauge",)
-
-    def __init__(self, gauge: Any) -> None:
-        self._gauge = gauge
-
-    def __enter__(self) -> InProgress:
-        self._gauge.inc()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._gauge.dec()
-
-    def __call__(self, func: F) -> F:
-        gauge = self._gauge
-
-        @functools.wraps(func)
-        def tracked(*args: Any, **kwargs: Any) -> Any:
-            gauge.inc()
-            try:
-                return func(*args, **kwargs)
-            finally:
-                gauge.dec()
-
-        return tracked  # type: ignore[return-value]
-
-
 # -- Live series ---------------------------------------------------------------
 
 
-class CounterSeries(cells.Counter):
-    """A live counter: ``inc(n=1)``, ``+= n``, ``get()``. Integer, never goes down."""
-
-    __slots__ = ()
-
-
-class FloatCounterSeries(cells.FloatCounter):
-    """A live counter of fractional amounts (seconds, bytes/s...)."""
-
-    __slots__ = ()
-
-
-class GaugeSeries(cells.Gauge):
-    """A live gauge: ``set``, ``inc``, ``dec``, ``set_to_current_time``, ``track_inprogress``, ``time``."""
-
-    __slots__ = ()
-
-    def set_to_current_time(self) -> None:
-        self.set(time.time())
-
-    def track_inprogress(self) -> InProgress:
-        return InProgress(self)
-
-    def time(self) -> Timing:
-        """Set the gauge to the duration of a block or call."""
-        return Timing(self.set)
-
-
-def _stable_copy(buffer: Any, offset: int, copy_size: int) -> bytes:
-    """A latch's stable copy, read back by its own writer."""
-    for _ in range(1000):
-        data = cells.read_latch(buffer, offset, copy_size)
-        if data is not None:
-            return data
-        time.sleep(0)
-    raise StatmapError("value kept changing while being read")
-
-
-class SummarySeries(cells.Summary):
-    """A live summary (average): ``observe(v)``, ``time()``; ``get()`` -> (count, sum)."""
-
-    __slots__ = ("_buffer",)
-    _buffer: Any
-
-    def _rebind(self, buffer: Any) -> None:
-        super()._rebind(buffer)
-        self._buffer = buffer
-
-    def time(self) -> Timing:
-        return Timing(self.observe)
-
-    def get(self) -> tuple[int, float]:
-        return L.decode_summary(_stable_copy(self._buffer, self.offset, L.SUMMARY_COPY_SIZE))
-
-
-class HistogramSeries(cells.Histogram):
-    """A live histogram: ``observe(v)``, ``time()``; ``get()`` -> (count, sum, buckets)."""
-
-    __slots__ = ("_buffer", "bounds")
-    _buffer: Any
-    bounds: tuple[float, ...]
-
-    def _rebind(self, buffer: Any) -> None:
-        super()._rebind(buffer)
-        self._buffer = buffer
-
-    def time(self) -> Timing:
-        return Timing(self.observe)
-
-    def get(self) -> tuple[int, float, tuple[int, ...]]:
-        """count, sum and non-cumulative bucket counts (the last is +Inf)."""
-        n = len(self.bounds)
-        return L.decode_histogram(_stable_copy(self._buffer, self.offset, L.histogram_copy_size(n)), n)
-
-
-class TextSeries(cells.Text):
-    """A live text value of fixed byte capacity: ``set(str)``, ``get()``."""
-
-    __slots__ = ("_buffer", "capacity")
-    _buffer: Any
-    capacity: int
-
-    def _rebind(self, buffer: Any) -> None:
-        super()._rebind(buffer)
-        self._buffer = buffer
-
-    def get(self) -> str:
-        raw = L.decode_text(_stable_copy(self._buffer, self.offset, L.text_copy_size(self.capacity)), self.capacity)
-        return (raw or b"").decode("utf-8", "replace")
+# The live series of most types are the value cells themselves, not
+# subclasses: CPython calls a C method fastest when the object's type is
+# exactly the method's type. Their methods: Counter inc/get/+=; Gauge
+# set/inc/dec/get/+=/-=/set_to_current_time/track_inprogress/time;
+# Histogram and Summary observe/get/time; Text set/get.
+CounterSeries = cells.Counter
+FloatCounterSeries = cells.FloatCounter
+GaugeSeries = cells.Gauge
+HistogramSeries = cells.Histogram
+SummarySeries = cells.Summary
+TextSeries = cells.Text
 
 
 class EnumSeries(cells.Enum):
@@ -431,10 +292,7 @@ class Histogram(Metric):
         return {"bounds": self.bounds}
 
     def _cell(self, binding: Binding) -> Any:
-        cell = HistogramSeries(binding.buffer, binding.offset, self.bounds)
-        cell._buffer = binding.buffer
-        cell.bounds = self.bounds
-        return cell
+        return HistogramSeries(binding.buffer, binding.offset, self.bounds)
 
 
 class Timer(Histogram):
@@ -451,9 +309,7 @@ class Summary(Metric):
     mtype = L.MetricType.SUMMARY
 
     def _cell(self, binding: Binding) -> Any:
-        cell = SummarySeries(binding.buffer, binding.offset)
-        cell._buffer = binding.buffer
-        return cell
+        return SummarySeries(binding.buffer, binding.offset)
 
 
 Average = Summary
@@ -474,10 +330,7 @@ class Text(Metric):
         return {"capacity": self.size}
 
     def _cell(self, binding: Binding) -> Any:
-        cell = TextSeries(binding.buffer, binding.offset, self.size)
-        cell._buffer = binding.buffer
-        cell.capacity = self.size
-        return cell
+        return TextSeries(binding.buffer, binding.offset, self.size)
 
 
 class Enum(Metric):

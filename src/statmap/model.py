@@ -6,8 +6,10 @@
     stats = WebStats("web")
     stats.requests.inc()
 
-Each instance owns a Publisher (one file). Live metrics are stored in the
-instance's ``__dict__``, so ``stats.requests`` is a plain attribute lookup and
+Each instance owns a Publisher (one file). The declarations are taken off
+the class when it is defined (they live on in ``_declarations``) and every
+instance holds its live metrics as ordinary attributes: ``stats.requests`` is
+then the plain attribute load the interpreter specialises best, and
 ``stats.requests += 1`` calls the cell's in-place add and stores the same
 object back.
 """
@@ -30,20 +32,26 @@ class Stats:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         found: dict[str, Metric] = {}
-        for klass in reversed(cls.__mro__):
-            for attr, value in vars(klass).items():
-                if isinstance(value, Metric):
-                    if attr in _RESERVED:
-                        raise TypeError(f"{cls.__name__}.{attr}: {attr!r} is reserved by statmap.Stats")
-                    found[attr] = value
+        for klass in reversed(cls.__mro__[1:]):
+            found.update(getattr(klass, "_declarations", {}))
+        for attr, value in list(vars(cls).items()):
+            if isinstance(value, Metric):
+                if attr in _RESERVED:
+                    raise TypeError(f"{cls.__name__}.{attr}: {attr!r} is reserved by statmap.Stats")
+                found[attr] = value
+                # A class attribute of the same name would keep CPython from
+                # specialising the instance attribute load (about 2x slower).
+                delattr(cls, attr)
         cls._declarations = found
 
     def __init__(self, name: str, directory: str | None = None, **publisher_options: Any) -> None:
         publisher = Publisher(name, directory, **publisher_options)
-        self.__dict__["publisher"] = publisher
+        self.publisher = publisher
         try:
             for attr, decl in self._declarations.items():
-                self.__dict__[attr] = decl.bind(publisher, decl.name or attr)
+                # setattr, not __dict__[...]: materialising the instance dict
+                # would slow every later attribute load.
+                setattr(self, attr, decl.bind(publisher, decl.name or attr))
         except BaseException:
             publisher.remove()
             raise
