@@ -32,6 +32,8 @@ import os
 import re
 import struct
 import time
+from itertools import accumulate
+from operator import add
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,7 +127,7 @@ class FileInfo:
 class Sample:
     """One aggregated series: its labels (with ``pid`` for per-process series) and value."""
 
-    __slots__ = ("labels", "value", "pid", "key")
+    __slots__ = ("key", "labels", "pid", "value")
 
     def __init__(self, labels: dict[str, str], value: Any, pid: int | None, key: Any) -> None:
         self.labels = labels
@@ -230,8 +232,19 @@ class _Family:
     """Metadata of one metric name within one publisher name: fixed by the first file seen."""
 
     __slots__ = (
-        "publisher", "name", "mtype", "flags", "aggregation", "bounds", "label_names",
-        "help", "unit", "first_path", "slots", "order", "states",
+        "aggregation",
+        "bounds",
+        "first_path",
+        "flags",
+        "help",
+        "label_names",
+        "mtype",
+        "name",
+        "order",
+        "publisher",
+        "slots",
+        "states",
+        "unit",
     )  # fmt: skip
 
     def __init__(self, publisher: str, spec: L.RecordSpec, path: str, order: int) -> None:
@@ -274,7 +287,7 @@ def _short(bounds: tuple[float, ...]) -> str:
 class _Slot:
     """One aggregated series: a family and a label set."""
 
-    __slots__ = ("index", "family", "labels", "label_dict")
+    __slots__ = ("family", "index", "label_dict", "labels")
 
     def __init__(self, index: int, family: _Family, labels: tuple[tuple[str, str], ...]) -> None:
         self.index = index
@@ -370,6 +383,7 @@ class Collector:
         self._families: dict[tuple[str, str], _Family] = {}
         self._slots: list[_Slot] = []
         self._interned: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self._spec_slots: dict[int, tuple[L.RecordSpec, _Slot]] = {}  # id(spec) -> (spec, slot)
 
     def close(self) -> None:
         for src in self._sources.values():
@@ -436,19 +450,26 @@ class Collector:
                     src.processes = int(src.reader.value(record) or 0)
                 continue
             src.series += 1
-            fkey = (publisher, spec.name)
-            fam = self._families.get(fkey)
-            if fam is None:
-                fam = self._families[fkey] = _Family(publisher, spec, src.path, len(self._families))
+            # Readers share decoded metadata between files, so the same spec object
+            # comes back for every process of a program: check it once.
+            known = self._spec_slots.get(id(spec))
+            if known is not None and known[0] is spec and known[1].family.publisher == publisher:
+                slot = known[1]
             else:
-                problem = fam.mismatch(spec)
-                if problem is not None:
-                    src.rejected.append(f"{spec.name}: {problem} in {fam.first_path}; left out")
-                    continue
-            slot = fam.slots.get(spec.labels)
-            if slot is None:
-                slot = fam.slots[spec.labels] = _Slot(len(self._slots), fam, spec.labels)
-                self._slots.append(slot)
+                fkey = (publisher, spec.name)
+                fam = self._families.get(fkey)
+                if fam is None:
+                    fam = self._families[fkey] = _Family(publisher, spec, src.path, len(self._families))
+                else:
+                    problem = fam.mismatch(spec)
+                    if problem is not None:
+                        src.rejected.append(f"{spec.name}: {problem} in {fam.first_path}; left out")
+                        continue
+                slot = fam.slots.get(spec.labels)
+                if slot is None:
+                    slot = fam.slots[spec.labels] = _Slot(len(self._slots), fam, spec.labels)
+                    self._slots.append(slot)
+                self._spec_slots[id(spec)] = (spec, slot)
             mtype = spec.mtype
             if mtype == _COUNTER:
                 if spec.flags & L.FLAG_FLOAT:
@@ -563,10 +584,23 @@ class Collector:
         enums = reader.load_words([e[0] for e in src.enums]) if src.enums else []
         latched: list[Any] = []
         for record, _slot in src.latched:
-            try:
+            spec = record.spec
+            mtype = spec.mtype
+            if mtype == _HISTOGRAM:
+                n = len(spec.bounds)
+                data = reader.read_latch(record, L.histogram_copy_size(n))
+                if data is not None:
+                    count, total, raw = L.decode_histogram(data, n)
+                    if sum(raw) != count:
+                        raise FormatError(src.path, f"histogram {spec.name}: bucket counts sum to {sum(raw)}, count is {count}")
+                    value: Any = (count, total, *raw)
+                else:
+                    value = None
+            elif mtype == _SUMMARY:
+                data = reader.read_latch(record, L.SUMMARY_COPY_SIZE)
+                value = None if data is None else L.decode_summary(data)
+            else:
                 value = reader.value(record)
-            except FormatError:
-                raise
             if value is None:  # the writer kept it moving: use the last value read
                 value = src.last.get(record.offset)
             else:
@@ -618,10 +652,7 @@ class Collector:
                     continue
                 present.add(s)
                 old = acc[s]
-                if old == 0:
-                    acc[s] = _Sum(value)
-                else:
-                    old.add(value)
+                acc[s] = value if old == 0 else list(map(add, old, value))  # count, sum[, buckets]
 
         pid_labels = self._pid_labels(readings)
         out: dict[tuple[str, str], MetricFamily] = {}
@@ -633,8 +664,10 @@ class Collector:
                 mf = out[(fam.publisher, fam.name)] = _family_view(fam)
             if s in present:
                 value = acc[s]
-                if isinstance(value, _Sum):
-                    value = value.result(fam)
+                if fam.mtype == _HISTOGRAM:
+                    value = _histogram(fam, value)
+                elif fam.mtype == _SUMMARY:
+                    value = SummaryValue(value[0], value[1])
                 mf.samples.append(Sample(slot.label_dict, value, None, slot.labels))
                 continue
             contributions = per_process[s]
@@ -682,28 +715,11 @@ class Collector:
         return out
 
 
-class _Sum:
-    """Running sum of histogram or summary values."""
-
-    __slots__ = ("count", "sum", "buckets", "log")
-
-    def __init__(self, value: Any) -> None:
-        self.count = value.count
-        self.sum = value.sum
-        self.buckets = [c for _, c in value.buckets] if isinstance(value, HistogramValue) else None
-        self.log = getattr(value, "log_buckets", False)
-
-    def add(self, value: Any) -> None:
-        self.count += value.count
-        self.sum += value.sum
-        if self.buckets is not None:
-            self.buckets = [a + c for a, (_, c) in zip(self.buckets, value.buckets)]
-
-    def result(self, fam: _Family) -> Any:
-        if self.buckets is None:
-            return SummaryValue(self.count, self.sum)
-        bounds = (*fam.bounds, float("inf"))
-        return HistogramValue(self.count, self.sum, tuple(zip(bounds, self.buckets)), self.log)
+def _histogram(fam: _Family, summed: Any) -> HistogramValue:
+    """count, sum and non-cumulative bucket counts -> a HistogramValue (cumulative buckets)."""
+    cumulative = list(accumulate(summed[2:]))
+    buckets = tuple(zip((*fam.bounds, float("inf")), cumulative))
+    return HistogramValue(summed[0], summed[1], buckets, bool(fam.flags & L.FLAG_LOG_BUCKETS))
 
 
 def _family_view(fam: _Family) -> MetricFamily:
@@ -752,8 +768,8 @@ __all__ = [
     "CORRUPT",
     "DEAD",
     "NOT_READY",
-    "Collection",
     "CollectError",
+    "Collection",
     "Collector",
     "FileInfo",
     "MetricFamily",

@@ -156,6 +156,11 @@ class Snapshot:
         }
 
 
+#: Decoded record metadata by its bytes (record start up to the value area), shared by all readers.
+_decoded: dict[bytes, tuple[L.RecordSpec, int, bool]] = {}
+_DECODED_MAX = 100_000
+
+
 class _Grown(Exception):
     """The header's capacity is beyond the mapping: the file grew (or was truncated)."""
 
@@ -171,6 +176,7 @@ class Reader:
         self._records: list[L.Record] = []
         self._parsed_end = 0
         self._header: L.Header | None = None
+        self._fixed: L.Header | None = None  # the validated header fields that never change
         self._open()
 
     # -- file and mapping ---------------------------------------------------
@@ -249,7 +255,14 @@ class Reader:
         if size % L.ALIGN:  # before any word access: word views of such a mapping are refused
             raise self._fail(f"file size {size} is not a multiple of 8")
         state = cells.load_u64(m, L.OFF_STATE)  # acquire: the header is complete if ready
-        header = L.decode_header(m)
+        fixed = self._fixed
+        if fixed is not None and state != L.State.INITIALISING:
+            # Version, header size and identity never change once a file is ready
+            # and were validated already: re-read only the words a writer changes.
+            closed_ns = cells.load_u64(m, L.OFF_CLOSED_NS) if state == L.State.CLOSED else 0
+            header = L.Header(fixed.major, fixed.minor, fixed.header_size, state, 0, 0, fixed.identity, closed_ns)
+        else:
+            header = L.decode_header(m)
         if header.major != L.MAJOR:
             raise self._fail(f"format version {header.major}.{header.minor}; this reader knows {L.MAJOR}.x")
         if header.header_size < L.HEADER_SIZE or header.header_size % L.ALIGN or header.header_size > size:
@@ -270,6 +283,7 @@ class Reader:
             raise self._fail(f"capacity {capacity} is less than the header size {header.header_size}")
         if not header.header_size <= end <= capacity:
             raise self._fail(f"end of records {end} outside {header.header_size}..{capacity}")
+        self._fixed = header
         return L.Header(
             header.major, header.minor, header.header_size, state, capacity, end,
             header.identity, header.closed_ns,
@@ -294,11 +308,30 @@ class Reader:
         offset = self._parsed_end
         if header.end < offset:
             raise self._fail(f"end of records went backwards ({header.end} < {offset})")
-        while offset < header.end:
-            try:
-                record = L.decode_record(self._map, offset, header.end)
-            except L.RecordError as exc:
-                raise self._fail(str(exc)) from None
+        m, end, cache = self._map, header.end, _decoded
+        while offset < end:
+            # Files of one program hold the same records: decode each distinct
+            # metadata once per process. A cached decode is reused only for
+            # identical bytes at a position where the same checks pass.
+            record = None
+            if offset + L.RECORD_HEADER_SIZE <= end:
+                fields = L.RECORD_HEADER.unpack_from(m, offset)
+                size, value_rel = fields[0], fields[5]  # record_size, value_offset
+                if L.RECORD_HEADER_SIZE <= value_rel <= size <= end - offset:
+                    key = m[offset : offset + value_rel]
+                    hit = cache.get(key)
+                    if hit is not None:
+                        spec, vsize, known = hit
+                        record = L.Record(offset, size, spec, offset + value_rel, vsize, known)
+            if record is None:
+                try:
+                    record = L.decode_record(m, offset, end)
+                except L.RecordError as exc:
+                    raise self._fail(str(exc)) from None
+                if len(cache) >= _DECODED_MAX:
+                    cache.clear()
+                rel = record.value_offset - offset
+                cache[m[offset : offset + rel]] = (record.spec, record.value_size, record.known)
             self._records.append(record)
             offset += record.size
         self._parsed_end = offset

@@ -1,0 +1,251 @@
+"""Scrape cost: statmap's aggregated OpenMetrics scrape against prometheus_client's multiprocess mode.
+
+One run fills, for each load, a statmap directory and a prometheus_client
+multiprocess directory from real worker processes (the same metrics, the
+same values), then times on the same machine, in the same process:
+
+* statmap, cold: a new ``Collector`` (opens and parses every file) and the
+  OpenMetrics text;
+* statmap, repeated: the same ``Collector`` and ``Exposer`` scraping again
+  (cached metadata; only values are re-read);
+* prometheus_client: ``MultiProcessCollector`` + ``generate_latest`` (it
+  re-reads every file at every scrape).
+
+Loads: 16 and 64 processes, each with (a) 1000 counters (10 labelled
+counters of 100 label sets) and (b) 200 counters plus 50 histograms
+(5 labelled histograms of 10 label sets, prometheus_client's default buckets).
+
+``--poll`` also measures what a reader polling 100 times a second costs a
+busy writer: a writer process incrementing counters flat out, with and
+without a second process collecting its directory every 10 ms.
+
+    python3 benchmarks/scrape.py            # about a minute here
+    python3 benchmarks/scrape.py --quick    # 16 processes only, fewer repeats
+    python3 benchmarks/scrape.py --poll     # adds the polling-reader figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.abspath(__file__)
+FAMILIES_A = (10, 100, 0, 0)  # counter families, label sets each, histogram families, label sets each
+FAMILIES_B = (2, 100, 5, 10)
+
+
+def worker(kind: str, directory: str, seed: int, counters: int, sets: int, hists: int, hsets: int) -> None:
+    """One worker process: create the metrics, give every series a value, exit."""
+    values = [(seed * 7 + i) % 13 + 1 for i in range(max(sets, hsets))]
+    if kind == "statmap":
+        import statmap
+
+        pub = statmap.Publisher("bench", directory, capacity=1 << 20)
+        for f in range(counters):
+            fam = pub.counter(f"requests_{f}", "Requests", labels=("endpoint",))
+            for i in range(sets):
+                fam.labels(f"/e{i}").inc(values[i])
+        for f in range(hists):
+            fam = pub.histogram(f"latency_{f}", "Latency", labels=("endpoint",), unit="seconds")
+            for i in range(hsets):
+                fam.labels(f"/e{i}").observe(values[i] / 100)
+        pub.close()
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        from prometheus_client import Counter, Histogram
+
+        for f in range(counters):
+            fam = Counter(f"requests_{f}", "Requests", ["endpoint"])
+            for i in range(sets):
+                fam.labels(f"/e{i}").inc(values[i])
+        for f in range(hists):
+            fam = Histogram(f"latency_{f}_seconds", "Latency", ["endpoint"])
+            for i in range(hsets):
+                fam.labels(f"/e{i}").observe(values[i] / 100)
+
+
+def fill(kind: str, directory: str, processes: int, load: tuple[int, int, int, int]) -> None:
+    procs: list[subprocess.Popen[bytes]] = []
+    for seed in range(processes):
+        procs.append(subprocess.Popen([sys.executable, HERE, "--worker", kind, directory, str(seed), *map(str, load)]))
+        if len(procs) >= 8:
+            assert procs.pop(0).wait() == 0
+    for p in procs:
+        assert p.wait() == 0
+
+
+def timed(fn, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def measure(processes: int, load_name: str, load: tuple[int, int, int, int], repeats: int) -> dict[str, object]:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from statmap.collect import Collector
+    from statmap.expose import Exposer
+
+    base = tempfile.mkdtemp(prefix="statmap-scrape-")
+    sdir, pdir = os.path.join(base, "statmap"), os.path.join(base, "prom")
+    os.mkdir(sdir, 0o700)
+    os.mkdir(pdir, 0o700)
+    try:
+        fill("statmap", sdir, processes, load)
+        fill("prom", pdir, processes, load)
+
+        def statmap_cold() -> str:
+            with Collector(sdir) as c:
+                return Exposer().openmetrics(c.collect())
+
+        warm = Collector(sdir)
+        exposer = Exposer()
+
+        def statmap_warm() -> str:
+            return exposer.openmetrics(warm.collect())
+
+        def prom() -> bytes:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=pdir)
+            return generate_latest(registry)
+
+        # Same totals on both sides (a sanity check of the comparison).
+        text = statmap_warm()
+        ptext = prom().decode()
+        s_total = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("requests_0_total"))
+        p_total = sum(float(l.rsplit(" ", 1)[1]) for l in ptext.splitlines() if l.startswith("requests_0_total"))
+        assert s_total == p_total, (s_total, p_total)
+
+        cold = timed(statmap_cold, max(3, repeats // 3))
+        hot = timed(statmap_warm, repeats)
+        pc = timed(prom, max(3, repeats // 3))
+        warm.close()
+        series = processes * (load[0] * load[1] + load[2] * load[3])
+        return {
+            "processes": processes,
+            "load": load_name,
+            "series_in_files": series,
+            "statmap_cold_ms": [1e3 * min(cold), 1e3 * statistics.median(cold)],
+            "statmap_repeated_ms": [1e3 * min(hot), 1e3 * statistics.median(hot)],
+            "prometheus_client_ms": [1e3 * min(pc), 1e3 * statistics.median(pc)],
+            "speedup_repeated": min(pc) / min(hot),
+            "speedup_cold": min(pc) / min(cold),
+            "output_bytes": len(text),
+        }
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+WRITER = """
+import sys, time, statmap
+pub = statmap.Publisher("busy", sys.argv[1])
+c = pub.counter("ops")
+h = pub.histogram("lat", buckets=(0.1, 1, 10))
+end = time.perf_counter() + float(sys.argv[2])
+n = 0
+while time.perf_counter() < end:
+    for _ in range(1000):
+        c.inc()
+        h.observe(0.5)
+    n += 1000
+print(n)
+"""
+
+POLLER = """
+import sys, time
+from statmap.collect import Collector
+from statmap.expose import Exposer
+c, e = Collector(sys.argv[1]), Exposer()
+end = time.monotonic() + float(sys.argv[2])
+polls = 0
+while time.monotonic() < end:
+    e.openmetrics(c.collect())
+    polls += 1
+    time.sleep(0.01)
+print(polls)
+"""
+
+
+def poll_cost(seconds: float, rounds: int) -> dict[str, object]:
+    """Writer throughput alone and with a reader polling every 10 ms, alternated ``rounds`` times."""
+    alone, polled, polls = [], [], []
+    for _ in range(rounds):
+        for with_reader in (False, True):
+            d = tempfile.mkdtemp(prefix="statmap-poll-")
+            os.chmod(d, 0o700)
+            try:
+                w = subprocess.Popen([sys.executable, "-c", WRITER, d, str(seconds)], stdout=subprocess.PIPE, text=True)
+                r = None
+                if with_reader:
+                    time.sleep(0.2)
+                    r = subprocess.Popen(
+                        [sys.executable, "-c", POLLER, d, str(seconds - 0.4)], stdout=subprocess.PIPE, text=True
+                    )
+                ops = int(w.communicate()[0])
+                if r is not None:
+                    polls.append(int(r.communicate()[0]))
+                (polled if with_reader else alone).append(ops / seconds)
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+    return {
+        "writer_ops_per_s_alone": statistics.median(alone),
+        "writer_ops_per_s_polled": statistics.median(polled),
+        "cost_percent": 100 * (1 - statistics.median(polled) / statistics.median(alone)),
+        "polls_per_s": statistics.median(polls) / (seconds - 0.4),
+        "rounds": rounds,
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        kind, directory, seed, *load = sys.argv[2:]
+        worker(kind, directory, int(seed), *map(int, load))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="16 processes only, fewer repeats")
+    ap.add_argument("--repeats", type=int, default=30, help="scrapes timed per case (default 30)")
+    ap.add_argument("--poll", action="store_true", help="also measure a 100 Hz polling reader's cost to a writer")
+    ap.add_argument("--json", action="store_true", help="print JSON")
+    args = ap.parse_args()
+    import statmap
+
+    repeats = 10 if args.quick else args.repeats
+    results = []
+    for processes in (16,) if args.quick else (16, 64):
+        for name, load in (("1000 counters", FAMILIES_A), ("200 counters + 50 histograms", FAMILIES_B)):
+            results.append(measure(processes, name, load, repeats))
+            if not args.json:
+                r = results[-1]
+                print(
+                    f"{processes:3d} x {name:<30} statmap repeated {r['statmap_repeated_ms'][0]:7.2f} ms"  # type: ignore[index]
+                    f" (median {r['statmap_repeated_ms'][1]:.2f}), cold {r['statmap_cold_ms'][0]:7.2f} ms;"  # type: ignore[index]
+                    f" prometheus_client {r['prometheus_client_ms'][0]:8.2f} ms (median {r['prometheus_client_ms'][1]:.2f});"  # type: ignore[index]
+                    f" x{r['speedup_repeated']:.0f} repeated, x{r['speedup_cold']:.1f} cold",
+                    flush=True,
+                )
+    doc: dict[str, object] = {"statmap_backend": statmap.backend, "python": sys.version.split()[0], "scrape": results}
+    if args.poll:
+        doc["poll"] = poll_cost(3.0, 5)
+        if not args.json:
+            p = doc["poll"]
+            print(
+                f"writer {p['writer_ops_per_s_alone']:.0f} ops/s alone, {p['writer_ops_per_s_polled']:.0f} with a reader"  # type: ignore[index]
+                f" polling {p['polls_per_s']:.0f}/s: cost {p['cost_percent']:.1f}%"  # type: ignore[index]
+            )
+    if args.json:
+        print(json.dumps(doc, indent=2))
+
+
+if __name__ == "__main__":
+    main()
