@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import struct
 import sys
 import threading
 import time
@@ -35,8 +34,6 @@ if sys.byteorder != "little":  # pragma: no cover - the format is little-endian
     raise ImportError("statmap's pure-Python cells need a little-endian CPU")
 
 _U64 = (1 << 64) - 1
-_F2U = struct.Struct("<Q")
-_F2U_D = struct.Struct("<d")
 
 
 def _views(buffer: Any, offset: int, size: int) -> tuple[memoryview[int], memoryview[float]]:
@@ -77,9 +74,15 @@ class Counter(_Cell):
     def __init__(self, buffer: Any, offset: int) -> None:
         self._attach(buffer, offset, 8)
 
-    def inc(self, n: int = 1) -> None:
-        if n.__class__ is int and n >= 0:
-            self._q[self._i] = (self._q[self._i] + n) & _U64
+    def inc(self, n: int | None = None) -> None:
+        q, i = self._q, self._i
+        if n is None:  # the common case, kept short: one add, wrap past 2**64 - 1
+            try:
+                q[i] += 1
+            except ValueError:
+                q[i] = 0
+        elif n.__class__ is int and n >= 0:
+            q[i] = (q[i] + n) & _U64
         else:
             self._bad(n)
 
@@ -202,7 +205,15 @@ class _Latched(_Cell):
 
     def _submit(self, item: Any) -> None:
         queue, lock = self._queue, self._lock
-        queue.append(item)
+        if lock.acquire(blocking=False):  # uncontended: apply at once
+            try:
+                self._apply(item)
+                while queue:
+                    self._apply(queue.popleft())
+            finally:
+                lock.release()
+        else:  # another thread, or the code a signal handler interrupted, is writing
+            queue.append(item)
         # Whoever holds the lock drains the queue; re-check after releasing
         # so an item queued during the release is never stranded.
         while queue and lock.acquire(blocking=False):
@@ -258,15 +269,15 @@ class Summary(_Latched):
         return self._consistent(lambda c: (int(q[c]), float(d[c + 1])))  # type: ignore[no-any-return]
 
     def _apply(self, d: float) -> None:
-        c1 = self._i + VALUE_COPIES // 8 + self._words
-        count = self._q[c1] + 1
-        total = self._d[c1 + 1] + d
-        self._write({0: count & _U64, 1: _f2u(total)})
-
-
-def _f2u(d: float) -> int:
-    """The bits of an f64, as the u64 the latch writer stores."""
-    return int(_F2U.unpack(_F2U_D.pack(d))[0])
+        q, f, seq = self._q, self._d, self._i
+        c0 = seq + VALUE_COPIES // 8
+        c1 = c0 + self._words
+        count, total = (q[c1] + 1) & _U64, f[c1 + 1] + d
+        s = q[seq] + 1
+        q[seq] = s & _U64
+        q[c0], f[c0 + 1] = count, total  # type: ignore[call-overload]
+        q[seq] = (s + 1) & _U64
+        q[c1], f[c1 + 1] = count, total  # type: ignore[call-overload]
 
 
 class Histogram(_Latched):
@@ -298,10 +309,17 @@ class Histogram(_Latched):
         self._submit(d)
 
     def _apply(self, d: float) -> None:
-        b = bisect.bisect_left(self._bounds, d)
-        c1 = self._i + VALUE_COPIES // 8 + self._words
-        q = self._q
-        self._write({0: (q[c1] + 1) & _U64, 1: _f2u(self._d[c1 + 1] + d), 2 + b: (q[c1 + 2 + b] + 1) & _U64})
+        # _write's steps, unrolled for the three words an observation changes
+        q, f, seq = self._q, self._d, self._i
+        c0 = seq + VALUE_COPIES // 8
+        c1 = c0 + self._words
+        b = 2 + bisect.bisect_left(self._bounds, d)
+        count, total, bucket = (q[c1] + 1) & _U64, f[c1 + 1] + d, (q[c1 + b] + 1) & _U64
+        s = q[seq] + 1
+        q[seq] = s & _U64  # odd: readers take copy 1
+        q[c0], f[c0 + 1], q[c0 + b] = count, total, bucket  # type: ignore[call-overload]
+        q[seq] = (s + 1) & _U64  # even: readers take copy 0
+        q[c1], f[c1 + 1], q[c1 + b] = count, total, bucket  # type: ignore[call-overload]
 
 
 class Text(_Latched):
@@ -393,3 +411,43 @@ def load_words(buffer: Any, offsets: Any) -> list[int]:
             raise ValueError(f"word at {off} outside buffer of {raw.nbytes} bytes")
         out.append(q[off // 8])
     return out
+
+
+# -- Labelled metrics ----------------------------------------------------------
+
+
+class Family:
+    """A labelled metric's child lookup (see ``Family`` in _cells.c)."""
+
+    __slots__ = ("_children", "_create", "label_names", "name")
+
+    def __init__(self, name: str, label_names: tuple[str, ...], children: dict[Any, Any], create: Any) -> None:
+        self.name = name
+        self.label_names = label_names
+        self._children = children
+        self._create = create
+
+    def labels(self, *values: Any, **by_name: Any) -> Any:
+        """The series for these label values, by position or by name."""
+        key: tuple[Any, ...] | None = values
+        if by_name:
+            key = None
+            if not values and len(by_name) == len(self.label_names):
+                try:
+                    key = tuple(by_name[n] for n in self.label_names)
+                except KeyError:
+                    pass
+        if key is not None:
+            try:
+                return self._children[key]
+            except (KeyError, TypeError):
+                pass
+        return self._create(values, by_name)
+
+    def _no_labels(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{self.name} has labels {self.label_names!r}: call .labels(...) first")
+
+    inc = dec = set = observe = time = get = state = info = track_inprogress = _no_labels
+
+    def __repr__(self) -> str:
+        return f"<statmap.Family {self.name!r} labels={self.label_names!r} series={len(self._children)}>"

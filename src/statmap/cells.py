@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # both implementations share _pycells' interface
         Enum as Enum,
     )
     from ._pycells import (
+        Family as Family,
+    )
+    from ._pycells import (
         FloatCounter as FloatCounter,
     )
     from ._pycells import (
@@ -64,6 +67,7 @@ else:
     FloatCounter = impl.FloatCounter
     Gauge = impl.Gauge
     Enum = impl.Enum
+    Family = impl.Family
     Summary = impl.Summary
     Histogram = impl.Histogram
     Text = impl.Text

@@ -185,11 +185,14 @@ class Metric:
     def bind(self, publisher: Publisher, name: str | None = None) -> Any:
         """Create this metric in ``publisher``: a live series, or a Family if it has labels."""
         name = check_name(name or self.name or getattr(self, "attr", "") or "")
-        live: Any = Family(self, publisher, name) if self.label_names else None
-        publisher.claim_name(name, live)
-        if live is None:
+        publisher.claim_name(name, None)
+        if not self.label_names:
             live = self._series(publisher, name, ())
-            publisher._families[name] = live
+        else:
+            children: dict[Any, Any] = {}
+            create = _Children(self, publisher, name, children).create
+            live = Family(name, self.label_names, children, create)
+        publisher._families[name] = live
         return live
 
     # subclasses: the record's type-specific parts, and the live series
@@ -380,30 +383,25 @@ class Info(Metric):
 # -- Labelled families ---------------------------------------------------------
 
 
-class Family:
-    """A labelled metric: ``labels(...)`` returns the cached series for a label set."""
+#: A labelled metric, as returned for a declaration with labels:
+#: ``family.labels(*values)`` or ``family.labels(**by_name)`` gives the series.
+Family = cells.Family
 
-    __slots__ = ("_canonical", "_children", "_decl", "_publisher", "label_names", "name")
 
-    def __init__(self, decl: Metric, publisher: Publisher, name: str) -> None:
+class _Children:
+    """Creates a labelled metric's series on a cache miss, within its limits."""
+
+    __slots__ = ("_canonical", "_children", "_decl", "_publisher", "name")
+
+    def __init__(self, decl: Metric, publisher: Publisher, name: str, children: dict[Any, Any]) -> None:
         self.name = name
-        self.label_names = decl.label_names
         self._decl = decl
         self._publisher = publisher
-        self._children: dict[Any, Any] = {}  # the values as given -> series
-        self._canonical: dict[tuple[str, ...], Any] = {}  # the values as strings -> series
+        self._children = children  # shared with the Family: values as given, in label order -> series
+        self._canonical: dict[tuple[str, ...], Any] = {}  # values as strings -> series
 
-    def labels(self, *values: Any, **by_name: Any) -> Any:
-        """The series for these label values (positional, or by name)."""
-        if not by_name:
-            try:
-                return self._children[values]
-            except (KeyError, TypeError):
-                pass
-        return self._child(values, by_name)
-
-    def _child(self, values: tuple[Any, ...], by_name: dict[str, Any]) -> Any:
-        names = self.label_names
+    def create(self, values: tuple[Any, ...], by_name: dict[str, Any]) -> Any:
+        names = self._decl.label_names
         if by_name:
             if values:
                 raise TypeError("pass label values by position or by name, not both")
@@ -426,17 +424,10 @@ class Family:
                     )
                 child = self._decl._series(self._publisher, self.name, tuple(zip(names, key, strict=True)))
                 self._canonical[key] = child
-            if not by_name and len(self._children) < 4 * self._decl.max_series:
+            if len(self._children) < 4 * self._decl.max_series:
                 try:
                     self._children[values] = child
-                except TypeError:  # unhashable values: served by the slow path
+                except TypeError:  # unhashable values: served by this slow path
                     pass
         return child
 
-    def __repr__(self) -> str:
-        return f"<statmap.Family {self.name!r} labels={self.label_names} series={len(self._canonical)}>"
-
-    def _no_labels(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(f"{self.name} has labels {self.label_names}: call .labels(...) first")
-
-    inc = set = dec = observe = time = _no_labels
