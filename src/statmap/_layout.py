@@ -250,6 +250,17 @@ def _strings(spec: RecordSpec) -> list[bytes]:
 def encode_record(spec: RecordSpec) -> tuple[bytes, int]:
     """The record's bytes (value area zeroed) and the value area's offset in it."""
     strings = _strings(spec)
+    # A writer must never publish a record that readers would reject.
+    if len(strings) > MAX_STRINGS:
+        raise ValueError(
+            f"metric {spec.name!r} needs {len(strings)} strings (labels, states or info pairs); "
+            f"the limit is {MAX_STRINGS}"
+        )
+    for s in strings:
+        if len(s) > MAX_STRING:
+            raise ValueError(f"metric {spec.name!r}: a string of {len(s)} bytes; the limit is {MAX_STRING}")
+    if len(spec.bounds) > MAX_PARAMS:
+        raise ValueError(f"metric {spec.name!r}: {len(spec.bounds)} bucket bounds; the limit is {MAX_PARAMS}")
     table = b"".join(struct.pack("<I", len(s)) + s for s in strings)
     params = struct.pack(f"<{len(spec.bounds)}d", *spec.bounds)
     vsize = value_size(spec.mtype, len(spec.bounds), spec.capacity)

@@ -81,7 +81,7 @@ class Counter(_Cell):
                 q[i] += 1
             except ValueError:
                 q[i] = 0
-        elif n.__class__ is int and n >= 0:
+        elif isinstance(n, int) and 0 <= n <= _U64:  # bool and IntEnum too, as in C
             q[i] = (q[i] + n) & _U64
         else:
             self._bad(n)
@@ -99,7 +99,7 @@ class Counter(_Cell):
             )
         if n < 0:
             raise ValueError("counters only go up: negative increment rejected")
-        raise AssertionError("unreachable")
+        raise OverflowError(f"counter increment {n} does not fit in 64 bits")
 
     def get(self) -> int:
         return int(self._q[self._i])

@@ -30,6 +30,8 @@ RESERVED_LABELS = frozenset({"pid", "le", "quantile"})
 MAX_LABEL_VALUE = 1024
 MAX_HELP = 4096
 DEFAULT_MAX_SERIES = 1000
+MAX_ENUM_STATES = 1000
+MAX_INFO_PAIRS = 500
 
 #: prometheus_client's default buckets, in seconds.
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -116,6 +118,10 @@ class InfoSeries:
 
     def info(self, values: Mapping[str, str]) -> None:
         clean = {check_name(str(k), "info key"): str(v) for k, v in values.items()}
+        if len(clean) > MAX_INFO_PAIRS:
+            raise ValueError(f"info has at most {MAX_INFO_PAIRS} key/value pairs")
+        if any(len(v) > MAX_LABEL_VALUE for v in clean.values()):
+            raise ValueError(f"info values are at most {MAX_LABEL_VALUE} characters")
         if self.values is not None:
             if clean != self.values:
                 raise StatmapError("info values are constant once published")
@@ -348,6 +354,8 @@ class Enum(Metric):
             raise ValueError("an enum needs one or more distinct states")
         if any(not s or len(s) > MAX_LABEL_VALUE for s in self.states):
             raise ValueError(f"enum states must be 1..{MAX_LABEL_VALUE} characters")
+        if len(self.states) > MAX_ENUM_STATES:
+            raise ValueError(f"an enum has at most {MAX_ENUM_STATES} states")
 
     def _spec_extra(self) -> dict[str, Any]:
         return {"extras": self.states}

@@ -255,8 +255,10 @@ class Reader:
         if size % L.ALIGN:  # before any word access: word views of such a mapping are refused
             raise self._fail(f"file size {size} is not a multiple of 8")
         state = cells.load_u64(m, L.OFF_STATE)  # acquire: the header is complete if ready
+        if state == L.State.INITIALISING:
+            return None  # a writer may be half-way through the header: check nothing else yet
         fixed = self._fixed
-        if fixed is not None and state != L.State.INITIALISING:
+        if fixed is not None:
             # Version, header size and identity never change once a file is ready
             # and were validated already: re-read only the words a writer changes.
             closed_ns = cells.load_u64(m, L.OFF_CLOSED_NS) if state == L.State.CLOSED else 0
@@ -267,8 +269,6 @@ class Reader:
             raise self._fail(f"format version {header.major}.{header.minor}; this reader knows {L.MAJOR}.x")
         if header.header_size < L.HEADER_SIZE or header.header_size % L.ALIGN or header.header_size > size:
             raise self._fail(f"bad header size {header.header_size}")
-        if state == L.State.INITIALISING:
-            return None
         if state not in (L.State.READY, L.State.CLOSED):
             raise self._fail(f"unknown state {state}")
         if size % L.ALIGN:
