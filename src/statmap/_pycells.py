@@ -87,7 +87,11 @@ class Counter(_Cell):
             self._bad(n)
 
     def __iadd__(self, n: int) -> Counter:
-        self.inc(n)
+        if isinstance(n, int) and 0 <= n <= _U64:  # inc()'s checks, inlined: += is hot too
+            q, i = self._q, self._i
+            q[i] = (q[i] + n) & _U64
+        else:
+            self._bad(n)
         return self
 
     @staticmethod
