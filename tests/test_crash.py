@@ -137,7 +137,7 @@ def _histogram_round(value: statmap.reader.HistogramValue) -> int:
     full, rest = divmod(c, 4)
     raw = [full + (1 if j < rest else 0) for j in range(4)]
     expected, cumulative = [], 0
-    for bound, k in zip((*BOUNDS, float("inf")), raw):
+    for bound, k in zip((*BOUNDS, float("inf")), raw, strict=True):
         cumulative += k
         expected.append((bound, cumulative))
     assert list(value.buckets) == expected, (c, value.buckets)
