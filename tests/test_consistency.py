@@ -109,7 +109,7 @@ def _check_histogram(value: statmap.reader.HistogramValue) -> int:
     full, rest = divmod(c, 4)
     expected_raw = [full + (1 if j < rest else 0) for j in range(4)]
     cumulative, expected = 0, []
-    for bound, n in zip((*HIST_BOUNDS, math.inf), expected_raw):
+    for bound, n in zip((*HIST_BOUNDS, math.inf), expected_raw, strict=False):
         cumulative += n
         expected.append((bound, cumulative))
     assert list(value.buckets) == expected, (c, value.buckets)
@@ -135,9 +135,15 @@ def test_reader_process_never_sees_torn_values(statdir: str, capsys: pytest.Capt
     stop_file = os.path.join(statdir, "..", "stop")
     writer = subprocess.Popen(
         [
-            sys.executable, "-c", WRITER, statdir, stop_file, str(SERIES_PER_TYPE), str(TEXT_CAPACITY),
+            sys.executable,
+            "-c",
+            WRITER,
+            statdir,
+            stop_file,
+            str(SERIES_PER_TYPE),
+            str(TEXT_CAPACITY),
             ",".join(map(repr, HIST_BOUNDS)),
-        ],  # fmt: skip
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -260,7 +266,9 @@ def _counter_total(statdir: str, increments: int) -> tuple[int, int, float]:
 @pytest.mark.skipif(statmap.backend != "c", reason="exact totals across threads are a C-cell guarantee")
 def test_eight_threads_one_counter_exact_with_c_cells(statdir: str, capsys: pytest.CaptureFixture[str]) -> None:
     got, total, elapsed = _counter_total(statdir, INCREMENTS)
-    _report(capsys, f"threads: {THREADS} x {INCREMENTS} counter increments in {elapsed:.1f}s: {got} (lost {total - got})")
+    _report(
+        capsys, f"threads: {THREADS} x {INCREMENTS} counter increments in {elapsed:.1f}s: {got} (lost {total - got})"
+    )
     assert got == total
 
 
@@ -269,7 +277,9 @@ def test_eight_threads_one_counter_pure_cells_promise(statdir: str, capsys: pyte
     # Documented: increments of one series from several threads may be lost.
     # Promised: no crash, no torn or invented value (never above the total).
     got, total, elapsed = _counter_total(statdir, INCREMENTS)
-    _report(capsys, f"threads: {THREADS} x {INCREMENTS} counter increments in {elapsed:.1f}s: {got} (lost {total - got})")
+    _report(
+        capsys, f"threads: {THREADS} x {INCREMENTS} counter increments in {elapsed:.1f}s: {got} (lost {total - got})"
+    )
     assert INCREMENTS <= got <= total
 
 
@@ -311,3 +321,23 @@ def test_eight_threads_latched_values_lose_nothing(statdir: str, capsys: pytest.
     assert values["t"] == text.get()
     pub.close()
     _report(capsys, f"threads: {THREADS} x {per_thread} histogram+summary+text writes in {elapsed:.1f}s, none lost")
+
+
+def test_checkers_detect_torn_values() -> None:
+    """The invariants above really catch a value mixed from two updates."""
+    HV, SV = statmap.reader.HistogramValue, statmap.reader.SummaryValue
+    assert _check_text("12é:" * (1 + 12 % 17)) == 12
+    for torn in ("12é:12é:13é:", "12é:" * 12 + "1", "13é:" * 13, "", "12é:12x:" * 6 + "12é:"):
+        with pytest.raises((AssertionError, ValueError)):
+            _check_text(torn)
+    good = HV(5, 1 + 2 + 3 + 4 + 1, ((1.0, 2), (2.0, 3), (3.0, 4), (math.inf, 5)))
+    assert _check_histogram(good) == 5
+    for torn in (
+        HV(5, 10.0, good.buckets),  # sum of 4 observations, count of 5
+        HV(5, 11.0, ((1.0, 1), (2.0, 3), (3.0, 4), (math.inf, 5))),  # a bucket one update behind
+    ):
+        with pytest.raises(AssertionError):
+            _check_histogram(torn)
+    assert _check_summary(SV(4, 10.0)) == 4
+    with pytest.raises(AssertionError):
+        _check_summary(SV(4, 6.0))
