@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _layout as L
+from . import cells
 from .errors import FormatError
 from .reader import ALIVE, CLOSED, DEAD, NOT_READY, TYPE_NAMES, HistogramValue, Reader, SummaryValue
 
@@ -314,7 +315,7 @@ class _Source:
         self.gauge_off: list[int] = []
         self.gauge_slot: list[int] = []
         self.enums: list[tuple[int, int, tuple[str, ...]]] = []  # (offset, slot, states)
-        self.latched: list[tuple[L.Record, int]] = []  # histogram, summary, text: (record, slot)
+        self.latched: list[tuple[L.Record, int, int, int, Any]] = []  # (record, slot, offset, copy size, decoder)
         self.infos: list[tuple[int, dict[str, str]]] = []
         self.rejected: list[str] = []  # records that cannot be aggregated, as messages
         self.absorbed: frozenset[bytes] = frozenset()  # archives: instance ids they hold
@@ -485,8 +486,13 @@ class Collector:
                 src.enums.append((record.value_offset, slot.index, spec.extras))
             elif mtype == _INFO:
                 src.infos.append((slot.index, dict(zip(spec.extras[::2], spec.extras[1::2]))))
+            elif mtype == _HISTOGRAM:
+                n = len(spec.bounds)
+                src.latched.append((record, slot.index, record.value_offset, L.histogram_copy_size(n), _histogram_unpacker(n)))
+            elif mtype == _SUMMARY:
+                src.latched.append((record, slot.index, record.value_offset, L.SUMMARY_COPY_SIZE, L.decode_summary))
             else:
-                src.latched.append((record, slot.index))
+                src.latched.append((record, slot.index, record.value_offset, 0, None))
         key = tuple(src.int_slot)
         src.int_key = self._interned.setdefault(key, key)
 
@@ -583,28 +589,27 @@ class Collector:
         gauges = _floats(reader.load_words(src.gauge_off))
         enums = reader.load_words([e[0] for e in src.enums]) if src.enums else []
         latched: list[Any] = []
-        for record, _slot in src.latched:
-            spec = record.spec
-            mtype = spec.mtype
-            if mtype == _HISTOGRAM:
-                n = len(spec.bounds)
-                data = reader.read_latch(record, L.histogram_copy_size(n))
-                if data is not None:
-                    count, total, raw = L.decode_histogram(data, n)
-                    if sum(raw) != count:
-                        raise FormatError(src.path, f"histogram {spec.name}: bucket counts sum to {sum(raw)}, count is {count}")
-                    value: Any = (count, total, *raw)
-                else:
-                    value = None
-            elif mtype == _SUMMARY:
-                data = reader.read_latch(record, L.SUMMARY_COPY_SIZE)
-                value = None if data is None else L.decode_summary(data)
-            else:
+        buffer, read_latch, last = reader.buffer, cells.read_latch, src.last
+        for record, _slot, offset, size, unpack in src.latched:
+            if unpack is None:  # text
                 value = reader.value(record)
-            if value is None:  # the writer kept it moving: use the last value read
-                value = src.last.get(record.offset)
             else:
-                src.last[record.offset] = value
+                data = read_latch(buffer, offset, size)
+                if data is None:
+                    data = reader.read_latch(record, size)  # retries, then gives up
+                if data is None:
+                    value = None
+                else:
+                    value = unpack(data)  # histogram: count, sum, n + 1 bucket counts; summary: count, sum
+                    if len(value) > 2 and sum(value[2:]) != value[0]:
+                        raise FormatError(
+                            src.path,
+                            f"histogram {record.spec.name}: bucket counts sum to {sum(value[2:])}, count is {value[0]}",
+                        )
+            if value is None:  # the writer kept it moving: use the last value read
+                value = last.get(offset)
+            else:
+                last[offset] = value
             latched.append(value)
         return ints, flts, gauges, enums, latched
 
@@ -615,6 +620,7 @@ class Collector:
         acc: list[Any] = [0] * nslots
         present: set[int] = set()
         per_process: dict[int, list[tuple[FileInfo, Any]]] = {}
+        multi: dict[int, list[Any]] = {}  # histograms and summaries: (count, sum[, buckets]) per file
 
         # Integer counters: files with the same layout are summed column by column.
         groups: dict[int, tuple[tuple[int, ...], list[list[int]]]] = {}
@@ -642,7 +648,7 @@ class Collector:
                 per_process.setdefault(s, []).append((info, states[index] if index < len(states) else None))
             for s, d in src.infos:
                 per_process.setdefault(s, []).append((info, d))
-            for (record, s), value in zip(src.latched, latched):
+            for (record, s, *_), value in zip(src.latched, latched):
                 if value is None:
                     errors.append(CollectError(src.path, f"{record.spec.name}: value unreadable (writer busy)"))
                     continue
@@ -651,9 +657,14 @@ class Collector:
                     per_process.setdefault(s, []).append((info, value))
                     continue
                 present.add(s)
-                old = acc[s]
-                acc[s] = value if old == 0 else list(map(add, old, value))  # count, sum[, buckets]
+                parts = multi.get(s)
+                if parts is None:
+                    multi[s] = [value]
+                else:
+                    parts.append(value)
 
+        for s, parts in multi.items():
+            acc[s] = parts[0] if len(parts) == 1 else [sum(column) for column in zip(*parts)]
         pid_labels = self._pid_labels(readings)
         out: dict[tuple[str, str], MetricFamily] = {}
         for s in sorted(present | per_process.keys()):
@@ -713,6 +724,27 @@ class Collector:
                 for info in infos[:-1]:  # the newest keeps the plain pid
                     out[info.path] = f"{pid}:{info.identity.instance_id[:4].hex()}"  # type: ignore[union-attr]
         return out
+
+
+_UNPACKERS: dict[int, Any] = {}
+
+
+def _histogram_unpacker(n: int) -> Any:
+    """A fast decoder of a histogram copy with n bounds into (count, sum, *buckets).
+
+    It is checked once per n against ``_layout.decode_histogram``, the
+    definition of the copy, so the layout still lives in one place.
+    """
+    unpack = _UNPACKERS.get(n)
+    if unpack is None:
+        st = struct.Struct(f"<Qd{n + 1}Q")
+        probe = bytes(range(1, L.histogram_copy_size(n) + 1)) if n < 20 else bytes(L.histogram_copy_size(n))
+        count, total, raw = L.decode_histogram(probe, n)
+        if st.size != L.histogram_copy_size(n) or st.unpack(probe) != (count, total, *raw):
+            st = None
+        unpack = st.unpack if st is not None else (lambda data: (lambda c, t, r: (c, t, *r))(*L.decode_histogram(data, n)))
+        _UNPACKERS[n] = unpack
+    return unpack
 
 
 def _histogram(fam: _Family, summed: Any) -> HistogramValue:

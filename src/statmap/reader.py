@@ -439,6 +439,11 @@ class Reader:
         """The header as of the last ``poll()`` or ``snapshot()``."""
         return self._header
 
+    @property
+    def buffer(self) -> Any:
+        """The current read-only mapping (valid until the next ``poll()``), for bulk reads with ``cells``."""
+        return self._map
+
     def fileno(self) -> int:
         return self._fd
 
@@ -451,7 +456,8 @@ class Reader:
 
     def read_latch(self, record: L.Record, copy_size: int) -> bytes | None:
         """The stable copy of a record's latch, or None if the writer kept it moving."""
-        return self._latch(record, copy_size)
+        data = cells.read_latch(self._map, record.value_offset, copy_size)
+        return data if data is not None else self._latch(record, copy_size)
 
     def value(self, record: L.Record) -> Any:
         """One record's value, decoded as in a snapshot; raises FormatError for a corrupt value."""
