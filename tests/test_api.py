@@ -354,3 +354,22 @@ print(statmap.default_publisher().path)
     out = run_python(code).stdout.strip()
     assert out.startswith(str(d) + "/")
     assert values(out)["module_level"] == 3
+
+
+def test_show_json_with_infinite_sums(statdir: str) -> None:
+    """JSON has no infinities: sums and gauges print as "+Inf"/"-Inf"/"NaN" strings, never a traceback."""
+    import json
+    import subprocess
+    import sys
+
+    with statmap.Publisher("inf", statdir) as pub:
+        pub.histogram("h", "H", buckets=(1,)).observe(math.inf)
+        pub.summary("s", "S").observe(-math.inf)
+        pub.gauge("g", "G").set(math.nan)
+        out = subprocess.run(
+            [sys.executable, "-m", "statmap", "show", "--json", pub.path], capture_output=True, text=True, check=True
+        )
+    got = {m["name"]: m["value"] for m in json.loads(out.stdout)["processes"][0]["metrics"]}
+    assert got["h"] == {"count": 1, "sum": "+Inf", "buckets": [[1.0, 0], ["+Inf", 1]]}
+    assert got["s"] == {"count": 1, "sum": "-Inf"}
+    assert got["g"] == "NaN"

@@ -38,6 +38,15 @@ TYPE_NAMES = {
 ALIVE, CLOSED, DEAD, NOT_READY = "alive", "closed", "dead", "not-ready"
 
 
+def json_number(value: float) -> float | str:
+    """JSON has no NaN or infinities: they become the strings "NaN", "+Inf", "-Inf"."""
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    return value
+
+
 @dataclass(frozen=True)
 class HistogramValue:
     """A consistent histogram reading. ``buckets``: (upper bound, cumulative count), +Inf last."""
@@ -75,8 +84,8 @@ class HistogramValue:
     def to_json(self) -> dict[str, Any]:
         return {
             "count": self.count,
-            "sum": self.sum,
-            "buckets": [["+Inf" if b == float("inf") else b, c] for b, c in self.buckets],
+            "sum": json_number(self.sum),
+            "buckets": [[json_number(b), c] for b, c in self.buckets],
         }
 
 
@@ -90,7 +99,7 @@ class SummaryValue:
         return self.sum / self.count if self.count else float("nan")
 
     def to_json(self) -> dict[str, Any]:
-        return {"count": self.count, "sum": self.sum}
+        return {"count": self.count, "sum": json_number(self.sum)}
 
 
 @dataclass(frozen=True)
@@ -109,10 +118,8 @@ class Series:
         value = self.value
         if isinstance(value, (HistogramValue, SummaryValue)):
             value = value.to_json()
-        elif isinstance(value, float) and value != value:
-            value = "NaN"
-        elif isinstance(value, float) and value in (float("inf"), float("-inf")):
-            value = "+Inf" if value > 0 else "-Inf"
+        elif isinstance(value, float):
+            value = json_number(value)
         return {
             "name": self.name,
             "type": self.type,
