@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 HERE = os.path.abspath(__file__)
 FAMILIES_A = (10, 100, 0, 0)  # counter families, label sets each, histogram families, label sets each
@@ -123,8 +124,12 @@ def measure(processes: int, load_name: str, load: tuple[int, int, int, int], rep
         # Same totals on both sides (a sanity check of the comparison).
         text = statmap_warm()
         ptext = prom().decode()
-        s_total = sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith("requests_0_total"))
-        p_total = sum(float(l.rsplit(" ", 1)[1]) for l in ptext.splitlines() if l.startswith("requests_0_total"))
+        s_total = sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("requests_0_total")
+        )
+        p_total = sum(
+            float(line.rsplit(" ", 1)[1]) for line in ptext.splitlines() if line.startswith("requests_0_total")
+        )
         assert s_total == p_total, (s_total, p_total)
 
         cold = timed(statmap_cold, max(3, repeats // 3))
@@ -226,11 +231,11 @@ def main() -> None:
         for name, load in (("1000 counters", FAMILIES_A), ("200 counters + 50 histograms", FAMILIES_B)):
             results.append(measure(processes, name, load, repeats))
             if not args.json:
-                r = results[-1]
+                r: Any = results[-1]
+                rep, cold, prom = r["statmap_repeated_ms"], r["statmap_cold_ms"], r["prometheus_client_ms"]
                 print(
-                    f"{processes:3d} x {name:<30} statmap repeated {r['statmap_repeated_ms'][0]:7.2f} ms"  # type: ignore[index]
-                    f" (median {r['statmap_repeated_ms'][1]:.2f}), cold {r['statmap_cold_ms'][0]:7.2f} ms;"  # type: ignore[index]
-                    f" prometheus_client {r['prometheus_client_ms'][0]:8.2f} ms (median {r['prometheus_client_ms'][1]:.2f});"  # type: ignore[index]
+                    f"{processes:3d} x {name:<30} statmap repeated {rep[0]:7.2f} ms (median {rep[1]:.2f}),"
+                    f" cold {cold[0]:7.2f} ms; prometheus_client {prom[0]:8.2f} ms (median {prom[1]:.2f});"
                     f" x{r['speedup_repeated']:.0f} repeated, x{r['speedup_cold']:.1f} cold",
                     flush=True,
                 )
@@ -238,10 +243,10 @@ def main() -> None:
     if args.poll:
         doc["poll"] = poll_cost(3.0, 5)
         if not args.json:
-            p = doc["poll"]
+            p: Any = doc["poll"]
             print(
-                f"writer {p['writer_ops_per_s_alone']:.0f} ops/s alone, {p['writer_ops_per_s_polled']:.0f} with a reader"  # type: ignore[index]
-                f" polling {p['polls_per_s']:.0f}/s: cost {p['cost_percent']:.1f}%"  # type: ignore[index]
+                f"writer {p['writer_ops_per_s_alone']:.0f} ops/s alone, {p['writer_ops_per_s_polled']:.0f} with a"
+                f" reader polling {p['polls_per_s']:.0f}/s: cost {p['cost_percent']:.1f}%"
             )
     if args.json:
         print(json.dumps(doc, indent=2))

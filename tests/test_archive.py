@@ -171,7 +171,7 @@ def test_200_short_lived_workers(statdir: str, tmp_path: object) -> None:
                     if os.read(go_r, 1) == b"c":
                         pub.close()
                     os._exit(0)  # "d": no close, the file is left dead
-                except BaseException:
+                except BaseException:  # noqa: BLE001 - a forked child must never return into pytest
                     os._exit(1)
             os.close(go_r)
             assert os.read(ready_r, 1) == b"r"
@@ -205,7 +205,9 @@ def test_200_short_lived_workers(statdir: str, tmp_path: object) -> None:
 def test_concurrent_cleaners_fold_each_file_once(statdir: str, cleaners: int) -> None:
     paths = [_closed_worker(statdir, n).path for n in range(1, 41)]
     procs = [
-        subprocess.Popen([sys.executable, "-c", "import sys; from statmap.archive import clean; clean(sys.argv[1])", statdir])
+        subprocess.Popen(
+            [sys.executable, "-c", "import sys; from statmap.archive import clean; clean(sys.argv[1])", statdir]
+        )
         for _ in range(cleaners)
     ]
     for p in procs:

@@ -94,7 +94,7 @@ def test_top_plain_mode(statdir: str, workers: list[statmap.Publisher]) -> None:
     blocks = [b for b in out.split("\n\n") if b.strip()]
     assert len(blocks) == 2
     assert "processes: 1 alive, 1 closed" in blocks[0]
-    line = next(l for l in blocks[1].splitlines() if l.startswith('requests{code="200"}'))
+    line = next(x for x in blocks[1].splitlines() if x.startswith('requests{code="200"}'))
     assert line.split()[1:3] == ["counter", "0"]  # rate over the interval: nothing happened
     assert line.split()[-1] == "30"
 

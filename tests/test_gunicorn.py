@@ -47,7 +47,7 @@ def requests_total(statdir: str) -> int:
 
 
 def get(port: str | int, path: str) -> int:
-    for attempt in range(50):
+    for _attempt in range(50):
         conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=30)
         try:
             conn.request("GET", path)
@@ -67,12 +67,28 @@ def test_gunicorn_workers_replaced_totals_exact(statdir: str, tmp_path: Path) ->
     log = open(tmp_path / "gunicorn.log", "w")
     server = subprocess.Popen(
         [
-            sys.executable, "-m", "gunicorn", "--chdir", str(APP_DIR), "-w", "4", "-b", f"127.0.0.1:{port}",
-            "--max-requests", "25", "--max-requests-jitter", "10", "--no-control-socket",
-            "--graceful-timeout", "5", "app:app",
-        ],  # fmt: skip
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--chdir",
+            str(APP_DIR),
+            "-w",
+            "4",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--max-requests",
+            "20",
+            "--max-requests-jitter",
+            "5",
+            "--no-control-socket",
+            "--graceful-timeout",
+            "5",
+            "app:app",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -97,7 +113,7 @@ def test_gunicorn_workers_replaced_totals_exact(statdir: str, tmp_path: Path) ->
         files = statmap_json("ls", "--dir", statdir, "--json")
         archived = sum(f.get("absorbed_instances", 0) for f in files)
         ended = sum(1 for f in files if f["state"] in ("closed", "dead"))
-        assert archived + ended >= REQUESTS // 35  # workers really were replaced
+        assert archived + ended >= 5  # workers really were replaced (each after at most 25 requests)
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -21,7 +21,9 @@ import statmap
 
 class WebStats(statmap.Stats):
     requests = statmap.Counter("HTTP requests served", labels=("method", "status"))
-    latency = statmap.Histogram("Time to build a response", unit="seconds", buckets=statmap.LogBuckets(1e-5, 10.0, 0.05))
+    latency = statmap.Histogram(
+        "Time to build a response", unit="seconds", buckets=statmap.LogBuckets(1e-5, 10.0, 0.05)
+    )
     in_flight = statmap.Gauge("Requests being served", aggregate="sum", live_only=True)
     last_path = statmap.Text("Last path served", size=64)
 

@@ -78,7 +78,9 @@ class CleanReport:
     """What ``clean()`` did (or, with ``dry_run``, would do)."""
 
     folded: list[str] = field(default_factory=list)  # process files folded into an archive and removed
-    removed: list[str] = field(default_factory=list)  # files removed without folding (already absorbed, stale temporaries)
+    removed: list[str] = field(
+        default_factory=list
+    )  # files removed without folding (already absorbed, stale temporaries)
     kept: list[tuple[str, str]] = field(default_factory=list)  # (path, why) for ended files left in place
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, problem)
     archives: list[str] = field(default_factory=list)  # archives written
@@ -96,7 +98,7 @@ class CleanReport:
 class _Entry:
     """The running sum of one archived series."""
 
-    __slots__ = ("spec", "count", "sum", "buckets")
+    __slots__ = ("buckets", "count", "spec", "sum")
 
     def __init__(self, spec: L.RecordSpec) -> None:
         # The archive keeps what identifies the series, and its metadata; not aggregation modes.

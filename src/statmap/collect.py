@@ -32,10 +32,9 @@ import os
 import re
 import struct
 import time
-from itertools import accumulate
-from operator import add
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from . import _layout as L
@@ -55,7 +54,12 @@ PROCESSES_SERIES = "statmap_archive_processes"
 
 FILE_SUFFIX = ".statmap"
 
-_COUNTER, _GAUGE, _HISTOGRAM, _SUMMARY = L.MetricType.COUNTER, L.MetricType.GAUGE, L.MetricType.HISTOGRAM, L.MetricType.SUMMARY
+_COUNTER, _GAUGE, _HISTOGRAM, _SUMMARY = (
+    L.MetricType.COUNTER,
+    L.MetricType.GAUGE,
+    L.MetricType.HISTOGRAM,
+    L.MetricType.SUMMARY,
+)
 _TEXT, _INFO, _ENUM = L.MetricType.TEXT, L.MetricType.INFO, L.MetricType.ENUM
 _SUMMED = (_COUNTER, _HISTOGRAM, _SUMMARY)
 
@@ -266,7 +270,8 @@ class _Family:
     def mismatch(self, spec: L.RecordSpec) -> str | None:
         """Why a record cannot be aggregated with this family (None if it can)."""
         if spec.mtype != self.mtype:
-            return f"type {TYPE_NAMES.get(spec.mtype, spec.mtype)} differs from {TYPE_NAMES.get(self.mtype)}"
+            types = {int(k): v for k, v in TYPE_NAMES.items()}
+            return f"type {types.get(spec.mtype, spec.mtype)} differs from {types.get(self.mtype)}"
         if spec.flags != self.flags:
             return f"flags {spec.flags:#x} differ from {self.flags:#x}"
         if spec.mtype == _GAUGE and spec.aggregation != self.aggregation:
@@ -403,11 +408,7 @@ class Collector:
         """(name, inode) of every published file, sorted by name; hidden files are left out."""
         try:
             with os.scandir(self.directory) as it:
-                found = [
-                    (e.name, e.inode())
-                    for e in it
-                    if e.name.endswith(FILE_SUFFIX) and not e.name.startswith(".")
-                ]
+                found = [(e.name, e.inode()) for e in it if e.name.endswith(FILE_SUFFIX) and not e.name.startswith(".")]
         except FileNotFoundError:
             return []
         found.sort()
@@ -466,10 +467,11 @@ class Collector:
                     if problem is not None:
                         src.rejected.append(f"{spec.name}: {problem} in {fam.first_path}; left out")
                         continue
-                slot = fam.slots.get(spec.labels)
-                if slot is None:
-                    slot = fam.slots[spec.labels] = _Slot(len(self._slots), fam, spec.labels)
-                    self._slots.append(slot)
+                found = fam.slots.get(spec.labels)
+                if found is None:
+                    found = fam.slots[spec.labels] = _Slot(len(self._slots), fam, spec.labels)
+                    self._slots.append(found)
+                slot = found
                 self._spec_slots[id(spec)] = (spec, slot)
             mtype = spec.mtype
             if mtype == _COUNTER:
@@ -485,10 +487,12 @@ class Collector:
             elif mtype == _ENUM:
                 src.enums.append((record.value_offset, slot.index, spec.extras))
             elif mtype == _INFO:
-                src.infos.append((slot.index, dict(zip(spec.extras[::2], spec.extras[1::2]))))
+                src.infos.append((slot.index, dict(zip(spec.extras[::2], spec.extras[1::2], strict=False))))
             elif mtype == _HISTOGRAM:
                 n = len(spec.bounds)
-                src.latched.append((record, slot.index, record.value_offset, L.histogram_copy_size(n), _histogram_unpacker(n)))
+                src.latched.append(
+                    (record, slot.index, record.value_offset, L.histogram_copy_size(n), _histogram_unpacker(n))
+                )
             elif mtype == _SUMMARY:
                 src.latched.append((record, slot.index, record.value_offset, L.SUMMARY_COPY_SIZE, L.decode_summary))
             else:
@@ -562,7 +566,7 @@ class Collector:
             readings.append((src, info, values))
         # Anything an archive absorbed is counted by the archive only.
         absorbed: set[tuple[str, bytes]] = set()
-        for src, info, _ in readings:
+        for src, _info, _ in readings:
             if src.is_archive:
                 absorbed.update((src.publisher or "", inst) for inst in src.absorbed)
         if absorbed:
@@ -615,7 +619,9 @@ class Collector:
 
     # -- aggregation -------------------------------------------------------------
 
-    def _aggregate(self, readings: list[tuple[_Source, FileInfo, tuple[Any, ...]]], errors: list[CollectError]) -> list[MetricFamily]:
+    def _aggregate(
+        self, readings: list[tuple[_Source, FileInfo, tuple[Any, ...]]], errors: list[CollectError]
+    ) -> list[MetricFamily]:
         nslots = len(self._slots)
         acc: list[Any] = [0] * nslots
         present: set[int] = set()
@@ -633,22 +639,22 @@ class Collector:
                     g[1].append(values[0])
         for slots, lists in groups.values():
             present.update(slots)
-            totals = lists[0] if len(lists) == 1 else map(sum, zip(*lists))
-            for s, v in zip(slots, totals):
+            totals = lists[0] if len(lists) == 1 else map(sum, zip(*lists, strict=False))
+            for s, v in zip(slots, totals, strict=False):
                 acc[s] += v
 
         for src, info, values in readings:
             _ints, flts, gauges, enums, latched = values
-            for s, v in zip(src.flt_slot, flts):
+            for s, v in zip(src.flt_slot, flts, strict=False):
                 acc[s] += v
             present.update(src.flt_slot)
-            for s, v in zip(src.gauge_slot, gauges):
+            for s, v in zip(src.gauge_slot, gauges, strict=False):
                 per_process.setdefault(s, []).append((info, v))
-            for (_off, s, states), index in zip(src.enums, enums):
+            for (_off, s, states), index in zip(src.enums, enums, strict=False):
                 per_process.setdefault(s, []).append((info, states[index] if index < len(states) else None))
             for s, d in src.infos:
                 per_process.setdefault(s, []).append((info, d))
-            for (record, s, *_), value in zip(src.latched, latched):
+            for (record, s, *_), value in zip(src.latched, latched, strict=False):
                 if value is None:
                     errors.append(CollectError(src.path, f"{record.spec.name}: value unreadable (writer busy)"))
                     continue
@@ -664,7 +670,7 @@ class Collector:
                     parts.append(value)
 
         for s, parts in multi.items():
-            acc[s] = parts[0] if len(parts) == 1 else [sum(column) for column in zip(*parts)]
+            acc[s] = parts[0] if len(parts) == 1 else [sum(column) for column in zip(*parts, strict=False)]
         pid_labels = self._pid_labels(readings)
         out: dict[tuple[str, str], MetricFamily] = {}
         for s in sorted(present | per_process.keys()):
@@ -737,12 +743,18 @@ def _histogram_unpacker(n: int) -> Any:
     """
     unpack = _UNPACKERS.get(n)
     if unpack is None:
+        size = L.histogram_copy_size(n)
         st = struct.Struct(f"<Qd{n + 1}Q")
-        probe = bytes(range(1, L.histogram_copy_size(n) + 1)) if n < 20 else bytes(L.histogram_copy_size(n))
+        probe = bytes((i * 7 + 1) % 251 for i in range(size))
         count, total, raw = L.decode_histogram(probe, n)
-        if st.size != L.histogram_copy_size(n) or st.unpack(probe) != (count, total, *raw):
-            st = None
-        unpack = st.unpack if st is not None else (lambda data: (lambda c, t, r: (c, t, *r))(*L.decode_histogram(data, n)))
+        if st.size == size and repr(st.unpack(probe)) == repr((count, total, *raw)):
+            unpack = st.unpack
+        else:  # pragma: no cover - only if the copy layout changes without this function
+
+            def unpack(data: bytes) -> tuple[Any, ...]:
+                c, t, r = L.decode_histogram(data, n)
+                return (c, t, *r)
+
         _UNPACKERS[n] = unpack
     return unpack
 
@@ -750,7 +762,7 @@ def _histogram_unpacker(n: int) -> Any:
 def _histogram(fam: _Family, summed: Any) -> HistogramValue:
     """count, sum and non-cumulative bucket counts -> a HistogramValue (cumulative buckets)."""
     cumulative = list(accumulate(summed[2:]))
-    buckets = tuple(zip((*fam.bounds, float("inf")), cumulative))
+    buckets = tuple(zip((*fam.bounds, float("inf")), cumulative, strict=False))
     return HistogramValue(summed[0], summed[1], buckets, bool(fam.flags & L.FLAG_LOG_BUCKETS))
 
 

@@ -121,7 +121,7 @@ def _free(name: str, taken: Iterable[str]) -> str:
 class _Out:
     """One family as it will be written."""
 
-    __slots__ = ("name", "type", "help", "unit", "fam", "publisher_label")
+    __slots__ = ("fam", "help", "name", "publisher_label", "type", "unit")
 
     def __init__(self, name: str, fam: MetricFamily, publisher_label: str | None) -> None:
         self.name = name
@@ -163,9 +163,7 @@ class Exposer:
     def _plan(self, collection: Collection) -> list[_Out]:
         """Exposed families, merged by exposed name; families that would clash are left out (see ``problems``)."""
         self.problems = []
-        families = [
-            f for f in match_families(collection.families, self.match) if f.type != "text" or self.include_text
-        ]
+        families = [f for f in match_families(collection.families, self.match) if f.type != "text" or self.include_text]
         publishers_by_name: dict[str, set[str]] = {}
         for fam in families:
             publishers_by_name.setdefault(family_name(fam), set()).add(fam.publisher)
@@ -190,7 +188,9 @@ class Exposer:
             if clash is None and name in used:
                 clash = name
             if clash is not None:
-                self.problems.append(f"{fam.publisher}:{fam.name}: exposed name {clash} clashes with {used[clash]}; left out")
+                self.problems.append(
+                    f"{fam.publisher}:{fam.name}: exposed name {clash} clashes with {used[clash]}; left out"
+                )
                 continue
             for n in (*produced, name):
                 used[n] = name
@@ -366,7 +366,9 @@ class StatmapCollector:
                         metric.add_sample(name, labels, float(value))
                     elif t == "histogram":
                         for bound, cumulative in value.buckets:
-                            metric.add_sample(name + "_bucket", {**labels, "le": format_float(bound)}, float(cumulative))
+                            metric.add_sample(
+                                name + "_bucket", {**labels, "le": format_float(bound)}, float(cumulative)
+                            )
                         metric.add_sample(name + "_count", labels, float(value.count))
                         metric.add_sample(name + "_sum", labels, value.sum)
                         if created:

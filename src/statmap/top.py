@@ -104,7 +104,7 @@ def ls_lines(collection: Collection, now: float | None = None) -> list[str]:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in rows]
     for f in collection.files:
         if f.error:
             lines.append(f"{f.path}: {f.error}")
@@ -190,7 +190,7 @@ class TopModel:
                     sort_value = float(value.count)
                     if before and dt > 0 and isinstance(before[1], type(value)):
                         rate = (value.count - before[1].count) / dt
-                        if isinstance(value, HistogramValue):
+                        if isinstance(value, HistogramValue) and isinstance(before[1], HistogramValue):
                             shown = self._interval(value, before[1])
                 rows.append(Row(key, sample_label(fam.name, s.labels), fam.type, shown, rate, sort_value))
         if sort == "value":
@@ -206,7 +206,7 @@ class TopModel:
         """Percentiles of the observations made since the previous sample (cumulative if none)."""
         if len(now.buckets) != len(before.buckets) or now.count <= before.count:
             return value_text(now)
-        buckets = tuple((b, c - p) for (b, c), (_, p) in zip(now.buckets, before.buckets))
+        buckets = tuple((b, c - p) for (b, c), (_, p) in zip(now.buckets, before.buckets, strict=False))
         delta = HistogramValue(now.count - before.count, now.sum - before.sum, buckets, now.log_buckets)
         pct = " ".join(f"p{int(q * 100)}={number(delta.percentile(q))}" for q in (0.5, 0.9, 0.99))
         return f"count={now.count} {pct} (last interval)"
@@ -347,7 +347,7 @@ def run_curses(model: TopModel, *, interval: float, match: str | None, sort: str
         curses.noecho()
         curses.curs_set(0)
         screen.timeout(100)
-        return raw.decode("utf-8", "replace").strip()
+        return str(raw.decode("utf-8", "replace")).strip()
 
     wrapper: Callable[..., int] = curses.wrapper
     return wrapper(main)
