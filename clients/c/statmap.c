@@ -1266,27 +1266,29 @@ static int check_header(const unsigned char *base, size_t size, hdr_t *h, char *
         set_err(err, errlen, "not a statmap file (bad magic)");
         return STATMAP_CORRUPT;
     }
+    if (size % 8) {
+        set_err(err, errlen, "file size %zu is not a multiple of 8", size);
+        return STATMAP_CORRUPT;
+    }
+    /* State first: a writer may be half-way through the rest of the header. */
+    h->state = load_acq(cword(base, H_STATE));
+    if (h->state == STATE_INIT)
+        return STATMAP_NOT_READY;
     uint16_t major = rd16(base + H_MAJOR);
     if (major != STATMAP_MAJOR) {
         set_err(err, errlen, "unsupported format major version %u (this reader knows %d)", major, STATMAP_MAJOR);
         return STATMAP_CORRUPT;
     }
-    h->state = load_acq(cword(base, H_STATE));
-    if (h->state == STATE_INIT)
-        return STATMAP_NOT_READY;
     h->header_size = rd32(base + H_HEADER_SIZE);
-    h->capacity = load_acq(cword(base, H_CAPACITY));
+    /* end before capacity: capacity is then never older than end (section 9) */
     h->end = load_acq(cword(base, H_END));
+    h->capacity = load_acq(cword(base, H_CAPACITY));
     if (h->header_size % 8 || h->header_size < STATMAP_HEADER_SIZE || h->header_size > size) {
         set_err(err, errlen, "bad header_size %u", h->header_size);
         return STATMAP_CORRUPT;
     }
     if (h->state != STATE_READY && h->state != STATE_CLOSED) {
         set_err(err, errlen, "bad state %llu", (unsigned long long)h->state);
-        return STATMAP_CORRUPT;
-    }
-    if (size % 8) {
-        set_err(err, errlen, "file size %zu is not a multiple of 8", size);
         return STATMAP_CORRUPT;
     }
     if (h->capacity < h->header_size || h->capacity > size) {

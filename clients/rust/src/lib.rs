@@ -265,25 +265,27 @@ fn check_header(img: &Image) -> Result<Header, ReadError> {
     if magic != MAGIC {
         return corrupt("not a statmap file (bad magic)".into());
     }
-    let major = img.u16(8);
-    if major != MAJOR {
-        return corrupt(format!("unsupported format major version {} (this reader knows {})", major, MAJOR));
+    if size % 8 != 0 {
+        return corrupt(format!("file size {} is not a multiple of 8", size));
     }
+    // State first: a writer may be half-way through the rest of the header.
     let state = img.load_acquire(H_STATE as u64);
     if state == 0 {
         return Err(ReadError::NotReady);
     }
+    let major = img.u16(8);
+    if major != MAJOR {
+        return corrupt(format!("unsupported format major version {} (this reader knows {})", major, MAJOR));
+    }
     let header_size = img.u32(12) as u64;
-    let capacity = img.load_acquire(H_CAPACITY as u64);
+    // end before capacity: capacity is then never older than end (section 9)
     let end = img.load_acquire(H_END as u64);
+    let capacity = img.load_acquire(H_CAPACITY as u64);
     if header_size % 8 != 0 || header_size < HEADER_SIZE || header_size > size {
         return corrupt(format!("bad header_size {}", header_size));
     }
     if state != 1 && state != 2 {
         return corrupt(format!("bad state {}", state));
-    }
-    if size % 8 != 0 {
-        return corrupt(format!("file size {} is not a multiple of 8", size));
     }
     if capacity < header_size || capacity > size {
         return corrupt(format!("capacity {} outside [header_size, file size {}]", capacity, size));
