@@ -4,6 +4,10 @@ One run fills, for each load, a statmap directory and a prometheus_client
 multiprocess directory from real worker processes (the same metrics, the
 same values), then times on the same machine, in the same process:
 
+The statmap workers stay alive during the measurement (so every scrape
+probes their locks, as with a running server); prometheus_client's
+multiprocess files do not depend on their writers being alive.
+
 * statmap, cold: a new ``Collector`` (opens and parses every file) and the
   OpenMetrics text;
 * statmap, repeated: the same ``Collector`` and ``Exposer`` scraping again
@@ -43,7 +47,7 @@ FAMILIES_B = (2, 100, 5, 10)
 
 
 def worker(kind: str, directory: str, seed: int, counters: int, sets: int, hists: int, hsets: int) -> None:
-    """One worker process: create the metrics, give every series a value, exit."""
+    """One worker process: create the metrics, give every series a value (statmap's then wait, alive)."""
     values = [(seed * 7 + i) % 13 + 1 for i in range(max(sets, hsets))]
     if kind == "statmap":
         import statmap
@@ -57,6 +61,8 @@ def worker(kind: str, directory: str, seed: int, counters: int, sets: int, hists
             fam = pub.histogram(f"latency_{f}", "Latency", labels=("endpoint",), unit="seconds")
             for i in range(hsets):
                 fam.labels(f"/e{i}").observe(values[i] / 100)
+        print("ready", flush=True)
+        sys.stdin.read()  # stay alive (holding the file's lock) until the benchmark is done
         pub.close()
     else:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
@@ -72,14 +78,36 @@ def worker(kind: str, directory: str, seed: int, counters: int, sets: int, hists
                 fam.labels(f"/e{i}").observe(values[i] / 100)
 
 
-def fill(kind: str, directory: str, processes: int, load: tuple[int, int, int, int]) -> None:
-    procs: list[subprocess.Popen[bytes]] = []
+def fill(kind: str, directory: str, processes: int, load: tuple[int, int, int, int]) -> list[subprocess.Popen[str]]:
+    """Run the workers; statmap's stay alive (returned) until their stdin is closed."""
+    alive: list[subprocess.Popen[str]] = []
+    batch: list[subprocess.Popen[str]] = []
     for seed in range(processes):
-        procs.append(subprocess.Popen([sys.executable, HERE, "--worker", kind, directory, str(seed), *map(str, load)]))
-        if len(procs) >= 8:
-            assert procs.pop(0).wait() == 0
+        argv = [sys.executable, HERE, "--worker", kind, directory, str(seed), *map(str, load)]
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        batch.append(p)
+        if len(batch) >= 8:
+            _settle(kind, batch, alive)
+    _settle(kind, batch, alive)
+    return alive
+
+
+def _settle(kind: str, batch: list[subprocess.Popen[str]], alive: list[subprocess.Popen[str]]) -> None:
+    for p in batch:
+        if kind == "statmap":
+            assert p.stdout is not None and p.stdout.readline() == "ready\n"
+            alive.append(p)
+        else:
+            assert p.wait() == 0
+    batch.clear()
+
+
+def stop(procs: list[subprocess.Popen[str]]) -> None:
     for p in procs:
-        assert p.wait() == 0
+        assert p.stdin is not None
+        p.stdin.close()
+    for p in procs:
+        p.wait()
 
 
 def timed(fn, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -103,7 +131,7 @@ def measure(processes: int, load_name: str, load: tuple[int, int, int, int], rep
     os.mkdir(sdir, 0o700)
     os.mkdir(pdir, 0o700)
     try:
-        fill("statmap", sdir, processes, load)
+        workers = fill("statmap", sdir, processes, load)
         fill("prom", pdir, processes, load)
 
         def statmap_cold() -> str:
@@ -136,6 +164,7 @@ def measure(processes: int, load_name: str, load: tuple[int, int, int, int], rep
         hot = timed(statmap_warm, repeats)
         pc = timed(prom, max(3, repeats // 3))
         warm.close()
+        stop(workers)
         series = processes * (load[0] * load[1] + load[2] * load[3])
         return {
             "processes": processes,

@@ -164,7 +164,7 @@ class Snapshot:
 
 
 #: Decoded record metadata by its bytes (record start up to the value area), shared by all readers.
-_decoded: dict[bytes, tuple[L.RecordSpec, int, bool]] = {}
+_decoded: dict[bytes, tuple[L.RecordSpec, int, bool, dict[int, L.Record]]] = {}
 _DECODED_MAX = 100_000
 
 
@@ -328,8 +328,10 @@ class Reader:
                     key = m[offset : offset + value_rel]
                     hit = cache.get(key)
                     if hit is not None:
-                        spec, vsize, known = hit
-                        record = L.Record(offset, size, spec, offset + value_rel, vsize, known)
+                        spec, vsize, known, placed = hit
+                        record = placed.get(offset)  # same record at the same place: share it (immutable)
+                        if record is None:
+                            record = placed[offset] = L.Record(offset, size, spec, offset + value_rel, vsize, known)
             if record is None:
                 try:
                     record = L.decode_record(m, offset, end)
@@ -338,7 +340,7 @@ class Reader:
                 if len(cache) >= _DECODED_MAX:
                     cache.clear()
                 rel = record.value_offset - offset
-                cache[m[offset : offset + rel]] = (record.spec, record.value_size, record.known)
+                cache[m[offset : offset + rel]] = (record.spec, record.value_size, record.known, {offset: record})
             self._records.append(record)
             offset += record.size
         self._parsed_end = offset
