@@ -185,13 +185,6 @@ def test_symlink_planted_at_the_final_name_is_not_followed(statdir: str, tmp_pat
         assert not os.path.islink(pub.path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the publisher renames its temporary file over whatever already has its final name "
-    "(os.rename replaces it), e.g. another writer's live file after a pid + instance collision "
-    "across pid namespaces; it should refuse or pick a new instance id (link()+unlink() or "
-    "renameat2(RENAME_NOREPLACE))",
-)
 def test_file_planted_at_the_final_name_is_not_replaced(statdir: str) -> None:
     ident = _fixed_identity()
     final = Path(statdir) / file_name("p", ident.pid, ident.instance_id)
@@ -219,12 +212,6 @@ def test_symlink_in_the_directory_is_refused_by_readers_and_skipped_by_collect(s
     assert not secret.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Reader opens with O_RDONLY but without O_NONBLOCK, so a FIFO named *.statmap "
-    "blocks statmap.open(), collect() and 'statmap show' forever (no writer ever opens it); "
-    "open with O_NONBLOCK, check S_ISREG, then clear O_NONBLOCK",
-)
 @pytest.mark.parametrize("how", ["open", "collect"])
 def test_fifo_in_the_directory_never_hangs_a_reader(statdir: str, how: str) -> None:
     os.mkfifo(os.path.join(statdir, "fifo.1.00000000.statmap"))
@@ -300,13 +287,6 @@ def test_reader_never_evaluates_or_unpickles(statdir: str, tmp_path: Path) -> No
 # -- a hostile process of the same user writes into a live file -------------------
 
 
-@pytest.mark.xfail(
-    statmap.backend == "c",
-    strict=True,
-    reason="BUG: the C text writer (text_fill in _cells.c) zeroes up to the old length it reads "
-    "from the shared file without clamping it to the capacity, so a corrupted length word makes "
-    "it write past its value area (segfault); the pure cells clamp. Clamp old_words to capacity/8",
-)
 def test_writer_survives_a_corrupted_text_length(statdir: str) -> None:
     """Whatever the file says, a writer stays inside its value areas."""
     code = textwrap.dedent(

@@ -129,9 +129,13 @@ static void cell_dealloc(Cell *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *cell_rebind(Cell *self, PyObject *buffer)
+static PyObject *cell_rebind(Cell *self, PyObject *args)
 {
-    if (cell_attach(self, buffer, self->offset, self->size) < 0)
+    PyObject *buffer;
+    Py_ssize_t offset = self->offset;
+    if (!PyArg_ParseTuple(args, "O|n", &buffer, &offset))
+        return NULL;
+    if (cell_attach(self, buffer, offset, self->size) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -631,10 +635,12 @@ static PyObject *text_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     return (PyObject *)self;
 }
 
-/* Write len and bytes into one copy, zeroing what an older, longer text left. */
-static void text_fill(uint64_t *copy, const char *data, Py_ssize_t len)
+/* Write len and bytes into one copy, zeroing what an older, longer text left.
+ * The old length comes from the shared file: never trust it past the capacity. */
+static void text_fill(uint64_t *copy, Py_ssize_t capacity, const char *data, Py_ssize_t len)
 {
-    Py_ssize_t old_words = ((Py_ssize_t)load_relaxed(copy) + 7) / 8;
+    uint64_t old = load_relaxed(copy);
+    Py_ssize_t old_words = (Py_ssize_t)((old < (uint64_t)capacity ? old : (uint64_t)capacity) + 7) / 8;
     Py_ssize_t words = (len + 7) / 8;
     for (Py_ssize_t w = 0; w < words; w++) {
         uint64_t v = 0;
@@ -668,9 +674,9 @@ static PyObject *text_set(Cell *self, PyObject *arg)
     uint64_t *seq = self->p + SEQ_OFF / 8;
     uint64_t *c0 = self->p + COPIES_OFF / 8, *c1 = c0 + words;
     uint64_t s = latch_begin(seq);
-    text_fill(c0, data, len);
+    text_fill(c0, self->capacity, data, len);
     latch_switch(seq, s);
-    text_fill(c1, data, len);
+    text_fill(c1, self->capacity, data, len);
     Py_RETURN_NONE;
 }
 
@@ -1030,7 +1036,9 @@ static PyGetSetDef text_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-#define COMMON_METHODS {"_rebind", (PyCFunction)cell_rebind, METH_O, "point the cell at another mapping of the same layout"}
+#define COMMON_METHODS                                                                                         \
+    {"_rebind", (PyCFunction)cell_rebind, METH_VARARGS,                                                         \
+     "_rebind(buffer[, offset]): point the cell at the same value in another mapping"}
 
 static PyMethodDef counter_methods[] = {
     {"inc", (PyCFunction)(void (*)(void))counter_inc, METH_FASTCALL | METH_KEYWORDS, "add n (default 1)"},

@@ -61,9 +61,9 @@ class _Cell:
     def offset(self) -> int:
         return self._offset
 
-    def _rebind(self, buffer: Any) -> None:
+    def _rebind(self, buffer: Any, offset: int | None = None) -> None:
         old = (self._q, self._d)
-        self._attach(buffer, self._offset, self._size)
+        self._attach(buffer, self._offset if offset is None else offset, self._size)
         for view in old:
             view.release()
 
@@ -201,11 +201,11 @@ class _Latched(_Cell):
         self._lock = threading.Lock()
         self._attach(buffer, offset, 8 + 2 * copy_size)
 
-    def _rebind(self, buffer: Any) -> None:
+    def _rebind(self, buffer: Any, offset: int | None = None) -> None:
         # After fork the lock may be held by a thread that no longer exists.
         self._queue = deque()
         self._lock = threading.Lock()
-        super()._rebind(buffer)
+        super()._rebind(buffer, offset)
 
     def _submit(self, item: Any) -> None:
         queue, lock = self._queue, self._lock

@@ -222,7 +222,7 @@ class Metric:
 
     def _series(self, publisher: Publisher, name: str, labels: tuple[tuple[str, str], ...]) -> Any:
         binding = publisher.add_record(self._spec(name, labels))
-        return publisher.adopt(self._cell(binding))
+        return publisher.adopt(self._cell(binding), binding)
 
     def _cell(self, binding: Binding) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError

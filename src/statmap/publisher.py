@@ -9,6 +9,7 @@ its lifetime: that lock is how readers know the owner is alive.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import errno
 import fcntl
 import mmap
@@ -73,11 +74,12 @@ def _reserve(fd: int, size: int) -> None:
 class Binding:
     """Where a new series' value lives: the mapping and the absolute offset."""
 
-    __slots__ = ("buffer", "offset")
+    __slots__ = ("buffer", "cells", "offset")
 
     def __init__(self, buffer: Any, offset: int) -> None:
         self.buffer = buffer
         self.offset = offset
+        self.cells: list[Any] = []  # the cells bound here (moved if the record is deferred)
 
 
 class Publisher:
@@ -110,15 +112,41 @@ class Publisher:
         self._records: list[tuple[int, int]] = []  # (value offset, value size)
         self._families: dict[str, Any] = {}  # metric name -> live metric (for duplicate checks)
         self._closed = False
+        self._appending = False  # an append is in progress (in this thread, if re-entered)
+        self._deferred: list[tuple[bytes, int, Binding]] = []
         self._maps: list[mmap.mmap] = []
         self._create(_identity or new_identity(name))
         _live.add(self)
 
     # -- the file ------------------------------------------------------
 
+    def _publish(
+        self, dir_fd: int, temp: str, final: str, identity: L.Identity, m: mmap.mmap
+    ) -> tuple[L.Identity, str]:
+        """Give the ready temporary file its final name without ever replacing an existing file.
+
+        link() fails if the name exists (a planted file, or another writer
+        whose pid and instance prefix collide, e.g. from another pid
+        namespace): then a new instance id gives a new name.
+        """
+        for _ in range(8):
+            try:
+                os.link(temp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            except FileExistsError:
+                identity = dataclasses.replace(identity, instance_id=os.urandom(16))
+                m[L.OFF_INSTANCE_ID : L.OFF_INSTANCE_ID + 16] = identity.instance_id  # still hidden: safe to change
+                final = file_name(self.name, identity.pid, identity.instance_id)
+                continue
+            except OSError as exc:
+                os.unlink(temp, dir_fd=dir_fd)
+                raise PublishError(f"{self.directory}/{final}: cannot publish: {exc.strerror}") from exc
+            os.unlink(temp, dir_fd=dir_fd)
+            return identity, final
+        os.unlink(temp, dir_fd=dir_fd)
+        raise PublishError(f"{self.directory}: could not find a free file name for {self.name!r}")
+
     def _create(self, identity: L.Identity, body: bytes = b"") -> None:
-        """Build a new file holding ``body`` (records), mark it ready, rename it into place."""
-        self.identity = identity
+        """Build a new file holding ``body`` (records), mark it ready, publish it under its final name."""
         final = file_name(self.name, identity.pid, identity.instance_id)
         temp = "." + final + TEMP_SUFFIX
         capacity = self._initial_capacity
@@ -148,13 +176,14 @@ class Publisher:
             m[L.HEADER_SIZE : end] = body
             cells.store_u64(m, L.OFF_END, end)
             cells.store_u64(m, L.OFF_STATE, L.State.READY)
-            os.rename(temp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            identity, final = self._publish(dir_fd, temp, final, identity, m)
         except BaseException:
             if fd >= 0:
                 os.close(fd)
             raise
         finally:
             os.close(dir_fd)
+        self.identity = identity
         self.path = os.path.join(self.directory, final)
         self._fd = fd
         self._maps = [m]
@@ -183,20 +212,51 @@ class Publisher:
         with self._lock:
             if self._closed:
                 raise PublishError(f"{self.path}: publisher is closed")
-            offset = self._end
-            if offset + len(data) > self._capacity:
-                self._grow(offset + len(data))
-            m = self._maps[-1]
-            m[offset : offset + len(data)] = data
-            self._end = offset + len(data)
-            cells.store_u64(m, L.OFF_END, self._end)  # release: the record is complete
-            self._records.append((offset + value_rel, len(data) - value_rel))
-            return Binding(m, offset + value_rel)
+            if self._appending:
+                # Re-entered by a signal handler that interrupted an append in
+                # this thread (the lock is reentrant). Appending now would
+                # interleave with the interrupted one; park the value in
+                # private memory instead, and let that append publish it.
+                scratch = mmap.mmap(-1, len(data))
+                binding = Binding(scratch, value_rel)
+                self._deferred.append((data, value_rel, binding))
+                return binding
+            self._appending = True
+            try:
+                return self._append(data, value_rel)
+            finally:
+                try:
+                    while self._deferred:
+                        self._publish_deferred(*self._deferred.pop(0))
+                finally:
+                    self._appending = False
 
-    def adopt(self, cell: Any) -> Any:
+    def _append(self, data: bytes, value_rel: int) -> Binding:
+        offset = self._end
+        if offset + len(data) > self._capacity:
+            self._grow(offset + len(data))
+        m = self._maps[-1]
+        m[offset : offset + len(data)] = data
+        self._end = offset + len(data)
+        cells.store_u64(m, L.OFF_END, self._end)  # release: the record is complete
+        self._records.append((offset + value_rel, len(data) - value_rel))
+        return Binding(m, offset + value_rel)
+
+    def _publish_deferred(self, data: bytes, value_rel: int, parked: Binding) -> None:
+        """Append a record created by a signal handler, with what its cells wrote meanwhile."""
+        real = self._append(data, value_rel)
+        size = len(data) - value_rel
+        real.buffer[real.offset : real.offset + size] = parked.buffer[value_rel : value_rel + size]
+        for cell in parked.cells:
+            cell._rebind(real.buffer, real.offset)
+        real.cells = parked.cells
+
+    def adopt(self, cell: Any, binding: Binding | None = None) -> Any:
         """Remember a cell so fork and close can re-point it."""
         with self._lock:
             self._cells.append(cell)
+            if binding is not None:
+                binding.cells.append(cell)
         return cell
 
     def claim_name(self, name: str, metric: Any) -> None:

@@ -193,7 +193,9 @@ class Reader:
 
     def _open(self) -> None:
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # O_NONBLOCK: opening a FIFO planted under a statmap name must not
+            # wait for a writer; it is refused just below as not a regular file.
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise self._fail("is a symbolic link; refusing to follow it") from None
