@@ -277,10 +277,43 @@ def _add_ops_commands(sub: Any) -> None:
     top.set_defaults(func=cmd_top)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    return serve(
+        args.dir or default_directory(), args.host, args.port, token=args.token, access_log=args.access_log,
+        max_age=args.max_age, publishers=args.publisher or None, publisher_label=args.publisher_label,
+        include_text=args.include_text,
+    )  # fmt: skip
+
+
+def _add_serve_command(sub: Any) -> None:
+    from .server import DEFAULT_HOST, DEFAULT_PORT
+
+    serve = sub.add_parser("serve", help="serve /metrics (Prometheus, OpenMetrics), a JSON API and a live dashboard")
+    serve.add_argument("--dir", help=f"statmap directory (default: $STATMAP_DIR or {default_directory()})")
+    serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: loopback)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free port)")
+    serve.add_argument(
+        "--token", default=None,
+        help="require Authorization: Bearer TOKEN (or Basic with TOKEN as password) on every route "
+        "(default: $STATMAP_TOKEN)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-age", type=float, default=0.5, metavar="SECONDS",
+        help="share one collection between requests for this long (default 0.5)",
+    )  # fmt: skip
+    serve.add_argument("--publisher", action="append", metavar="NAME", help="only this publisher name (repeatable)")
+    serve.add_argument("--publisher-label", choices=("auto", "always"), default="auto")
+    serve.add_argument("--include-text", action="store_true", help="also export text metrics (as info)")
+    serve.add_argument("--access-log", action="store_true", help="log every request on stderr")
+    serve.set_defaults(func=cmd_serve)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(seconds=args.seconds, workers=args.workers, directory=args.dir)
+    return run_demo(seconds=args.seconds, workers=args.workers, directory=args.dir, port=args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,11 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--publisher", action="append", metavar="NAME", help="with --aggregate: only this publisher name")
     show.set_defaults(func=cmd_show)
     _add_ops_commands(sub)
+    _add_serve_command(sub)
 
     demo = sub.add_parser("demo", help="start worker processes publishing metrics and show them live")
     demo.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     demo.add_argument("--workers", type=int, default=3, help="number of worker processes (default 3)")
     demo.add_argument("--dir", help="directory for the demo's files (default: a new temporary directory)")
+    demo.add_argument(
+        "--port", type=int, default=9464, help="dashboard port on 127.0.0.1 (default 9464, else any free port; 0: any)"
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -16,11 +16,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 from . import LogBuckets, Stats
 from . import metrics as m
 from .cli import read_snapshots, render_text
 from .discover import statmap_files
+
+if TYPE_CHECKING:
+    from .server import StatmapHTTPServer
 
 
 class DemoStats(Stats):
@@ -68,14 +72,30 @@ def worker(directory: str, seed: int) -> None:
     stats.close()
 
 
-def run_demo(seconds: float | None = None, workers: int = 3, directory: str | None = None) -> int:
+def start_dashboard(directory: str, port: int) -> StatmapHTTPServer | None:
+    """The exporter and dashboard on loopback (any free port if ``port`` is taken); None if it cannot start."""
+    from .server import start_server
+
+    for attempt in (port, 0):
+        try:
+            return start_server(directory, "127.0.0.1", attempt)
+        except OSError as exc:
+            if attempt == 0:
+                print(f"statmap demo: no dashboard: {exc}", file=sys.stderr)
+    return None
+
+
+def run_demo(seconds: float | None = None, workers: int = 3, directory: str | None = None, port: int = 9464) -> int:
     own_dir = directory is None
     directory = directory or tempfile.mkdtemp(prefix="statmap-demo-")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs = [
         subprocess.Popen([sys.executable, "-m", "statmap.demo", directory, str(i)], env=env) for i in range(workers)
     ]
+    server = start_dashboard(directory, port)
     print(f"statmap demo: {workers} workers publishing into {directory}")
+    if server is not None:
+        print(f"statmap demo: dashboard at {server.url} (metrics at {server.url}metrics)")
     print(f"read them from another terminal with: statmap show --dir {directory}")
     interactive = sys.stdout.isatty()
     deadline = None if seconds is None else time.monotonic() + seconds
@@ -88,11 +108,16 @@ def run_demo(seconds: float | None = None, workers: int = 3, directory: str | No
                 sys.stdout.write("\x1b[H\x1b[2J")
                 sys.stdout.write(f"statmap demo ({directory}) - Ctrl-C to stop\n\n")
             sys.stdout.write(view + "\n")
+            if interactive and server is not None:
+                sys.stdout.write(f"dashboard: {server.url}\n")
             sys.stdout.flush()
             time.sleep(1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic())))
     except KeyboardInterrupt:
         pass
     finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
         for proc in procs:
             proc.terminate()
         for proc in procs:
