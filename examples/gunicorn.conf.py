@@ -29,7 +29,9 @@ What it arranges:
   ``STATMAP_SERVE_PORT=0`` and run ``statmap serve --dir DIR`` there.
 
 Settings read from the environment: ``STATMAP_DIR``, ``STATMAP_SERVE_PORT``,
-``STATMAP_SERVE_HOST`` (127.0.0.1), ``GUNICORN_BIND`` (127.0.0.1:8000),
+``STATMAP_SERVE_HOST`` (127.0.0.1), ``STATMAP_SERVE_ARGS`` (more options for
+``statmap serve``; a token is best passed as ``$STATMAP_TOKEN``, which it
+inherits), ``GUNICORN_BIND`` (127.0.0.1:8000),
 ``WEB_CONCURRENCY`` (workers, 4), ``GUNICORN_MAX_REQUESTS`` (1000; 0: never
 replace workers).
 """
@@ -39,6 +41,7 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -58,6 +61,7 @@ graceful_timeout = 10
 STATMAP_DIR = os.environ["STATMAP_DIR"] = statmap.default_directory()
 SERVE_PORT = os.environ.get("STATMAP_SERVE_PORT", "9464")
 SERVE_HOST = os.environ.get("STATMAP_SERVE_HOST", "127.0.0.1")
+SERVE_ARGS = shlex.split(os.environ.get("STATMAP_SERVE_ARGS", ""))  # e.g. "--max-age 0 --access-log"
 
 
 def _fold(server: Any, when: str) -> None:
@@ -88,6 +92,7 @@ def on_starting(server: Any) -> None:
         server.log.warning("statmap: this statmap has no 'serve' command; use 'statmap export --dir %s'", STATMAP_DIR)
         return
     command = [sys.executable, "-m", "statmap", "serve", "--dir", STATMAP_DIR, "--host", SERVE_HOST, "--port", SERVE_PORT]
+    command += SERVE_ARGS
     server.statmap_serve = subprocess.Popen(command, preexec_fn=_die_with_parent)  # noqa: PLW1509 - no threads yet
     server.log.info("statmap: serving %s on http://%s:%s/metrics", STATMAP_DIR, SERVE_HOST, SERVE_PORT)
 

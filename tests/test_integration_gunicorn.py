@@ -92,13 +92,14 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 def scrape(statdir: str, serve_port: int) -> dict[str, Any]:
     """The exposition as {family name: family}, from statmap serve's /metrics or statmap export."""
-    if HAS_SERVE:
+    if serve_port:
         conn = http.client.HTTPConnection("127.0.0.1", serve_port, timeout=30)
         conn.request("GET", "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
         response = conn.getresponse()
         text = response.read().decode()
         conn.close()
         assert response.status == 200, text
+        assert response.getheader("Content-Type", "").startswith("application/openmetrics-text"), response.getheaders()
     else:
         text = subprocess.run(
             [sys.executable, "-m", "statmap", "export", "--dir", statdir, "--format", "openmetrics"],
@@ -108,6 +109,25 @@ def scrape(statdir: str, serve_port: int) -> dict[str, Any]:
             check=True,
         ).stdout
     return {f.name: f for f in parser.text_string_to_metric_families(text)}
+
+
+def settled(statdir: str, serve_port: int, answered: int) -> dict[str, Any]:
+    """A scrape once every answered request is recorded.
+
+    A sync worker records a request when the server closes the response,
+    just after the client has read its last byte; the middleware decrements
+    the in-flight gauge after recording, so 0 in flight and ``answered``
+    requests is the settled state.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        families = scrape(statdir, serve_port)
+        total = sum(counts(families).values()) if "http_requests" in families else 0
+        if in_flight(families) == 0 and total == answered:
+            return families
+        assert total <= answered, (total, answered)
+        assert time.monotonic() < deadline, (in_flight(families), total, answered)
+        time.sleep(0.02)
 
 
 def counts(families: dict[str, Any]) -> dict[tuple[str, str, str], int]:
@@ -151,6 +171,7 @@ def test_flask_under_gunicorn_metrics_match_the_mix(statdir: str, tmp_path: Path
         WEB_CONCURRENCY=str(WORKERS),
         GUNICORN_MAX_REQUESTS=str(MAX_REQUESTS),
         STATMAP_SERVE_PORT=str(serve_port),
+        STATMAP_SERVE_ARGS="--max-age 0",  # every scrape collects afresh (the default shares one for 0.5 s)
     )
     log_path = tmp_path / "gunicorn.log"
     log = open(log_path, "w")
@@ -216,7 +237,7 @@ def test_flask_under_gunicorn_metrics_match_the_mix(statdir: str, tmp_path: Path
         expected_durations[("GET", "/stream")] += 1
         answered = len(jobs) + 1
 
-        families = scrape(statdir, serve_port)
+        families = settled(statdir, serve_port, answered)
         assert counts(families) == dict(expected)
         got_durations = durations(families)
         assert {k: c for k, (c, _) in got_durations.items()} == dict(expected_durations)
@@ -254,7 +275,9 @@ def test_flask_under_gunicorn_metrics_match_the_mix(statdir: str, tmp_path: Path
     # on_exit folded every worker: only the archive is left, and it holds the same totals.
     names = sorted(n for n in os.listdir(statdir) if not n.startswith("."))
     assert names == ["web.archive.statmap"], names
-    if HAS_SERVE:
+    if HAS_SERVE:  # on_starting started statmap serve; on_exit stopped it cleanly
+        assert f"statmap serve: {statdir} on http://127.0.0.1:{serve_port}/" in output, output
+        assert "statmap serve: stopped" in output, output
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", serve_port), timeout=1).close()
     text = subprocess.run(
@@ -267,3 +290,50 @@ def test_flask_under_gunicorn_metrics_match_the_mix(statdir: str, tmp_path: Path
     families = {f.name: f for f in parser.text_string_to_metric_families(text)}
     assert counts(families) == dict(expected)
     assert {k: c for k, (c, _) in durations(families).items()} == dict(expected_durations)
+
+
+def test_preloaded_app_workers_get_their_own_files(statdir: str, tmp_path: Path) -> None:
+    """--preload: the middleware's metrics are created in the master; every forked worker publishes into its own file."""
+    port = free_port()
+    env = dict(
+        os.environ,
+        STATMAP_DIR=statdir,
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        WEB_CONCURRENCY="2",
+        GUNICORN_MAX_REQUESTS="0",
+        STATMAP_SERVE_PORT="0",  # no sidecar: read with statmap export
+    )
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(EXAMPLES / "gunicorn.conf.py"), "--chdir", str(EXAMPLES),
+             "--no-control-socket", "--preload", "flask_app:app"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_listening(port, server, log_path)
+            deadline = time.monotonic() + 30
+            while web_files(statdir)["alive"] < 3:  # the master's file and one per worker
+                assert time.monotonic() < deadline, web_files(statdir)
+                time.sleep(0.05)
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                statuses = list(pool.map(lambda i: request(port, "GET", f"/items/{i}")[0], range(60)))
+            assert statuses == [200] * 60
+            settled(statdir, 0, 60)
+            from statmap.collect import collect
+
+            col = collect(statdir)
+            per_file = {f.pid: f for f in col.files if f.name == "web"}
+            assert len(per_file) == 3 and server.pid in per_file
+            assert col.value("http_requests", {"method": "GET", "route": TEMPLATE, "status": "2xx"}) == 60
+            assert col.value("http_requests_in_flight") == 0
+            assert "statmap serve" not in log_path.read_text()
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+    text = subprocess.run(
+        [sys.executable, "-m", "statmap", "export", "--dir", statdir],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    families = {f.name: f for f in parser.text_string_to_metric_families(text)}
+    assert counts(families) == {("GET", TEMPLATE, "2xx"): 60}

@@ -369,7 +369,8 @@ def call(port: int, method: str, path: str, body: bytes | None = None) -> tuple[
         conn.close()
 
 
-def starlette_app(gate: threading.Event) -> Any:
+def starlette_app(gate: threading.Event, streaming: threading.Event | None = None) -> Any:
+    streaming = streaming or threading.Event()
     starlette = pytest.importorskip("starlette")
     del starlette
     from starlette.applications import Starlette
@@ -387,6 +388,7 @@ def starlette_app(gate: threading.Event) -> Any:
 
         async def generate() -> Any:
             yield "one\n"
+            streaming.set()
             while not gate.is_set():
                 await asyncio.sleep(0.01)
             yield "two\n"
@@ -412,8 +414,8 @@ def starlette_app(gate: threading.Event) -> Any:
 
 
 def test_asgi_starlette_under_uvicorn(pub: statmap.Publisher, statdir: str) -> None:
-    gate = threading.Event()
-    app = ASGIMiddleware(starlette_app(gate), publisher=pub)
+    gate, streaming = threading.Event(), threading.Event()
+    app = ASGIMiddleware(starlette_app(gate, streaming), publisher=pub)
     with serving(app) as port:  # lifespan passes through the middleware to Starlette
         assert call(port, "GET", "/items/1")[0] == 200
         assert call(port, "POST", "/items/2")[0] == 200
@@ -427,13 +429,15 @@ def test_asgi_starlette_under_uvicorn(pub: statmap.Publisher, statdir: str) -> N
         assert call(port, "PROPFIND", "/items/1")[0] == 405
 
         # streaming: in flight until the last chunk
+        deadline = time.monotonic() + 10
+        while in_flight(statdir) != 0:  # the server answers before the application returns: let it settle
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         result: dict[str, Any] = {}
         thread = threading.Thread(target=lambda: result.update(answer=call(port, "GET", "/stream")))
         thread.start()
-        deadline = time.monotonic() + 10
-        while in_flight(statdir) != 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        assert streaming.wait(10)
+        assert in_flight(statdir) == 1
         time.sleep(0.05)
         gate.set()
         thread.join(10)

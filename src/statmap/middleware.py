@@ -126,8 +126,8 @@ class HTTPMetrics:
             buckets=buckets,
             max_series=route_sets * method_sets,
         )
-        self._requests_labels = self.requests.labels
-        self._duration_labels = self.duration.labels
+        # (method, route, status) -> (counter series, histogram series): one lookup per request
+        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._warned = False
 
     def route_value(self, route: Any) -> str:
@@ -146,9 +146,13 @@ class HTTPMetrics:
 
     def record(self, method: str, route: str, status: str, elapsed: float) -> None:
         """Count one finished request (``method`` and ``route`` already bounded)."""
+        key = (method, route, status)
+        series = self._series.get(key)
         try:
-            self._requests_labels(method, route, status).inc()
-            self._duration_labels(method, route).observe(elapsed)
+            if series is None:
+                series = self._series[key] = (self.requests.labels(*key), self.duration.labels(method, route))
+            series[0].inc()
+            series[1].observe(elapsed)
         except (StatmapError, ValueError, OSError) as exc:  # never fail a request for its metrics
             if not self._warned:
                 self._warned = True
@@ -285,10 +289,10 @@ class _WSGIRequest:
         elapsed = perf_counter() - started
         self.started = -1.0
         metrics = self.mw.metrics
-        metrics.in_flight.dec()
         method = metrics.methods.get(self.environ.get("REQUEST_METHOD"), OTHER)  # type: ignore[arg-type]
         status = "5xx" if failed else _WSGI_CLASSES.get(self.status[:1], OTHER)
         metrics.record(method, metrics.route_value(self.route), status, elapsed)
+        metrics.in_flight.dec()  # after the record: in flight 0 means every finished request is counted
         self.result = self.iterator = self.environ = None  # type: ignore[assignment]
 
 
@@ -348,7 +352,6 @@ class ASGIMiddleware:
             failed = False
         finally:
             elapsed = perf_counter() - started
-            metrics.in_flight.dec()
             finder = self.route
             if finder is not None:
                 route = _call_finder(finder, scope)
@@ -359,6 +362,7 @@ class ASGIMiddleware:
             code = sender.status
             status = "5xx" if failed or not code else _ASGI_CLASSES[code // 100] if 100 <= code < 600 else OTHER
             metrics.record(metrics.methods.get(scope.get("method"), OTHER), metrics.route_value(route), status, elapsed)  # type: ignore[arg-type]
+            metrics.in_flight.dec()  # after the record: in flight 0 means every finished request is counted
 
 
 class _ASGISend:
