@@ -68,8 +68,16 @@
   }
 
   // -- fetching -----------------------------------------------------------
+  function absolute(path) {
+    // fetch() refuses URLs with credentials, which a relative URL inherits from a page
+    // opened as http://user:token@host/; the browser still sends the cached credentials.
+    const u = new URL(path, document.baseURI);
+    u.username = "";
+    u.password = "";
+    return u.href;
+  }
   async function getJSON(url) {
-    const r = await fetch(url, { cache: "no-store", credentials: "same-origin" });
+    const r = await fetch(absolute(url), { cache: "no-store", credentials: "same-origin" });
     if (!r.ok) throw new Error(url + ": HTTP " + r.status);
     return r.json();
   }
@@ -139,6 +147,7 @@
     const metric = el("div", "metric", s.metric);
     metric.title = s.id;
     title.appendChild(metric);
+    metric.appendChild(el("span", "publisher", s.publisher));
     const lt = labelText(s.labels);
     title.appendChild(el("div", "labels", lt || " "));
     head.appendChild(title);
@@ -250,14 +259,14 @@
     if (lo > 0 && hi - lo > 0.2 * hi) lo = 0;  // rates and latencies: from zero, unless that flattens the line
     if (hi === lo) { hi = lo + (Math.abs(lo) || 1); }
     const span = hi - lo;
-    const x0 = POINTS - points.length;
+    const step = POINTS / Math.max(points.length - 1, 1);  // the history so far spans the chart's width
     const y = (v) => (96 - ((v - lo) / span) * 92).toFixed(2);
     for (let i = 1; i <= n; i++) {
       let d = ""; let pen = false; let first = null; let last = null;
       points.forEach((p, j) => {
         const v = p[i];
         if (typeof v !== "number" || !isFinite(v)) { pen = false; return; }
-        const x = x0 + j + 0.5;
+        const x = points.length === 1 ? POINTS / 2 : j * step;
         d += (pen ? "L" : "M") + x.toFixed(1) + " " + y(v);
         pen = true;
         if (first === null) first = x;
@@ -278,6 +287,8 @@
 
   function renderSeries(doc) {
     const now = doc.time;
+    const publishers = new Set((doc.series || []).concat(doc.pinned || []).map((s) => s.publisher));
+    document.body.classList.toggle("many-publishers", publishers.size > 1);
     const seen = new Set();
     const place = (list, container) => {
       const els = [];

@@ -1,0 +1,208 @@
+"""The dashboard in a real headless Chromium (Debian's chromium and chromium-driver, driven by Selenium).
+
+The page must load without console errors, list the test's worker
+processes, and a chart's latest value must change after the workers update
+a metric. Filtering and pinning work. A screenshot is written to the test's
+temporary directory, and to ``$STATMAP_SCREENSHOT`` when that is set (that is
+how docs/dashboard.png is made: ``STATMAP_SCREENSHOT=docs/dashboard.png``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .test_server_support import Server, Worker, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    reason="needs Debian's chromium and chromium-driver",
+)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1280,1100",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def console_errors(driver: Any) -> list[dict[str, Any]]:
+    return [e for e in driver.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")]
+
+
+def card_value(driver: Any, series_id: str) -> str | None:
+    from selenium.webdriver.common.by import By
+
+    for card in driver.find_elements(By.CSS_SELECTOR, "#cards .card, #pinned .card"):
+        if card.get_attribute("data-id") == series_id:
+            return card.find_element(By.CSS_SELECTOR, ".value").get_attribute("data-value")  # type: ignore[no-any-return]
+    return None
+
+
+def test_dashboard_in_chromium(statdir: str, browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    workers = [Worker(statdir, "dash"), Worker(statdir, "dash")]
+    # Two processes of the demo's own worker, for a screenshot with every kind of metric.
+    demo = [
+        subprocess.Popen([sys.executable, "-m", "statmap.demo", statdir, str(i)], env=dict(os.environ))
+        for i in range(2)
+    ]
+    server = Server(statdir)
+    try:
+        for w in workers:
+            w("set 5")
+            w("inc 10")
+            w("observe 0.05")
+        browser.get(server.url)
+
+        # The processes table shows the workers.
+        def rows() -> set[str]:
+            return {r.get_attribute("data-pid") for r in browser.find_elements(By.CSS_SELECTOR, "#processes tbody tr")}
+
+        wait_for(lambda: {str(w.pid) for w in workers} <= rows(), what="the workers in the processes table")
+        states = [
+            r.find_element(By.CSS_SELECTOR, ".state").text
+            for r in browser.find_elements(By.CSS_SELECTOR, "#processes tbody tr")
+            if r.get_attribute("data-pid") == str(workers[0].pid)
+        ]
+        assert states == ["alive"]
+
+        # The gauge (aggregate sum of two workers at 5) reads 10; it changes when the workers set it.
+        wait_for(lambda: card_value(browser, "dash:level") == "10", what="the level card at 10")
+        for w in workers:
+            w("set 7.5")
+        wait_for(lambda: card_value(browser, "dash:level") == "15", what="the level card at 15 after the update")
+        # The counter's chart shows a rate once the workers count.
+        for _ in range(4):
+            for w in workers:
+                w("inc 25")
+                w("observe 0.5")
+            time.sleep(0.5)
+        wait_for(
+            lambda: (card_value(browser, 'dash:jobs{queue="high"}') or "0") not in ("", "0"),
+            what="a non-zero rate for jobs",
+        )
+        paths = browser.find_elements(By.CSS_SELECTOR, '[data-id="dash:level"] path.line')
+        assert paths and paths[0].get_attribute("d").startswith("M")
+        hist_legend = browser.find_element(By.CSS_SELECTOR, '[data-id="dash:latency"] .legend').text
+        assert "p50" in hist_legend and "p99" in hist_legend
+
+        # Filter, then pin a series: the pinned one stays whatever the filter.
+        box = browser.find_element(By.ID, "filter")
+        box.send_keys("level")
+        wait_for(
+            lambda: [c.get_attribute("data-id") for c in browser.find_elements(By.CSS_SELECTOR, "#cards .card")]
+            == ["dash:level"],
+            what="only the level card after filtering",
+        )
+        browser.find_element(By.CSS_SELECTOR, '[data-id="dash:level"] .pin').click()
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(Keys.BACKSPACE)
+        box.send_keys("latency")
+        wait_for(
+            lambda: [c.get_attribute("data-id") for c in browser.find_elements(By.CSS_SELECTOR, "#pinned .card")]
+            == ["dash:level"],
+            what="the pinned card",
+        )
+        wait_for(
+            lambda: "dash:latency"
+            in [c.get_attribute("data-id") for c in browser.find_elements(By.CSS_SELECTOR, "#cards .card")],
+            what="the latency card under the new filter",
+        )
+        for w in workers:
+            w("set 1")
+        wait_for(lambda: card_value(browser, "dash:level") == "2", what="the pinned card updating")
+        # The pin survives a reload (localStorage).
+        browser.refresh()
+        wait_for(
+            lambda: [c.get_attribute("data-id") for c in browser.find_elements(By.CSS_SELECTOR, "#pinned .card")]
+            == ["dash:level"],
+            what="the pin after a reload",
+        )
+        assert browser.find_element(By.ID, "status").text == "live"
+
+        # A clean view for the screenshot: no filter, one pin, a few seconds of history.
+        browser.find_element(By.CSS_SELECTOR, '#pinned [data-id="dash:level"] .pin').click()
+        box = browser.find_element(By.ID, "filter")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(Keys.BACKSPACE)
+        wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#cards .card")) > 10, what="every card")
+        browser.find_element(By.CSS_SELECTOR, '[data-id="demo-web:latency"] .pin').click()
+        for _ in range(6):
+            for w in workers:
+                w("inc 40")
+            time.sleep(1)
+        shot = tmp_path / "dashboard.png"
+        browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        if os.environ.get("STATMAP_SCREENSHOT"):
+            shutil.copyfile(shot, os.environ["STATMAP_SCREENSHOT"])
+
+        errors = console_errors(browser)
+        assert errors == [], errors
+    finally:
+        for p in demo:
+            p.terminate()
+        for w in workers:
+            w.stop()
+        for p in demo:
+            p.wait(timeout=10)
+        code, _, err = server.stop()
+        assert code == 0, err
+
+
+def test_dashboard_with_a_token(statdir: str, browser: Any) -> None:
+    """Behind a token the page does not load without it, and loads with Basic credentials in the URL."""
+    from selenium.webdriver.common.by import By
+
+    worker = Worker(statdir, "dash")
+    server = Server(statdir, "--token", "dash-token")
+    try:
+        browser.get(server.url)
+        time.sleep(1)
+        assert browser.find_elements(By.ID, "processes") == []  # the browser asks for credentials instead
+        browser.get(f"http://statmap:dash-token@{server.host}:{server.port}/")
+        wait_for(
+            lambda: str(worker.pid)
+            in {r.get_attribute("data-pid") for r in browser.find_elements(By.CSS_SELECTOR, "#processes tbody tr")},
+            what="the worker behind the token",
+        )
+        assert browser.find_element(By.ID, "status").text == "live"
+    finally:
+        worker.stop()
+        server.stop()
