@@ -33,3 +33,27 @@ def run_python(code: str, *args: str, timeout: float = 120, check: bool = True) 
     return subprocess.run(
         [sys.executable, "-c", code, *args], env=env, text=True, capture_output=True, timeout=timeout, check=check
     )
+
+
+# Words that mark a skip as "a dependency is missing" rather than a deliberate,
+# backend- or platform-specific skip.
+_MISSING = ("could not import", "no module named", "not installed", "needs the", "is needed", "not found")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With STATMAP_REQUIRE_DEPS=1 (set by .ci/run), a skip for a missing dependency fails the run."""
+    if os.environ.get("STATMAP_REQUIRE_DEPS") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    missing = []
+    for report in reporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+        if any(word in reason.lower() for word in _MISSING):
+            missing.append(f"{report.nodeid}: {reason}")
+    if missing:
+        reporter.write_line("STATMAP_REQUIRE_DEPS: tests skipped for a missing dependency:", red=True)
+        for line in missing:
+            reporter.write_line(f"  {line}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
