@@ -37,7 +37,7 @@ def run_python(code: str, *args: str, timeout: float = 120, check: bool = True) 
 
 # Words that mark a skip as "a dependency is missing" rather than a deliberate,
 # backend- or platform-specific skip.
-_MISSING = ("could not import", "no module named", "not installed", "needs the", "is needed", "not found")
+_MISSING = ("could not import", "no module named", "not installed", "needs", "is needed", "not found")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
