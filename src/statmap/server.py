@@ -31,7 +31,9 @@ the dashboard; ``serve()`` runs it in the standard library's
 
 One collection is shared by every request for ``max_age`` seconds (0.5 by
 default), and the rendered bodies with it: 50 clients polling cost one
-collection per half-second, not 50.
+collection per half-second, not 50. With ``max_age=0`` every request gets a
+collection that started after it arrived, and the requests that arrive
+during a collection share the next one.
 """
 
 from __future__ import annotations
@@ -257,25 +259,57 @@ class StatmapApp:
         self._collector = Collector(self.directory, publishers=publishers)
         self._exposer_options = {"publisher_label": publisher_label, "include_text": include_text}
         self._exposer = Exposer(**self._exposer_options)  # type: ignore[arg-type]
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # rendering (the exposer and the rate history are not thread-safe)
+        self._cond = threading.Condition()  # collecting: one at a time, shared by every waiting request
+        self._collecting = False
+        self._closed = False
         self._snapshot: _Snapshot | None = None
         self._history: deque[tuple[float, dict[Any, Any]]] = deque()
         self.assets = load_assets()
         self.problems: list[str] = []  # the exposer's last problems (families left out)
 
     def close(self) -> None:
-        with self._lock:
+        with self._cond:
+            while self._collecting:
+                self._cond.wait()
+            self._closed = True
             self._collector.close()
+            self._cond.notify_all()
 
     # -- collections ---------------------------------------------------------
 
     def snapshot(self) -> _Snapshot:
-        """The current collection: a fresh one if the last is older than ``max_age``."""
-        with self._lock:
-            snap = self._snapshot
-            if snap is None or time.monotonic() - snap.taken >= self.max_age:
-                snap = self._snapshot = _Snapshot(self._collector.collect())
-            return snap
+        """A collection no older than ``max_age`` when the request arrived.
+
+        One collection runs at a time and every request waiting for it shares
+        it: with ``max_age=0`` each request still gets a collection that
+        started after it arrived, yet 50 concurrent clients cost one
+        collection per round, not 50.
+        """
+        arrived = time.monotonic()
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise RuntimeError("the statmap app is closed")
+                snap = self._snapshot
+                if snap is not None and (snap.taken >= arrived or arrived - snap.taken < self.max_age):
+                    return snap
+                if not self._collecting:
+                    self._collecting = True
+                    break
+                self._cond.wait()
+        fresh: _Snapshot | None = None
+        try:
+            started = time.monotonic()
+            fresh = _Snapshot(self._collector.collect())
+            fresh.taken = started
+            return fresh
+        finally:
+            with self._cond:
+                self._collecting = False
+                if fresh is not None:
+                    self._snapshot = fresh
+                self._cond.notify_all()
 
     def _body(self, snap: _Snapshot, fmt: str, compressed: bool) -> bytes:
         key = (fmt, compressed)

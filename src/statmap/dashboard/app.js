@@ -70,7 +70,7 @@
   // -- fetching -----------------------------------------------------------
   function absolute(path) {
     // fetch() refuses URLs with credentials, which a relative URL inherits from a page
-    // opened as http://user:token@host/; the browser still sends the cached credentials.
+    // opened with user:token@ in its URL; the browser still sends the cached credentials.
     const u = new URL(path, document.baseURI);
     u.username = "";
     u.password = "";
