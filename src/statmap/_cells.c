@@ -1021,6 +1021,91 @@ static PyTypeObject FamilyType = {
     .tp_new = family_new,
 };
 
+/* Sum the u64 words at the same offsets across several mappings: a scrape's
+ * integer counters of every process with the same layout, in one call.
+ * Returns a list of ints (exact: a carry word per column). */
+static PyObject *sum_words(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "sum_words(buffers, offsets)");
+        return NULL;
+    }
+    PyObject *bufs = PySequence_Fast(args[0], "buffers must be a sequence");
+    if (!bufs)
+        return NULL;
+    PyObject *offs = PySequence_Fast(args[1], "offsets must be a sequence");
+    if (!offs) {
+        Py_DECREF(bufs);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(offs), nb = PySequence_Fast_GET_SIZE(bufs);
+    Py_ssize_t *at = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));
+    uint64_t *lo = PyMem_Calloc((size_t)(n ? n : 1), sizeof(uint64_t));
+    uint64_t *hi = PyMem_Calloc((size_t)(n ? n : 1), sizeof(uint64_t));
+    PyObject *out = NULL;
+    Py_ssize_t max_off = -1;
+    if (!at || !lo || !hi) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        at[i] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(offs, i));
+        if (at[i] == -1 && PyErr_Occurred())
+            goto done;
+        if (at[i] < 0 || at[i] % 8) {
+            PyErr_Format(PyExc_ValueError, "offset %zd is not an aligned word offset", at[i]);
+            goto done;
+        }
+        if (at[i] > max_off)
+            max_off = at[i];
+    }
+    for (Py_ssize_t b = 0; b < nb; b++) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(bufs, b), &view, PyBUF_SIMPLE) < 0)
+            goto done;
+        if ((uintptr_t)view.buf % 8 || (n && max_off > view.len - 8)) {
+            PyErr_Format(PyExc_ValueError, "word at %zd outside buffer of %zd bytes", max_off, view.len);
+            PyBuffer_Release(&view);
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint64_t v = load_relaxed((const uint64_t *)((const char *)view.buf + at[i]));
+            lo[i] += v;
+            hi[i] += lo[i] < v; /* carry */
+        }
+        PyBuffer_Release(&view);
+    }
+    out = PyList_New(n);
+    for (Py_ssize_t i = 0; out && i < n; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(lo[i]);
+        if (v && hi[i]) { /* beyond 2**64: hi * 2**64 + lo */
+            PyObject *h = PyLong_FromUnsignedLongLong(hi[i]), *shift = PyLong_FromLong(64), *big = NULL, *sum = NULL;
+            if (h && shift)
+                big = PyNumber_Lshift(h, shift);
+            if (big)
+                sum = PyNumber_Add(big, v);
+            Py_XDECREF(h);
+            Py_XDECREF(shift);
+            Py_XDECREF(big);
+            Py_DECREF(v);
+            v = sum;
+        }
+        if (!v) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, v);
+    }
+done:
+    PyMem_Free(at);
+    PyMem_Free(lo);
+    PyMem_Free(hi);
+    Py_DECREF(bufs);
+    Py_DECREF(offs);
+    return out;
+}
+
 /* ---------------------------- Type tables --------------------------- */
 
 #define OFFSET_GETTER {"offset", (getter)cell_get_offset, NULL, "offset of the value area in the mapping", NULL}
@@ -1125,6 +1210,8 @@ static PyMethodDef module_methods[] = {
      "store_u64(buffer, offset, value): release store"},
     {"load_words", (PyCFunction)(void (*)(void))load_words, METH_FASTCALL,
      "load_words(buffer, offsets) -> list of u64"},
+    {"sum_words", (PyCFunction)(void (*)(void))sum_words, METH_FASTCALL,
+     "sum_words(buffers, offsets) -> list of the sums of the u64 words at each offset across the buffers"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -417,6 +417,15 @@ def load_words(buffer: Any, offsets: Any) -> list[int]:
     return out
 
 
+def sum_words(buffers: Any, offsets: Any) -> list[int]:
+    """For each offset, the sum of the u64 words at that offset in every buffer."""
+    totals = [0] * len(offsets)
+    for buffer in buffers:
+        words = load_words(buffer, offsets)
+        totals = [t + w for t, w in zip(totals, words, strict=True)]
+    return totals
+
+
 # -- Labelled metrics ----------------------------------------------------------
 
 

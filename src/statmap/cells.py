@@ -62,6 +62,9 @@ if TYPE_CHECKING:  # both implementations share _pycells' interface
     from ._pycells import (
         store_u64 as store_u64,
     )
+    from ._pycells import (
+        sum_words as sum_words,
+    )
 else:
     Counter = impl.Counter
     FloatCounter = impl.FloatCounter
@@ -75,3 +78,4 @@ else:
     load_u64 = impl.load_u64
     store_u64 = impl.store_u64
     load_words = impl.load_words
+    sum_words = impl.sum_words

@@ -497,7 +497,9 @@ class Collector:
                 src.latched.append((record, slot.index, record.value_offset, L.SUMMARY_COPY_SIZE, L.decode_summary))
             else:
                 src.latched.append((record, slot.index, record.value_offset, 0, None))
-        key = tuple(src.int_slot)
+        # Files whose integer counters sit in the same slots at the same offsets
+        # share one key, and are summed together in one sum_words() call.
+        key = (*src.int_slot, -1, *src.int_off)
         src.int_key = self._interned.setdefault(key, key)
 
     # -- one collection ------------------------------------------------------
@@ -588,7 +590,7 @@ class Collector:
     def _read_values(self, src: _Source) -> tuple[Any, ...]:
         """Read every value of one file; raises FormatError if one is corrupt."""
         reader = src.reader
-        ints = reader.load_words(src.int_off)
+        ints = None  # integer counters are summed straight from the mappings (_aggregate)
         flts = _floats(reader.load_words(src.flt_off))
         gauges = _floats(reader.load_words(src.gauge_off))
         enums = reader.load_words([e[0] for e in src.enums]) if src.enums else []
@@ -628,19 +630,19 @@ class Collector:
         per_process: dict[int, list[tuple[FileInfo, Any]]] = {}
         multi: dict[int, list[Any]] = {}  # histograms and summaries: (count, sum[, buckets]) per file
 
-        # Integer counters: files with the same layout are summed column by column.
-        groups: dict[int, tuple[tuple[int, ...], list[list[int]]]] = {}
-        for src, _info, values in readings:
+        # Integer counters: files with the same layout are summed column by
+        # column, in C, straight from their mappings.
+        groups: dict[int, tuple[_Source, list[Any]]] = {}
+        for src, _info, _values in readings:
             if src.int_key:
                 g = groups.get(id(src.int_key))
                 if g is None:
-                    groups[id(src.int_key)] = (src.int_key, [values[0]])
+                    groups[id(src.int_key)] = (src, [src.reader.buffer])
                 else:
-                    g[1].append(values[0])
-        for slots, lists in groups.values():
-            present.update(slots)
-            totals = lists[0] if len(lists) == 1 else map(sum, zip(*lists, strict=False))
-            for s, v in zip(slots, totals, strict=False):
+                    g[1].append(src.reader.buffer)
+        for first, buffers in groups.values():
+            present.update(first.int_slot)
+            for s, v in zip(first.int_slot, cells.sum_words(buffers, first.int_off), strict=True):
                 acc[s] += v
 
         for src, info, values in readings:
