@@ -68,7 +68,7 @@ def _fold(server: Any, when: str) -> None:
     """Fold ended worker files into the archive; never let a failure stop gunicorn."""
     try:
         report = clean(STATMAP_DIR)
-    except Exception as exc:  # the archive is an optimisation of the directory, not a reason to crash
+    except Exception as exc:  # noqa: BLE001 - the archive is an optimisation of the directory, not a reason to crash
         server.log.warning("statmap: clean %s failed: %s", when, exc)
         return
     for path, problem in report.errors + report.kept:
@@ -91,9 +91,20 @@ def on_starting(server: Any) -> None:
     if importlib.util.find_spec("statmap.server") is None:
         server.log.warning("statmap: this statmap has no 'serve' command; use 'statmap export --dir %s'", STATMAP_DIR)
         return
-    command = [sys.executable, "-m", "statmap", "serve", "--dir", STATMAP_DIR, "--host", SERVE_HOST, "--port", SERVE_PORT]
+    command = [
+        sys.executable,
+        "-m",
+        "statmap",
+        "serve",
+        "--dir",
+        STATMAP_DIR,
+        "--host",
+        SERVE_HOST,
+        "--port",
+        SERVE_PORT,
+    ]
     command += SERVE_ARGS
-    server.statmap_serve = subprocess.Popen(command, preexec_fn=_die_with_parent)  # noqa: PLW1509 - no threads yet
+    server.statmap_serve = subprocess.Popen(command, preexec_fn=_die_with_parent)  # no threads in the master yet
     server.log.info("statmap: serving %s on http://%s:%s/metrics", STATMAP_DIR, SERVE_HOST, SERVE_PORT)
 
 

@@ -293,7 +293,7 @@ def test_flask_under_gunicorn_metrics_match_the_mix(statdir: str, tmp_path: Path
 
 
 def test_preloaded_app_workers_get_their_own_files(statdir: str, tmp_path: Path) -> None:
-    """--preload: the middleware's metrics are created in the master; every forked worker publishes into its own file."""
+    """--preload: the metrics are created in the master; every forked worker publishes into its own file."""
     port = free_port()
     env = dict(
         os.environ,

@@ -144,19 +144,27 @@ class HTTPMetrics:
         self._routes[route] = route
         return route
 
-    def record(self, method: str, route: str, status: str, elapsed: float) -> None:
-        """Count one finished request (``method`` and ``route`` already bounded)."""
-        key = (method, route, status)
+    def record(self, method: Any, route: Any, status: str, elapsed: float) -> None:
+        """Count one finished request and take it out of flight.
+
+        ``method`` and ``route`` are raw (bounded here); ``status`` is a class
+        (``2xx``). The in-flight gauge is decremented last, so a reader that
+        sees 0 in flight knows every finished request is counted.
+        """
+        method = self.methods.get(method, OTHER)
+        known = self._routes.get(route) if type(route) is str else None
+        key = (method, known if known is not None else self.route_value(route), status)
         series = self._series.get(key)
         try:
             if series is None:
-                series = self._series[key] = (self.requests.labels(*key), self.duration.labels(method, route))
+                series = self._series[key] = (self.requests.labels(*key), self.duration.labels(*key[:2]))
             series[0].inc()
             series[1].observe(elapsed)
         except (StatmapError, ValueError, OSError) as exc:  # never fail a request for its metrics
             if not self._warned:
                 self._warned = True
                 warnings.warn(f"statmap middleware: request not recorded: {exc}", RuntimeWarning, stacklevel=2)
+        self.in_flight.dec()
 
 
 def _metrics(metrics: HTTPMetrics | None, options: dict[str, Any]) -> HTTPMetrics:
@@ -170,7 +178,7 @@ def _metrics(metrics: HTTPMetrics | None, options: dict[str, Any]) -> HTTPMetric
 def _call_finder(finder: Callable[[dict[str, Any]], str | None], env: dict[str, Any]) -> Any:
     try:
         return finder(env)
-    except Exception:  # a broken route= callable must not fail the request
+    except Exception:  # noqa: BLE001 - a broken route= callable must not fail the request
         return None
 
 
@@ -231,23 +239,24 @@ class WSGIMiddleware:
 class _WSGIRequest:
     """One request: the start_response the application calls, and the body iterable the server reads."""
 
-    __slots__ = ("environ", "iterator", "mw", "result", "route", "start_response", "started", "status")
+    __slots__ = ("environ", "finder", "iterator", "metrics", "result", "route", "start_response", "started", "status")
 
     def __init__(self, mw: WSGIMiddleware, environ: dict[str, Any], start_response: Callable[..., Any]) -> None:
-        self.mw = mw
+        self.metrics = metrics = mw.metrics
+        self.finder = mw.route
         self.environ = environ
         self.start_response = start_response
         self.status = ""
         self.route: Any = None
         self.result: Any = None
         self.iterator: Any = None
-        mw.metrics.in_flight.inc()
+        metrics.in_flight.inc()
         self.started = perf_counter()
 
     def __call__(self, status: str, headers: Any, exc_info: Any = None) -> Any:
         self.status = status
         environ = self.environ
-        finder = self.mw.route
+        finder = self.finder
         if finder is not None:
             self.route = _call_finder(finder, environ)
         else:
@@ -288,12 +297,12 @@ class _WSGIRequest:
             return
         elapsed = perf_counter() - started
         self.started = -1.0
-        metrics = self.mw.metrics
-        method = metrics.methods.get(self.environ.get("REQUEST_METHOD"), OTHER)  # type: ignore[arg-type]
-        status = "5xx" if failed else _WSGI_CLASSES.get(self.status[:1], OTHER)
-        metrics.record(method, metrics.route_value(self.route), status, elapsed)
-        metrics.in_flight.dec()  # after the record: in flight 0 means every finished request is counted
-        self.result = self.iterator = self.environ = None  # type: ignore[assignment]
+        self.metrics.record(
+            self.environ.get("REQUEST_METHOD"),
+            self.route,
+            "5xx" if failed else _WSGI_CLASSES.get(self.status[:1], OTHER),
+            elapsed,
+        )
 
 
 def _starlette_route(scope: dict[str, Any], root_path: str) -> str | None:
@@ -361,8 +370,7 @@ class ASGIMiddleware:
                     route = _starlette_route(scope, root_path)
             code = sender.status
             status = "5xx" if failed or not code else _ASGI_CLASSES[code // 100] if 100 <= code < 600 else OTHER
-            metrics.record(metrics.methods.get(scope.get("method"), OTHER), metrics.route_value(route), status, elapsed)  # type: ignore[arg-type]
-            metrics.in_flight.dec()  # after the record: in flight 0 means every finished request is counted
+            metrics.record(scope.get("method"), route, status, elapsed)
 
 
 class _ASGISend:
