@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -19,8 +18,9 @@ from typing import Any
 from .directory import default_directory
 from .discover import statmap_files
 from .errors import FormatError
-from .reader import HistogramValue, Series, Snapshot, SummaryValue
+from .reader import Series, Snapshot
 from .reader import open as open_reader
+from .render import value_text
 
 
 def read_snapshots(paths: Iterable[str]) -> tuple[list[Snapshot], list[FormatError]]:
@@ -42,32 +42,8 @@ def series_label(series: Series) -> str:
     return f"{series.name}{{{inner}}}"
 
 
-def format_number(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value) or math.isinf(value):
-        return str(value)
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.6g}"
-
-
 def format_value(series: Series) -> str:
-    value = series.value
-    if value is None:
-        return "(unreadable: writer busy)"
-    if isinstance(value, HistogramValue):
-        if not value.count:
-            return "count=0"
-        pct = " ".join(f"p{int(q * 100)}={format_number(value.percentile(q))}" for q in (0.5, 0.9, 0.99))
-        return f"count={value.count} sum={format_number(value.sum)} {pct}"
-    if isinstance(value, SummaryValue):
-        return f"count={value.count} sum={format_number(value.sum)} avg={format_number(value.average)}"
-    if isinstance(value, dict):
-        return " ".join(f"{k}={v!r}" for k, v in value.items())
-    if isinstance(value, str):
-        return repr(value)
-    return format_number(value)
+    return value_text(series.value, missing="(unreadable: writer busy)")
 
 
 def describe(snapshot: Snapshot, now: float | None = None) -> str:
@@ -293,7 +269,7 @@ def _add_serve_command(sub: Any) -> None:
     serve = sub.add_parser("serve", help="serve /metrics (Prometheus, OpenMetrics), a JSON API and a live dashboard")
     serve.add_argument("--dir", help=f"statmap directory (default: $STATMAP_DIR or {default_directory()})")
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}: loopback)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free port)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any free)")
     serve.add_argument(
         "--token", default=None,
         help="require Authorization: Bearer TOKEN (or Basic with TOKEN as password) on every route "

@@ -21,20 +21,9 @@ from typing import Any, TextIO
 
 from .collect import ARCHIVE, CORRUPT, Collection, Collector, FileInfo, match_families
 from .reader import ALIVE, CLOSED, DEAD, NOT_READY, HistogramValue, SummaryValue
+from .render import number, value_text
 
 # -- small formatting helpers ----------------------------------------------------
-
-
-def number(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value) or math.isinf(value):
-        return str(value)
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.6g}"
 
 
 def duration(seconds: float) -> str:
@@ -60,23 +49,6 @@ def sample_label(name: str, labels: dict[str, str]) -> str:
     if not labels:
         return name
     return name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
-
-
-def value_text(value: Any) -> str:
-    if value is None:
-        return "(none)"
-    if isinstance(value, HistogramValue):
-        if not value.count:
-            return "count=0"
-        pct = " ".join(f"p{int(q * 100)}={number(value.percentile(q))}" for q in (0.5, 0.9, 0.99))
-        return f"count={value.count} sum={number(value.sum)} {pct}"
-    if isinstance(value, SummaryValue):
-        return f"count={value.count} sum={number(value.sum)} avg={number(value.average)}"
-    if isinstance(value, dict):
-        return " ".join(f"{k}={v!r}" for k, v in value.items())
-    if isinstance(value, str):
-        return repr(value)
-    return number(value)
 
 
 # -- ls -----------------------------------------------------------------------
