@@ -64,12 +64,35 @@ def console_errors(driver: Any) -> list[dict[str, Any]]:
 
 
 def card_value(driver: Any, series_id: str) -> str | None:
+    """The latest value a card shows (its data-value), read in one script call (no stale elements)."""
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "const v = document.querySelector('.card[data-id=\"' + CSS.escape(arguments[0]) + '\"] .value');"
+        "return v ? v.dataset.value : null;",
+        series_id,
+    )
+
+
+def attrs(driver: Any, selector: str, name: str) -> list[str]:
+    """An attribute of every element matching a selector, read in one script call."""
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.getAttribute(arguments[1]));",
+        selector,
+        name,
+    )
+
+
+def click(driver: Any, selector: str) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    for card in driver.find_elements(By.CSS_SELECTOR, "#cards .card, #pinned .card"):
-        if card.get_attribute("data-id") == series_id:
-            return card.find_element(By.CSS_SELECTOR, ".value").get_attribute("data-value")  # type: ignore[no-any-return]
-    return None
+    def attempt() -> bool:
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+            return True
+        except StaleElementReferenceException:
+            return False
+
+    wait_for(attempt, what=f"a click on {selector}")
 
 
 def test_dashboard_in_chromium(statdir: str, browser: Any, tmp_path: Path) -> None:
@@ -92,15 +115,14 @@ def test_dashboard_in_chromium(statdir: str, browser: Any, tmp_path: Path) -> No
 
         # The processes table shows the workers.
         def rows() -> set[str]:
-            return {r.get_attribute("data-pid") for r in browser.find_elements(By.CSS_SELECTOR, "#processes tbody tr")}
+            return set(attrs(browser, "#processes tbody tr", "data-pid"))
 
         wait_for(lambda: {str(w.pid) for w in workers} <= rows(), what="the workers in the processes table")
-        states = [
-            r.find_element(By.CSS_SELECTOR, ".state").text
-            for r in browser.find_elements(By.CSS_SELECTOR, "#processes tbody tr")
-            if r.get_attribute("data-pid") == str(workers[0].pid)
-        ]
-        assert states == ["alive"]
+        state = browser.execute_script(
+            "return document.querySelector('#processes tr[data-pid=\"' + arguments[0] + '\"] .state').textContent;",
+            str(workers[0].pid),
+        )
+        assert state == "alive"
 
         # The gauge (aggregate sum of two workers at 5) reads 10; it changes when the workers set it.
         wait_for(lambda: card_value(browser, "dash:level") == "10", what="the level card at 10")
@@ -117,8 +139,7 @@ def test_dashboard_in_chromium(statdir: str, browser: Any, tmp_path: Path) -> No
             lambda: (card_value(browser, 'dash:jobs{queue="high"}') or "0") not in ("", "0"),
             what="a non-zero rate for jobs",
         )
-        paths = browser.find_elements(By.CSS_SELECTOR, '[data-id="dash:level"] path.line')
-        assert paths and paths[0].get_attribute("d").startswith("M")
+        assert attrs(browser, '[data-id="dash:level"] path.line', "d")[0].startswith("M")
         hist_legend = browser.find_element(By.CSS_SELECTOR, '[data-id="dash:latency"] .legend').text
         assert "p50" in hist_legend and "p99" in hist_legend
 
@@ -126,22 +147,19 @@ def test_dashboard_in_chromium(statdir: str, browser: Any, tmp_path: Path) -> No
         box = browser.find_element(By.ID, "filter")
         box.send_keys("level")
         wait_for(
-            lambda: [c.get_attribute("data-id") for c in browser.find_elements(By.CSS_SELECTOR, "#cards .card")]
-            == ["dash:level"],
+            lambda: attrs(browser, "#cards .card", "data-id") == ["dash:level"],
             what="only the level card after filtering",
         )
-        browser.find_element(By.CSS_SELECTOR, '[data-id="dash:level"] .pin').click()
+        click(browser, '[data-id="dash:level"] .pin')
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(Keys.BACKSPACE)
         box.send_keys("latency")
         wait_for(
-            lambda: [c.get_attribute("data-id") for c in browser.find_elements(By.CSS_SELECTOR, "#pinned .card")]
-            == ["dash:level"],
+            lambda: attrs(browser, "#pinned .card", "data-id") == ["dash:level"],
             what="the pinned card",
         )
         wait_for(
-            lambda: "dash:latency"
-            in [c.get_attribute("data-id") for c in browser.find_elements(By.CSS_SELECTOR, "#cards .card")],
+            lambda: "dash:latency" in attrs(browser, "#cards .card", "data-id"),
             what="the latency card under the new filter",
         )
         for w in workers:
@@ -150,19 +168,18 @@ def test_dashboard_in_chromium(statdir: str, browser: Any, tmp_path: Path) -> No
         # The pin survives a reload (localStorage).
         browser.refresh()
         wait_for(
-            lambda: [c.get_attribute("data-id") for c in browser.find_elements(By.CSS_SELECTOR, "#pinned .card")]
-            == ["dash:level"],
+            lambda: attrs(browser, "#pinned .card", "data-id") == ["dash:level"],
             what="the pin after a reload",
         )
         assert browser.find_element(By.ID, "status").text == "live"
 
         # A clean view for the screenshot: no filter, one pin, a few seconds of history.
-        browser.find_element(By.CSS_SELECTOR, '#pinned [data-id="dash:level"] .pin').click()
+        click(browser, '#pinned [data-id="dash:level"] .pin')
         box = browser.find_element(By.ID, "filter")
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(Keys.BACKSPACE)
-        wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#cards .card")) > 10, what="every card")
-        browser.find_element(By.CSS_SELECTOR, '[data-id="demo-web:latency"] .pin').click()
+        wait_for(lambda: len(attrs(browser, "#cards .card", "data-id")) > 10, what="every card")
+        click(browser, '[data-id="demo-web:latency"] .pin')
         for _ in range(6):
             for w in workers:
                 w("inc 40")
@@ -198,8 +215,7 @@ def test_dashboard_with_a_token(statdir: str, browser: Any) -> None:
         assert browser.find_elements(By.ID, "processes") == []  # the browser asks for credentials instead
         browser.get(f"http://statmap:dash-token@{server.host}:{server.port}/")
         wait_for(
-            lambda: str(worker.pid)
-            in {r.get_attribute("data-pid") for r in browser.find_elements(By.CSS_SELECTOR, "#processes tbody tr")},
+            lambda: str(worker.pid) in attrs(browser, "#processes tbody tr", "data-pid"),
             what="the worker behind the token",
         )
         assert browser.find_element(By.ID, "status").text == "live"

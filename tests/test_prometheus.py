@@ -153,7 +153,9 @@ def test_prometheus_scrapes_statmap_serve(statdir: str, prometheus: Any) -> None
         now = time.time()
         assert scalar(query("sum(jobs_total)", now)) == expected
         assert scalar(query("sum(latency_seconds_count)", now)) == observations
-        assert scalar(query('sum(latency_seconds_bucket{le="0.01"})', now)) == 20  # 0.005 s and 0.01 s (le is inclusive)
+        assert (
+            scalar(query('sum(latency_seconds_bucket{le="0.01"})', now)) == 20
+        )  # 0.005 s and 0.01 s (le is inclusive)
 
         # A rate over a window from before the first scrape to now, times the window: the total.
         window = math.ceil(now - before) + 2

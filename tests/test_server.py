@@ -60,7 +60,7 @@ def server(statdir: str, workers: list[Worker]) -> Iterator[Server]:
 
 
 def test_healthz_and_processes(server: Server, workers: list[Worker], statdir: str) -> None:
-    status, headers, body = server.request("/healthz")
+    status, _, body = server.request("/healthz")
     assert (status, body) == (200, b"ok\n")
     doc = server.json("/api/processes")
     pids = {p["pid"]: p for p in doc["processes"]}
@@ -183,8 +183,18 @@ def test_negotiation_functions() -> None:
 
 # -- the token --------------------------------------------------------------------
 
-ROUTES = ("/", "/index.html", "/static/app.js", "/static/style.css", "/metrics", "/api/series", "/api/processes",
-          "/healthz", "/nope", "/static/../../etc/passwd")  # fmt: skip
+ROUTES = (
+    "/",
+    "/index.html",
+    "/static/app.js",
+    "/static/style.css",
+    "/metrics",
+    "/api/series",
+    "/api/processes",
+    "/healthz",
+    "/nope",
+    "/static/../../etc/passwd",
+)
 
 
 @pytest.mark.parametrize("via", ["option", "environment"])
@@ -201,8 +211,16 @@ def test_token_protects_every_route(statdir: str, workers: list[Worker], via: st
             assert status == 401, path
             assert "Bearer" in str(headers) and 'Basic realm="statmap"' in str(headers)
             assert b"svc" not in body
-            for bad in ("Bearer wrong", f"Bearer {token}x", f"Bearer {token[:-1]}", "Bearer", token,
-                        f"Token {token}", "Basic !!!", "Basic " + base64.b64encode(b"user:nope").decode()):  # fmt: skip
+            for bad in (
+                "Bearer wrong",
+                f"Bearer {token}x",
+                f"Bearer {token[:-1]}",
+                "Bearer",
+                token,
+                f"Token {token}",
+                "Basic !!!",
+                "Basic " + base64.b64encode(b"user:nope").decode(),
+            ):
                 assert server.request(path, {"Authorization": bad})[0] == 401, (path, bad)
         good = {"Authorization": f"Bearer {token}"}
         assert server.request("/metrics", good)[0] == 200
@@ -337,11 +355,19 @@ def test_stops_cleanly_on_signal(statdir: str, workers: list[Worker], sig: int) 
 
 def test_warns_when_binding_beyond_loopback(statdir: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from statmap.server import bind_warning as w; "
-         "print(w('0.0.0.0', False)); print(w('0.0.0.0', True)); print(w('127.0.0.1', False)); print(w('::1', False));"
-         "print(w('localhost', False))"],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys; from statmap.server import bind_warning as w; "
+            "print(w('0.0.0.0', False)); print(w('0.0.0.0', True)); print(w('127.0.0.1', False));"
+            "print(w('::1', False));"
+            "print(w('localhost', False))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     lines = proc.stdout.splitlines()
     assert "beyond loopback" in lines[0] and "--token" in lines[0]
     assert "token protects it" in lines[1]
@@ -364,8 +390,10 @@ def test_port_in_use_is_a_clear_error(statdir: str) -> None:
         port = s.getsockname()[1]
         proc = subprocess.run(
             [sys.executable, "-m", "statmap", "serve", "--dir", statdir, "--port", str(port)],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert proc.returncode != 0 and "Address already in use" in proc.stderr
 
 
@@ -443,10 +471,24 @@ def test_asgi_app_under_uvicorn_and_starlette(statdir: str, workers: list[Worker
     for target, token in (("asgi_test_app:app", None), ("asgi_test_app:bare", "t0k")):
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(tmp_path), "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning", target],
-            env=dict(os.environ, STATMAP_DIR=statdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(tmp_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                target,
+            ],
+            env=dict(os.environ, STATMAP_DIR=statdir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         prefix = "/statmap" if token is None else ""
         auth = {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -459,7 +501,7 @@ def test_asgi_app_under_uvicorn_and_starlette(statdir: str, workers: list[Worker
             return out
 
         try:
-            wait_for(lambda: _up(port), what="uvicorn")
+            wait_for(lambda: _up(port), what="uvicorn")  # noqa: B023
             status, headers, text = get(prefix + "/metrics", {"Accept-Encoding": "gzip"})
             assert status == 200 and headers["content-encoding"] == "gzip"
             assert b'jobs_total{queue="high"} 9' in gzip.decompress(text)
@@ -498,10 +540,24 @@ def test_demo_serves_the_dashboard(tmp_path: Path) -> None:
     demo_dir = tmp_path / "demo"
     demo_dir.mkdir(mode=0o700)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "statmap", "demo", "--seconds", "6", "--workers", "2", "--port", "0",
-         "--dir", str(demo_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "statmap",
+            "demo",
+            "--seconds",
+            "6",
+            "--workers",
+            "2",
+            "--port",
+            "0",
+            "--dir",
+            str(demo_dir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     url = None
     for _ in range(5):

@@ -22,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from .test_server_support import Server
 
@@ -108,8 +107,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def test_fifty_clients(statdir: str) -> None:
     publishers = [
-        subprocess.Popen([sys.executable, "-c", PUBLISHER, statdir, str(i)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-c", PUBLISHER, statdir, str(i)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         for i in range(PROCESSES)
     ]
     server = None
@@ -124,8 +124,10 @@ def test_fifty_clients(statdir: str) -> None:
         clients = [
             subprocess.Popen(
                 [sys.executable, "-c", CLIENT, server.host, str(server.port), str(SECONDS), str(THREADS)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )  # fmt: skip
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(CLIENT_PROCESSES)
         ]
         results = []

@@ -97,10 +97,17 @@ class Response:
 
 
 REASONS = {
-    200: "OK", 301: "Moved Permanently", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized",
-    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+    200: "OK",
+    301: "Moved Permanently",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
     503: "Service Unavailable",
-}  # fmt: skip
+}
 
 
 def _text(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> Response:
@@ -365,9 +372,11 @@ class StatmapApp:
             return _text(
                 401,
                 "a token is required: Authorization: Bearer TOKEN",
-                [("WWW-Authenticate", 'Basic realm="statmap", charset="UTF-8"'),
-                 ("WWW-Authenticate", 'Bearer realm="statmap"')],
-            )  # fmt: skip
+                [
+                    ("WWW-Authenticate", 'Basic realm="statmap", charset="UTF-8"'),
+                    ("WWW-Authenticate", 'Bearer realm="statmap"'),
+                ],
+            )
         if method not in ("GET", "HEAD"):
             return _text(405, "only GET and HEAD", [("Allow", "GET, HEAD")])
         params = parse_qs(query, keep_blank_values=True) if query else {}
@@ -478,9 +487,9 @@ class StatmapApp:
             c = snap.collection
             # The baseline for rates: the newest earlier collection at least about a second old.
             baseline: tuple[float, dict[Any, Any]] | None = None
-            for at, point in self._history:
+            for at, earlier in self._history:
                 if at < snap.at and (baseline is None or snap.at - at >= RATE_WINDOW * 0.9):
-                    baseline = (at, point)
+                    baseline = (at, earlier)
             before = baseline[1] if baseline else {}
             dt = snap.at - baseline[0] if baseline else 0.0
             point: dict[Any, Any] = {}
@@ -605,8 +614,9 @@ class WSGIApp:
     application.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None, *, app: StatmapApp | None = None,
-                 **options: Any) -> None:  # fmt: skip
+    def __init__(
+        self, directory: str | os.PathLike[str] | None = None, *, app: StatmapApp | None = None, **options: Any
+    ) -> None:
         self.app = app if app is not None else StatmapApp(directory, **options)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -625,8 +635,9 @@ class WSGIApp:
         return [body]
 
 
-def mount_wsgi(application: Callable[..., Any], prefix: str = "/statmap", statmap: Any = None,
-               **options: Any) -> Callable[..., Any]:  # fmt: skip
+def mount_wsgi(
+    application: Callable[..., Any], prefix: str = "/statmap", statmap: Any = None, **options: Any
+) -> Callable[..., Any]:
     """A WSGI application sending ``prefix`` and below to statmap, everything else to ``application``.
 
     ``statmap``: a ``WSGIApp`` (default: ``WSGIApp(**options)``). For Django,
@@ -656,8 +667,9 @@ class ASGIApp:
     thread (``asyncio.to_thread``) so they never block the event loop.
     """
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None, *, app: StatmapApp | None = None,
-                 **options: Any) -> None:  # fmt: skip
+    def __init__(
+        self, directory: str | os.PathLike[str] | None = None, *, app: StatmapApp | None = None, **options: Any
+    ) -> None:
         self.app = app if app is not None else StatmapApp(directory, **options)
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
@@ -679,8 +691,13 @@ class ASGIApp:
         if root and (path == root or path.startswith(root + "/")):
             path = path[len(root) :]
         if path == "":
-            await send({"type": "http.response.start", "status": 301,
-                        "headers": [(b"location", (root + "/").encode("latin-1")), (b"content-length", b"0")]})  # fmt: skip
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 301,
+                    "headers": [(b"location", (root + "/").encode("latin-1")), (b"content-length", b"0")],
+                }
+            )
             await send({"type": "http.response.body", "body": b""})
             return
         headers: dict[str, str] = {}
@@ -805,8 +822,9 @@ def make_server(
 def start_server(*args: Any, **kwargs: Any) -> StatmapHTTPServer:
     """``make_server(...)`` serving from a daemon thread; stop it with ``server.shutdown(); server.server_close()``."""
     server = make_server(*args, **kwargs)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="statmap-serve",
-                     daemon=True).start()  # fmt: skip
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="statmap-serve", daemon=True
+    ).start()
     return server
 
 
@@ -842,8 +860,12 @@ def serve(
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="statmap-serve")
     thread.start()
     protected = ", token required" if token else ""
-    print(f"statmap serve: {server.app.directory} on {server.url} (dashboard {server.url}, "
-          f"metrics {server.url}metrics{protected})", file=out, flush=True)  # fmt: skip
+    print(
+        f"statmap serve: {server.app.directory} on {server.url} (dashboard {server.url}, "
+        f"metrics {server.url}metrics{protected})",
+        file=out,
+        flush=True,
+    )
     try:
         while not stop.wait(0.5):
             if not thread.is_alive():
