@@ -373,3 +373,17 @@ def test_show_json_with_infinite_sums(statdir: str) -> None:
     assert got["h"] == {"count": 1, "sum": "+Inf", "buckets": [[1.0, 0], ["+Inf", 1]]}
     assert got["s"] == {"count": 1, "sum": "-Inf"}
     assert got["g"] == "NaN"
+
+
+def test_short_junk_file_is_corrupt_not_unready(statdir: str) -> None:
+    """Only a prefix of a real header (zeros or the magic) can be 'not ready'; text is not."""
+    import os
+
+    junk = os.path.join(statdir, "junk.1.00000000.statmap")
+    with open(junk, "w") as f:
+        f.write("hello, this is not a statmap file\n")
+    with pytest.raises(statmap.FormatError, match="statmap magic"):
+        statmap.open(junk).snapshot()
+    empty = os.path.join(statdir, "empty.1.00000000.statmap")
+    open(empty, "w").close()
+    assert statmap.open(empty).snapshot().status == "not-ready"

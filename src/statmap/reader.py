@@ -252,8 +252,13 @@ class Reader:
     def _read_header(self, size: int) -> L.Header | None:
         """The validated header, or None if the file is not ready yet."""
         m = self._map
-        if m is None or size < L.HEADER_SIZE:
-            return None
+        if m is None:
+            return None  # empty: a writer may be about to fill it
+        if size < L.HEADER_SIZE:
+            head = m[: min(size, len(L.MAGIC))]
+            if any(head) and head != L.MAGIC[: len(head)]:
+                raise self._fail(f"{size} bytes that do not start with the statmap magic: not a statmap file")
+            return None  # a header being written (zeros or the magic so far)
         magic = m[: len(L.MAGIC)]
         if magic != L.MAGIC:
             if magic == L.MAGIC_BIG_ENDIAN:
