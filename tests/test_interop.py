@@ -24,8 +24,9 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,11 @@ def built() -> None:
 
 def py_show(paths: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "statmap", "show", "--json", *paths], cwd=cwd, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "statmap", "show", "--json", *paths],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -146,7 +151,7 @@ def check_self(metrics: list[dict[str, Any]]) -> list[str]:
     if t is None:
         problems.append("status unreadable")
     elif t != "":
-        head, _, rest = t.partition(":")
+        head = t.partition(":")[0]
         if not head.isdigit() or t != expected_text(int(head)):
             problems.append(f"status {t!r}")
     return problems
@@ -300,20 +305,53 @@ def _align8(n: int) -> int:
     return (n + 7) & ~7
 
 
-def _record(rtype: int, name: bytes, *, labels: tuple[bytes, ...] = (), params: tuple[float, ...] = (),
-            extra: tuple[bytes, ...] = (), flags: int = 0, agg: int = 0, cap: int = 0, value: bytes = b"") -> bytes:
+def _record(
+    rtype: int,
+    name: bytes,
+    *,
+    labels: tuple[bytes, ...] = (),
+    params: tuple[float, ...] = (),
+    extra: tuple[bytes, ...] = (),
+    flags: int = 0,
+    agg: int = 0,
+    cap: int = 0,
+    value: bytes = b"",
+) -> bytes:
     """One record, encoded from docs/format.md section 4.1 (independently of both implementations)."""
     strings = b"".join(struct.pack("<I", len(x)) + x for x in (name, b"help", b"", *labels, *extra))
     voff = _align8(40 + 8 * len(params) + len(strings))
-    head = struct.pack("<IHHHHIIIIIII", voff + len(value), rtype, flags, agg, 0, voff, len(value), len(labels) // 2,
-                       len(params), 3 + len(labels) + len(extra), len(strings), cap)
+    head = struct.pack(
+        "<IHHHHIIIIIII",
+        voff + len(value),
+        rtype,
+        flags,
+        agg,
+        0,
+        voff,
+        len(value),
+        len(labels) // 2,
+        len(params),
+        3 + len(labels) + len(extra),
+        len(strings),
+        cap,
+    )
     body = head + b"".join(struct.pack("<d", p) for p in params) + strings
     return body + bytes(voff - len(body)) + value
 
 
-def _file(records: list[bytes], *, magic: bytes = b"STATMAP1", major: int = 1, minor: int = 0, state: int = 1,
-          header_size: int = 256, hflags: int = 0, publisher: bytes = b"crafted", program: bytes = b"prog",
-          trailing: int = 0) -> bytes:
+def _file(
+    records: list[bytes],
+    *,
+    magic: bytes = b"STATMAP1",
+    major: int = 1,
+    minor: int = 0,
+    state: int = 1,
+    header_size: int = 256,
+    hflags: int = 0,
+    publisher: bytes = b"crafted",
+    program: bytes = b"prog",
+    trailing: int = 0,
+) -> bytes:
     recs = b"".join(records)
     end = header_size + len(recs)
     capacity = max(4096, (end + 4095) // 4096 * 4096)
@@ -347,16 +385,25 @@ CRAFTED: dict[str, bytes] = {
     "larger_header": _file([_record(1, b"c", value=_u64(5))], header_size=264),
     "unknown_record_type_skipped": _file([_record(99, b"future", value=_u64(1)), _record(1, b"c", value=_u64(5))]),
     "bad_utf8_everywhere": _file(
-        [_record(1, b"c\xff", labels=(b"k\xe0\x80", b"v\xed\xa0\x80x\xf0\x9f\x98"), value=_u64(1)),
-         _record(5, b"t", cap=16, value=_text(b"a\xc3\x28b\xf4\x90\x80\x80", 16)),
-         _record(6, b"i", extra=(b"k", b"\xc0\xaf"))],
-        publisher=b"p\xfe", program=b"\xe2\x82"),
+        [
+            _record(1, b"c\xff", labels=(b"k\xe0\x80", b"v\xed\xa0\x80x\xf0\x9f\x98"), value=_u64(1)),
+            _record(5, b"t", cap=16, value=_text(b"a\xc3\x28b\xf4\x90\x80\x80", 16)),
+            _record(6, b"i", extra=(b"k", b"\xc0\xaf")),
+        ],
+        publisher=b"p\xfe",
+        program=b"\xe2\x82",
+    ),
     "control_and_astral_characters": _file(
-        [_record(6, b"i", extra=(b"k", "\x00\x01\x1f\x7f\u2028\U0001F600\"\\/".encode()))]),
+        [_record(6, b"i", extra=(b"k", '\x00\x01\x1f\x7f\u2028\U0001f600"\\/'.encode()))]
+    ),
     "duplicate_label_names": _file([_record(1, b"c", labels=(b"a", b"1", b"b", b"2", b"a", b"3"), value=_u64(1))]),
-    "nan_and_infinite_gauges": _file([_record(2, b"nan", value=struct.pack("<d", float("nan"))),
-                                      _record(2, b"inf", value=struct.pack("<d", float("-inf"))),
-                                      _record(1, b"f", flags=1, value=struct.pack("<d", 1e300))]),
+    "nan_and_infinite_gauges": _file(
+        [
+            _record(2, b"nan", value=struct.pack("<d", float("nan"))),
+            _record(2, b"inf", value=struct.pack("<d", float("-inf"))),
+            _record(1, b"f", flags=1, value=struct.pack("<d", 1e300)),
+        ]
+    ),
     "big_endian_magic": _file([_record(1, b"c", value=_u64(5))], magic=b"1PAMTATS"),
     "bad_magic": _file([_record(1, b"c", value=_u64(5))], magic=b"STATMAPX"),
     "major_2": _file([_record(1, b"c", value=_u64(5))], major=2),
@@ -365,19 +412,20 @@ CRAFTED: dict[str, bytes] = {
     "size_not_multiple_of_8": _file([_record(1, b"c", value=_u64(5))], trailing=3),
     "text_longer_than_capacity": _file([_record(5, b"t", cap=8, value=_text(b"abcdefgh", 8, length=9))]),
     "histogram_count_mismatch": _file(
-        [_record(3, b"h", params=(1.0,), value=_latch(_u64(3) + struct.pack("<d", 1.0) + _u64(1) + _u64(1)))]),
-    "histogram_bounds_not_increasing": _file(
-        [_record(3, b"h", params=(2.0, 1.0), value=_latch(bytes(8 * 5)))]),
+        [_record(3, b"h", params=(1.0,), value=_latch(_u64(3) + struct.pack("<d", 1.0) + _u64(1) + _u64(1)))]
+    ),
+    "histogram_bounds_not_increasing": _file([_record(3, b"h", params=(2.0, 1.0), value=_latch(bytes(8 * 5)))]),
     "enum_index_out_of_range": _file([_record(7, b"e", extra=(b"a", b"b"), value=_u64(2))]),
     "closed": _file([_record(1, b"c", value=_u64(5))], state=2),
     "same_name_different_types": _file([_record(1, b"c", value=_u64(5)), _record(2, b"c", value=_u64(0))]),
-    "same_series_twice": _file([_record(1, b"c", labels=(b"a", b"1"), value=_u64(5)),
-                                _record(1, b"c", labels=(b"a", b"1"), value=_u64(6))]),
-    "histogram_without_bounds": _file(
-        [_record(3, b"h", value=_latch(_u64(1) + struct.pack("<d", 2.0) + _u64(1)))]),
+    "same_series_twice": _file(
+        [_record(1, b"c", labels=(b"a", b"1"), value=_u64(5)), _record(1, b"c", labels=(b"a", b"1"), value=_u64(6))]
+    ),
+    "histogram_without_bounds": _file([_record(3, b"h", value=_latch(_u64(1) + struct.pack("<d", 2.0) + _u64(1)))]),
     "text_capacity_0": _file([_record(5, b"t", value=_latch(_u64(0)))]),
-    "latch_seq_odd": _file([_record(4, b"s", value=_u64(3) + _u64(1) + struct.pack("<d", 1.0) + _u64(2)
-                                    + struct.pack("<d", 4.0))]),
+    "latch_seq_odd": _file(
+        [_record(4, b"s", value=_u64(3) + _u64(1) + struct.pack("<d", 1.0) + _u64(2) + struct.pack("<d", 4.0))]
+    ),
 }
 
 
@@ -393,9 +441,19 @@ def test_crafted_files_agree(built: None, tmp_path: Path) -> None:
     assert dr == dp
     assert c.stdout.replace("\n", "") and rs.returncode == py.returncode == c.returncode == 1
     errors = set(dp["errors"])
-    assert errors == {f"{n}.statmap" for n in (
-        "big_endian_magic", "bad_magic", "major_2", "state_3", "size_not_multiple_of_8", "text_longer_than_capacity",
-        "histogram_count_mismatch", "histogram_bounds_not_increasing")}
+    assert errors == {
+        f"{n}.statmap"
+        for n in (
+            "big_endian_magic",
+            "bad_magic",
+            "major_2",
+            "state_3",
+            "size_not_multiple_of_8",
+            "text_longer_than_capacity",
+            "histogram_count_mismatch",
+            "histogram_bounds_not_increasing",
+        )
+    }
     states = {p["path"]: p["state"] for p in dp["processes"]}
     assert states["state_0_not_ready.statmap"] == "not-ready"
     assert states["closed.statmap"] == "closed"
@@ -538,7 +596,7 @@ def test_c_and_python_processes_aggregate(built: None, statdir: str) -> None:
         assert export.returncode == 0, export.stderr
         for worker, n in counts.items():
             assert f'requests_total{{worker="{worker}"}} {n}' in export.stdout
-        assert f'latency_seconds_count {total}' in export.stdout
+        assert f"latency_seconds_count {total}" in export.stdout
     finally:
         for w in cw + pw:
             w.finish()

@@ -179,7 +179,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
         for path in report.folded:
             print(f"{verb} {os.path.basename(path)} into its archive{'' if args.dry_run else ' and removed it'}")
         for path in report.removed:
-            print(f"{'would remove' if args.dry_run else 'removed'} {os.path.basename(path)} (already archived or stale)")
+            print(
+                f"{'would remove' if args.dry_run else 'removed'} {os.path.basename(path)} (already archived or stale)"
+            )
         for path, why in report.kept:
             print(f"kept {os.path.basename(path)}: {why}")
         for path in report.archives:
@@ -243,12 +245,16 @@ def _add_ops_commands(sub: Any) -> None:
 
     top = sub.add_parser("top", help="a live view of the aggregated metrics, with rates and percentiles")
     top.add_argument("--dir", help=dir_help)
-    top.add_argument("--interval", "-n", type=float, default=1.0, metavar="SECONDS", help="refresh interval (default 1)")
+    top.add_argument(
+        "--interval", "-n", type=float, default=1.0, metavar="SECONDS", help="refresh interval (default 1)"
+    )
     top.add_argument("--count", "-c", type=int, default=None, help="stop after this many samples (implies --plain)")
     top.add_argument("--match", metavar="REGEX", help="only series whose metric name matches")
     top.add_argument("--sort", choices=("name", "value", "rate"), default="name")
     top.add_argument("--reverse", action="store_true", help="reverse the sort order")
-    top.add_argument("--plain", action="store_true", help="print samples one after another (the default when not a tty)")
+    top.add_argument(
+        "--plain", action="store_true", help="print samples one after another (the default when not a tty)"
+    )
     top.add_argument("--publisher", action="append", metavar="NAME", help="only this publisher name (repeatable)")
     top.set_defaults(func=cmd_top)
 

@@ -438,4 +438,3 @@ class _Children:
                 except TypeError:  # unhashable values: served by this slow path
                     pass
         return child
-
