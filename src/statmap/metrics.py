@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, overload
 
 from . import _layout as L
 from . import cells
@@ -36,7 +36,6 @@ MAX_INFO_PAIRS = 500
 #: prometheus_client's default buckets, in seconds.
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def check_name(name: str, what: str = "metric") -> str:
@@ -191,15 +190,12 @@ class Metric:
     def bind(self, publisher: Publisher, name: str | None = None) -> Any:
         """Create this metric in ``publisher``: a live series, or a Family if it has labels."""
         name = check_name(name or self.name or getattr(self, "attr", "") or "")
-        publisher.claim_name(name, None)
+        publisher.claim_name(name)
         if not self.label_names:
-            live = self._series(publisher, name, ())
-        else:
-            children: dict[Any, Any] = {}
-            create = _Children(self, publisher, name, children).create
-            live = Family(name, self.label_names, children, create)
-        publisher._families[name] = live
-        return live
+            return self._series(publisher, name, ())
+        children: dict[Any, Any] = {}
+        create = _Children(self, publisher, name, children).create
+        return Family(name, self.label_names, children, create)
 
     # subclasses: the record's type-specific parts, and the live series
     flags = 0

@@ -18,7 +18,6 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from . import _layout as L
@@ -110,7 +109,7 @@ class Publisher:
         self._lock = threading.RLock()
         self._cells: list[Any] = []  # every live cell, re-pointed after fork
         self._records: list[tuple[int, int]] = []  # (value offset, value size)
-        self._families: dict[str, Any] = {}  # metric name -> live metric (for duplicate checks)
+        self._names: set[str] = set()  # metric names in use
         self._closed = False
         self._appending = False  # an append is in progress (in this thread, if re-entered)
         self._deferred: list[tuple[bytes, int, Binding]] = []
@@ -259,11 +258,12 @@ class Publisher:
                 binding.cells.append(cell)
         return cell
 
-    def claim_name(self, name: str, metric: Any) -> None:
+    def claim_name(self, name: str) -> None:
+        """Reserve a metric name: one metric (and its label sets) per name per publisher."""
         with self._lock:
-            if name in self._families:
+            if name in self._names:
                 raise ValueError(f"publisher {self.name!r} already has a metric named {name!r}")
-            self._families[name] = metric
+            self._names.add(name)
 
     # -- fork ------------------------------------------------------------
 
@@ -389,10 +389,6 @@ def _close_maps(maps: list[mmap.mmap]) -> None:
 # references: a publisher lives until it is closed, even if the program kept
 # only its metrics, so a forked child never writes into its parent's file.
 _live: set[Publisher] = set()
-
-
-def live_publishers() -> Iterator[Publisher]:
-    return iter(list(_live))
 
 
 _forking: list[Publisher] = []
