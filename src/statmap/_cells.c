@@ -1106,6 +1106,151 @@ done:
     return out;
 }
 
+/* Sum latched values (summaries, histograms) at the same offsets across
+ * several mappings. sizes[i] is the copy size of latch i (16: count and
+ * sum; more: count, sum and bucket counts, and count must equal the sum of
+ * the buckets). Returns a list of tuples (count, sum, buckets...), or None
+ * if some writer kept a latch moving for all the tries. A copy whose count
+ * disagrees with its buckets raises ValueError naming the buffer index and
+ * the offset; a total that overflows 64 bits raises OverflowError. */
+static PyObject *sum_latches(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "sum_latches(buffers, offsets, sizes)");
+        return NULL;
+    }
+    PyObject *bufs = PySequence_Fast(args[0], "buffers must be a sequence");
+    PyObject *offs = bufs ? PySequence_Fast(args[1], "offsets must be a sequence") : NULL;
+    PyObject *szs = offs ? PySequence_Fast(args[2], "sizes must be a sequence") : NULL;
+    PyObject *out = NULL;
+    Py_ssize_t *at = NULL, *words = NULL, *first = NULL, total_words = 0, reach = 0;
+    uint64_t *acc = NULL, copy[4096 + 3];
+    int busy = 0;
+    if (!szs)
+        goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(offs), nb = PySequence_Fast_GET_SIZE(bufs);
+    if (PySequence_Fast_GET_SIZE(szs) != n) {
+        PyErr_SetString(PyExc_ValueError, "offsets and sizes differ in length");
+        goto done;
+    }
+    at = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n + 1));
+    words = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n + 1));
+    first = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n + 1));
+    if (!at || !words || !first) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        at[i] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(offs, i));
+        Py_ssize_t size = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(szs, i));
+        if (PyErr_Occurred())
+            goto done;
+        if (at[i] < 0 || at[i] % 8 || size < 16 || size % 8 || size / 8 > 4096 + 3) {
+            PyErr_Format(PyExc_ValueError, "latch %zd with copy size %zd is not valid", at[i], size);
+            goto done;
+        }
+        words[i] = size / 8;
+        first[i] = total_words;
+        total_words += words[i];
+        if (at[i] + 8 + 2 * size > reach)
+            reach = at[i] + 8 + 2 * size;
+    }
+    acc = PyMem_Calloc((size_t)(total_words + 1), sizeof(uint64_t));
+    if (!acc) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t b = 0; b < nb && !busy; b++) {
+        Py_buffer view;
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(bufs, b), &view, PyBUF_SIMPLE) < 0)
+            goto done;
+        if ((uintptr_t)view.buf % 8 || reach > view.len) {
+            PyErr_Format(PyExc_ValueError, "latches reach %zd, outside buffer of %zd bytes", reach, view.len);
+            PyBuffer_Release(&view);
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n && !busy; i++) {
+            const uint64_t *seq = (const uint64_t *)((const char *)view.buf + at[i]);
+            Py_ssize_t w = words[i];
+            int ok = 0;
+            for (int t = 0; t < 10000 && !ok; t++) {
+                uint64_t s1 = __atomic_load_n(seq, __ATOMIC_ACQUIRE);
+                const uint64_t *src = seq + 1 + (s1 & 1) * (uint64_t)w;
+                for (Py_ssize_t k = 0; k < w; k++)
+                    copy[k] = load_relaxed(src + k);
+                __atomic_thread_fence(__ATOMIC_ACQUIRE);
+                ok = load_relaxed(seq) == s1;
+            }
+            if (!ok) {
+                busy = 1;
+                break;
+            }
+            uint64_t *a = acc + first[i];
+            if (w > 2) { /* a histogram: the count must match its buckets */
+                uint64_t buckets = 0;
+                int wrapped = 0;
+                for (Py_ssize_t k = 2; k < w; k++) {
+                    buckets += copy[k];
+                    wrapped |= buckets < copy[k];
+                }
+                if (wrapped || buckets != copy[0]) {
+                    PyErr_Format(PyExc_ValueError, "buffer %zd: histogram at %zd: bucket counts do not sum to its count %llu",
+                                 b, at[i], (unsigned long long)copy[0]);
+                    PyBuffer_Release(&view);
+                    goto done;
+                }
+            }
+            for (Py_ssize_t k = 0; k < w; k++) {
+                if (k == 1) {
+                    a[1] = dbl_bits(bits_dbl(a[1]) + bits_dbl(copy[1]));
+                    continue;
+                }
+                uint64_t before = a[k];
+                a[k] += copy[k];
+                if (a[k] < before) {
+                    PyErr_SetString(PyExc_OverflowError, "a summed count passed 2**64");
+                    PyBuffer_Release(&view);
+                    goto done;
+                }
+            }
+        }
+        PyBuffer_Release(&view);
+    }
+    if (busy) {
+        out = Py_None;
+        Py_INCREF(out);
+        goto done;
+    }
+    out = PyList_New(n);
+    for (Py_ssize_t i = 0; out && i < n; i++) {
+        PyObject *t = PyTuple_New(words[i]);
+        const uint64_t *a = acc + first[i];
+        for (Py_ssize_t k = 0; t && k < words[i]; k++) {
+            PyObject *v = k == 1 ? PyFloat_FromDouble(bits_dbl(a[1])) : PyLong_FromUnsignedLongLong(a[k]);
+            if (!v) {
+                Py_CLEAR(t);
+                break;
+            }
+            PyTuple_SET_ITEM(t, k, v);
+        }
+        if (!t) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, t);
+    }
+done:
+    PyMem_Free(at);
+    PyMem_Free(words);
+    PyMem_Free(first);
+    PyMem_Free(acc);
+    Py_XDECREF(bufs);
+    Py_XDECREF(offs);
+    Py_XDECREF(szs);
+    return out;
+}
+
 /* ---------------------------- Type tables --------------------------- */
 
 #define OFFSET_GETTER {"offset", (getter)cell_get_offset, NULL, "offset of the value area in the mapping", NULL}
@@ -1210,6 +1355,8 @@ static PyMethodDef module_methods[] = {
      "store_u64(buffer, offset, value): release store"},
     {"load_words", (PyCFunction)(void (*)(void))load_words, METH_FASTCALL,
      "load_words(buffer, offsets) -> list of u64"},
+    {"sum_latches", (PyCFunction)(void (*)(void))sum_latches, METH_FASTCALL,
+     "sum_latches(buffers, offsets, sizes) -> list of (count, sum, buckets...) summed across the buffers, or None"},
     {"sum_words", (PyCFunction)(void (*)(void))sum_words, METH_FASTCALL,
      "sum_words(buffers, offsets) -> list of the sums of the u64 words at each offset across the buffers"},
     {NULL, NULL, 0, NULL},

@@ -426,6 +426,34 @@ def sum_words(buffers: Any, offsets: Any) -> list[int]:
     return totals
 
 
+def sum_latches(buffers: Any, offsets: Any, sizes: Any) -> list[tuple[Any, ...]] | None:
+    """Latched values (count, sum[, bucket counts]) summed across buffers; see _cells.c."""
+    if len(offsets) != len(sizes):
+        raise ValueError("offsets and sizes differ in length")
+    totals: list[list[Any]] = []
+    for off, size in zip(offsets, sizes, strict=True):
+        if size < 16 or size % 8:
+            raise ValueError(f"latch {off} with copy size {size} is not valid")
+        totals.append([0, 0.0] + [0] * (size // 8 - 2))
+    for b, buffer in enumerate(buffers):
+        for i, (off, size) in enumerate(zip(offsets, sizes, strict=True)):
+            data = read_latch(buffer, off, size)
+            if data is None:
+                return None
+            words = memoryview(data).cast("Q")
+            count, total = words[0], memoryview(data).cast("d")[1]
+            if size > 16 and sum(words[2:]) != count:
+                raise ValueError(f"buffer {b}: histogram at {off}: bucket counts do not sum to its count {count}")
+            acc = totals[i]
+            acc[0] += count
+            acc[1] += total
+            for k in range(2, size // 8):
+                acc[k] += words[k]
+            if acc[0] > _U64 or any(acc[k] > _U64 for k in range(2, size // 8)):
+                raise OverflowError("a summed count passed 2**64")
+    return [tuple(t) for t in totals]
+
+
 # -- Labelled metrics ----------------------------------------------------------
 
 

@@ -63,6 +63,9 @@ if TYPE_CHECKING:  # both implementations share _pycells' interface
         store_u64 as store_u64,
     )
     from ._pycells import (
+        sum_latches as sum_latches,
+    )
+    from ._pycells import (
         sum_words as sum_words,
     )
 else:
@@ -79,3 +82,4 @@ else:
     store_u64 = impl.store_u64
     load_words = impl.load_words
     sum_words = impl.sum_words
+    sum_latches = impl.sum_latches

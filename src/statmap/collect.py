@@ -321,6 +321,12 @@ class _Source:
         self.gauge_slot: list[int] = []
         self.enums: list[tuple[int, int, tuple[str, ...]]] = []  # (offset, slot, states)
         self.latched: list[tuple[L.Record, int, int, int, Any]] = []  # (record, slot, offset, copy size, decoder)
+        # histograms and summaries, read and summed in C (cells.sum_latches)
+        self.sum_off: list[int] = []
+        self.sum_size: list[int] = []
+        self.sum_slot: list[int] = []
+        self.sum_records: list[L.Record] = []
+        self.sum_key: tuple[int, ...] = ()
         self.infos: list[tuple[int, dict[str, str]]] = []
         self.rejected: list[str] = []  # records that cannot be aggregated, as messages
         self.absorbed: frozenset[bytes] = frozenset()  # archives: instance ids they hold
@@ -488,19 +494,20 @@ class Collector:
                 src.enums.append((record.value_offset, slot.index, spec.extras))
             elif mtype == _INFO:
                 src.infos.append((slot.index, dict(zip(spec.extras[::2], spec.extras[1::2], strict=False))))
-            elif mtype == _HISTOGRAM:
-                n = len(spec.bounds)
-                src.latched.append(
-                    (record, slot.index, record.value_offset, L.histogram_copy_size(n), _histogram_unpacker(n))
-                )
-            elif mtype == _SUMMARY:
-                src.latched.append((record, slot.index, record.value_offset, L.SUMMARY_COPY_SIZE, L.decode_summary))
+            elif mtype in (_HISTOGRAM, _SUMMARY):
+                size = L.histogram_copy_size(len(spec.bounds)) if mtype == _HISTOGRAM else L.SUMMARY_COPY_SIZE
+                src.sum_off.append(record.value_offset)
+                src.sum_size.append(size)
+                src.sum_slot.append(slot.index)
+                src.sum_records.append(record)
             else:
                 src.latched.append((record, slot.index, record.value_offset, 0, None))
         # Files whose integer counters sit in the same slots at the same offsets
         # share one key, and are summed together in one sum_words() call.
         key = (*src.int_slot, -1, *src.int_off)
         src.int_key = self._interned.setdefault(key, key)
+        key = (*src.sum_slot, -1, *src.sum_off, -2, *src.sum_size)
+        src.sum_key = self._interned.setdefault(key, key)
 
     # -- one collection ------------------------------------------------------
 
@@ -594,6 +601,9 @@ class Collector:
         flts = _floats(reader.load_words(src.flt_off))
         gauges = _floats(reader.load_words(src.gauge_off))
         enums = reader.load_words([e[0] for e in src.enums]) if src.enums else []
+        summed: list[Any] = []
+        if src.sum_off:
+            summed = self._read_sums(src)
         latched: list[Any] = []
         buffer, read_latch, last = reader.buffer, cells.read_latch, src.last
         for record, _slot, offset, size, unpack in src.latched:
@@ -617,7 +627,34 @@ class Collector:
             else:
                 last[offset] = value
             latched.append(value)
-        return ints, flts, gauges, enums, latched
+        return ints, flts, gauges, enums, latched, summed
+
+    @staticmethod
+    def _read_sums(src: _Source) -> list[Any]:
+        """This file's histograms and summaries, checked, in one call; a busy writer's latch: its last value."""
+        try:
+            values = cells.sum_latches([src.reader.buffer], src.sum_off, src.sum_size)
+        except ValueError as exc:  # a count that disagrees with its buckets ("buffer 0: histogram at N: ...")
+            raise FormatError(src.path, str(exc).removeprefix("buffer 0: ")) from None
+        except OverflowError:
+            values = None  # cannot happen for one file of u64 counts; be safe
+        if values is None:  # some writer kept a latch moving: read one by one, keep last values
+            values = []
+            value: Any
+            for record, offset, size in zip(src.sum_records, src.sum_off, src.sum_size, strict=True):
+                data = src.reader.read_latch(record, size)
+                if data is None:
+                    value = src.last.get(offset)
+                else:
+                    words = struct.unpack(f"<Qd{size // 8 - 2}Q", data)
+                    if len(words) > 2 and sum(words[2:]) != words[0]:
+                        raise FormatError(
+                            src.path, f"histogram {record.spec.name}: bucket counts do not sum to its count"
+                        )
+                    value = words
+                    src.last[offset] = value
+                values.append(value)
+        return values
 
     # -- aggregation -------------------------------------------------------------
 
@@ -645,8 +682,38 @@ class Collector:
             for s, v in zip(first.int_slot, cells.sum_words(buffers, first.int_off), strict=True):
                 acc[s] += v
 
+        # Histograms and summaries: files with the same layout summed in C;
+        # each group's total is one more part of its slots' sums.
+        sum_groups: dict[int, tuple[_Source, list[Any], list[list[Any]]]] = {}
+        for src, _info, values in readings:
+            if src.sum_key:
+                sg = sum_groups.get(id(src.sum_key))
+                if sg is None:
+                    sum_groups[id(src.sum_key)] = (src, [src.reader.buffer], [values[5]])
+                else:
+                    sg[1].append(src.reader.buffer)
+                    sg[2].append(values[5])
+        for first, buffers, per_file in sum_groups.values():
+            totals: list[Any] | None = per_file[0] if len(per_file) == 1 else None
+            if totals is None and all(v is not None for file_values in per_file for v in file_values):
+                try:
+                    totals = cells.sum_latches(buffers, first.sum_off, first.sum_size)
+                except (ValueError, OverflowError):
+                    totals = None  # changed since it was checked: sum what was read
+            if totals is None:  # the same sums in Python, leaving out what could not be read
+                totals = []
+                for column in zip(*per_file, strict=True):
+                    got = [v for v in column if v is not None]
+                    totals.append([sum(c) for c in zip(*got, strict=True)] if got else None)
+            for s, record, value in zip(first.sum_slot, first.sum_records, totals, strict=True):
+                if value is None:
+                    errors.append(CollectError(first.path, f"{record.spec.name}: value unreadable (writer busy)"))
+                    continue
+                present.add(s)
+                multi.setdefault(s, []).append(value)
+
         for src, info, values in readings:
-            _ints, flts, gauges, enums, latched = values
+            _ints, flts, gauges, enums, latched, _summed = values
             for s, v in zip(src.flt_slot, flts, strict=False):
                 acc[s] += v
             present.update(src.flt_slot)
@@ -735,30 +802,6 @@ class Collector:
 
 
 _UNPACKERS: dict[int, Any] = {}
-
-
-def _histogram_unpacker(n: int) -> Any:
-    """A fast decoder of a histogram copy with n bounds into (count, sum, *buckets).
-
-    It is checked once per n against ``_layout.decode_histogram``, the
-    definition of the copy, so the layout still lives in one place.
-    """
-    unpack = _UNPACKERS.get(n)
-    if unpack is None:
-        size = L.histogram_copy_size(n)
-        st = struct.Struct(f"<Qd{n + 1}Q")
-        probe = bytes((i * 7 + 1) % 251 for i in range(size))
-        count, total, raw = L.decode_histogram(probe, n)
-        if st.size == size and repr(st.unpack(probe)) == repr((count, total, *raw)):
-            unpack = st.unpack
-        else:  # pragma: no cover - only if the copy layout changes without this function
-
-            def unpack(data: bytes) -> tuple[Any, ...]:
-                c, t, r = L.decode_histogram(data, n)
-                return (c, t, *r)
-
-        _UNPACKERS[n] = unpack
-    return unpack
 
 
 def _histogram(fam: _Family, summed: Any) -> HistogramValue:
