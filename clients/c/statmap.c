@@ -121,29 +121,40 @@ static uint64_t align8(uint64_t n) { return (n + 7u) & ~(uint64_t)7u; }
 
 /* ---- UTF-8 ---- */
 
+/* What a lead byte c promises: the sequence length (0: c cannot lead) and
+ * the range of the byte after it (narrower than 80..BF for E0, ED, F0, F4). */
+static size_t utf8_lead(unsigned char c, unsigned char *lo, unsigned char *hi)
+{
+    *lo = 0x80;
+    *hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF)
+        return 2;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (c == 0xE0)
+            *lo = 0xA0;
+        else if (c == 0xED)
+            *hi = 0x9F;
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (c == 0xF0)
+            *lo = 0x90;
+        else if (c == 0xF4)
+            *hi = 0x8F;
+        return 4;
+    }
+    return 0;
+}
+
 /* Length of the valid UTF-8 sequence at s[0..n), or 0 if invalid there. */
 static size_t utf8_seq(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
     if (c < 0x80)
         return 1;
-    size_t need;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-        need = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        need = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else
+    unsigned char lo, hi;
+    size_t need = utf8_lead(c, &lo, &hi);
+    if (!need)
         return 0;
     /* Returns 0 when invalid; the caller's replacement logic uses
      * utf8_maximal_subpart for how many bytes one U+FFFD covers. */
@@ -162,23 +173,9 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 static size_t utf8_maximal_subpart(const unsigned char *s, size_t n)
 {
     unsigned char c = s[0];
-    size_t need;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF)
-        need = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        need = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        need = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else
+    unsigned char lo, hi;
+    size_t need = utf8_lead(c, &lo, &hi);
+    if (!need)
         return 1;
     size_t i = 1;
     if (i < n && i < need && s[i] >= lo && s[i] <= hi) {

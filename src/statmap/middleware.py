@@ -190,7 +190,23 @@ def _flask_rule(environ: dict[str, Any]) -> str | None:
     return getattr(rule, "rule", None)
 
 
-class WSGIMiddleware:
+class _Middleware:
+    """What both middlewares hold: the wrapped app, the route finder and the metrics."""
+
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        *,
+        route: Callable[[dict[str, Any]], str | None] | None = None,
+        metrics: HTTPMetrics | None = None,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self.route = route
+        self.metrics = _metrics(metrics, options)
+
+
+class WSGIMiddleware(_Middleware):
     """Records every request through a WSGI application.
 
     ``route``: optional ``route(environ) -> str | None`` called when the
@@ -205,18 +221,6 @@ class WSGIMiddleware:
     application returns. An exception from the application, or while the
     body is produced, is counted as a 5xx and re-raised.
     """
-
-    def __init__(
-        self,
-        app: Callable[..., Any],
-        *,
-        route: Callable[[dict[str, Any]], str | None] | None = None,
-        metrics: HTTPMetrics | None = None,
-        **options: Any,
-    ) -> None:
-        self.app = app
-        self.route = route
-        self.metrics = _metrics(metrics, options)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = _WSGIRequest(self, environ, start_response)
@@ -319,7 +323,7 @@ def _starlette_route(scope: dict[str, Any], root_path: str) -> str | None:
     return prefix + path_format if isinstance(path_format, str) else None
 
 
-class ASGIMiddleware:
+class ASGIMiddleware(_Middleware):
     """Records every HTTP request through an ASGI application (other scopes pass through).
 
     ``route``: optional ``route(scope) -> str | None`` called when the
@@ -333,18 +337,6 @@ class ASGIMiddleware:
     that returns without starting a response is counted as a 5xx (the server
     answers 500).
     """
-
-    def __init__(
-        self,
-        app: Callable[..., Any],
-        *,
-        route: Callable[[dict[str, Any]], str | None] | None = None,
-        metrics: HTTPMetrics | None = None,
-        **options: Any,
-    ) -> None:
-        self.app = app
-        self.route = route
-        self.metrics = _metrics(metrics, options)
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] != "http":
