@@ -19,15 +19,11 @@ Loads: 16 and 64 processes, each with (a) 1000 counters (10 labelled
 counters of 100 label sets) and (b) 200 counters plus 50 histograms
 (5 labelled histograms of 10 label sets, prometheus_client's default buckets).
 
-``--poll`` also measures what a reader polling 100 times a second costs a
-busy writer: a writer process updating a counter and a histogram flat out,
-with and without a second process collecting its directory every 10 ms; the
-writer's rate is per second of its own CPU time, so the figure shows what
-the reader's accesses cost the writer, not the CPU the reader takes away.
+What a reader polling 100 times a second costs a busy writer is measured
+by benchmarks/poll_cost.py.
 
     python3 benchmarks/scrape.py            # about a minute here
     python3 benchmarks/scrape.py --quick    # 16 processes only, fewer repeats
-    python3 benchmarks/scrape.py --poll     # adds the polling-reader figure
     python3 benchmarks/scrape.py --clock wall  # wall time instead of the thread's CPU time
 """
 
@@ -152,7 +148,7 @@ def measure(processes: int, load_name: str, load: tuple[int, int, int, int], rep
 
         def prom() -> bytes:
             registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=pdir)
+            MultiProcessCollector(registry, path=pdir)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
 
         # Same totals on both sides (a sanity check of the comparison).
@@ -187,76 +183,14 @@ def measure(processes: int, load_name: str, load: tuple[int, int, int, int], rep
         shutil.rmtree(base, ignore_errors=True)
 
 
-WRITER = """
-import sys, time, statmap
-pub = statmap.Publisher("busy", sys.argv[1])
-c = pub.counter("ops")
-h = pub.histogram("lat", buckets=(0.1, 1, 10))
-end = time.perf_counter() + float(sys.argv[2])
-n = 0
-cpu = time.thread_time()
-while time.perf_counter() < end:
-    for _ in range(1000):
-        c.inc()
-        h.observe(0.5)
-    n += 1000
-print(n / (time.thread_time() - cpu))  # updates per second of the writer's own CPU time
-"""
-
-POLLER = """
-import sys, time
-from statmap.collect import Collector
-from statmap.expose import Exposer
-c, e = Collector(sys.argv[1]), Exposer()
-end = time.monotonic() + float(sys.argv[2])
-polls = 0
-while time.monotonic() < end:
-    e.openmetrics(c.collect())
-    polls += 1
-    time.sleep(0.01)
-print(polls)
-"""
-
-
-def poll_cost(seconds: float, rounds: int) -> dict[str, object]:
-    """Writer throughput alone and with a reader polling every 10 ms, alternated ``rounds`` times."""
-    alone, polled, polls = [], [], []
-    for _ in range(rounds):
-        for with_reader in (False, True):
-            d = tempfile.mkdtemp(prefix="statmap-poll-")
-            os.chmod(d, 0o700)
-            try:
-                w = subprocess.Popen([sys.executable, "-c", WRITER, d, str(seconds)], stdout=subprocess.PIPE, text=True)
-                r = None
-                if with_reader:
-                    time.sleep(0.2)
-                    r = subprocess.Popen(
-                        [sys.executable, "-c", POLLER, d, str(seconds - 0.4)], stdout=subprocess.PIPE, text=True
-                    )
-                ops = float(w.communicate()[0])
-                if r is not None:
-                    polls.append(int(r.communicate()[0]))
-                (polled if with_reader else alone).append(ops)
-            finally:
-                shutil.rmtree(d, ignore_errors=True)
-    return {
-        "writer_ops_per_s_alone": statistics.median(alone),
-        "writer_ops_per_s_polled": statistics.median(polled),
-        "cost_percent": 100 * (1 - statistics.median(polled) / statistics.median(alone)),
-        "polls_per_s": statistics.median(polls) / (seconds - 0.4),
-        "rounds": rounds,
-    }
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        kind, directory, seed, *load = sys.argv[2:]
-        worker(kind, directory, int(seed), *map(int, load))
+        kind, directory, seed, *sizes = sys.argv[2:]
+        worker(kind, directory, int(seed), *map(int, sizes))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="16 processes only, fewer repeats")
     ap.add_argument("--repeats", type=int, default=30, help="scrapes timed per case (default 30)")
-    ap.add_argument("--poll", action="store_true", help="also measure a 100 Hz polling reader's cost to a writer")
     ap.add_argument("--json", action="store_true", help="print JSON")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="thread CPU time (default) or wall time")
     args = ap.parse_args()
@@ -284,14 +218,6 @@ def main() -> None:
         "clock": args.clock,
         "scrape": results,
     }
-    if args.poll:
-        doc["poll"] = poll_cost(3.0, 5)
-        if not args.json:
-            p: Any = doc["poll"]
-            print(
-                f"writer {p['writer_ops_per_s_alone']:.0f} ops/s alone, {p['writer_ops_per_s_polled']:.0f} with a"
-                f" reader polling {p['polls_per_s']:.0f}/s: cost {p['cost_percent']:.1f}%"
-            )
     if args.json:
         print(json.dumps(doc, indent=2))
 

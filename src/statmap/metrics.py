@@ -37,7 +37,6 @@ MAX_INFO_PAIRS = 500
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
 
-
 def check_name(name: str, what: str = "metric") -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise ValueError(f"{what} name {name!r} must match [A-Za-z_][A-Za-z0-9_]* (at most 200 characters)")

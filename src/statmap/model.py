@@ -16,10 +16,12 @@ object back.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from .metrics import Metric
 from .publisher import Publisher
+
+_S = TypeVar("_S", bound="Stats")
 
 _RESERVED = frozenset({"publisher", "path", "close", "remove", "name"})
 
@@ -75,7 +77,7 @@ class Stats:
         """Close and delete the file."""
         self.publisher.remove()
 
-    def __enter__(self) -> Stats:
+    def __enter__(self: _S) -> _S:  # the subclass, so `with WebStats(...) as stats:` keeps its metrics' names
         return self
 
     def __exit__(self, *exc: object) -> None:
