@@ -164,7 +164,7 @@ def test_counter_errors(statdir: str) -> None:
 
 def test_gauge_helpers(statdir: str) -> None:
     with statmap.Publisher("g", statdir) as pub:
-        g = pub.gauge("g", "G")
+        g: statmap.metrics.GaugeSeries = pub.gauge("g", "G")
         before = time.time()
         g.set_to_current_time()
         assert before <= g.get() <= time.time()
@@ -186,12 +186,12 @@ def test_gauge_helpers(statdir: str) -> None:
         g.inc(n=0.5)
         assert g.get() == pytest.approx(g.get())
         with pytest.raises(TypeError):
-            g.set("high")
+            g.set("high")  # type: ignore[arg-type]
 
 
 def test_histogram_timer_decorator_and_nan(statdir: str) -> None:
     with statmap.Publisher("h", statdir) as pub:
-        h = pub.histogram("h", "H", buckets=(0.5, 1.0))
+        h: statmap.metrics.HistogramSeries = pub.histogram("h", "H", buckets=(0.5, 1.0))
 
         @h.time()
         def quick() -> str:

@@ -35,7 +35,9 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,7 +125,12 @@ def _check_summary(value: statmap.reader.SummaryValue) -> int:
     return c
 
 
-CHECKS = {"text": _check_text, "histogram": _check_histogram, "summary": _check_summary}
+# Keyed by series type; each checker takes the value that type reads as.
+CHECKS: dict[str, Callable[[Any], int]] = {
+    "text": _check_text,
+    "histogram": _check_histogram,
+    "summary": _check_summary,
+}
 
 
 def _report(capsys: pytest.CaptureFixture[str], line: str) -> None:
@@ -332,12 +339,12 @@ def test_checkers_detect_torn_values() -> None:
             _check_text(torn)
     good = HV(5, 1 + 2 + 3 + 4 + 1, ((1.0, 2), (2.0, 3), (3.0, 4), (math.inf, 5)))
     assert _check_histogram(good) == 5
-    for torn in (
+    for torn_histogram in (
         HV(5, 10.0, good.buckets),  # sum of 4 observations, count of 5
         HV(5, 11.0, ((1.0, 1), (2.0, 3), (3.0, 4), (math.inf, 5))),  # a bucket one update behind
     ):
         with pytest.raises(AssertionError):
-            _check_histogram(torn)
+            _check_histogram(torn_histogram)
     assert _check_summary(SV(4, 10.0)) == 4
     with pytest.raises(AssertionError):
         _check_summary(SV(4, 6.0))

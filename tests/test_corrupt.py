@@ -15,7 +15,7 @@ import json
 import os
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +186,7 @@ def test_end_of_records_at_every_byte(real_files: dict[str, bytes], tmp_path: Pa
     """
     data = real_files[name]
     boundaries = record_offsets(data)
+    ends: Sequence[int]
     if name == "small":
         ends = range(L.HEADER_SIZE, boundaries[-1] + 1)
     else:

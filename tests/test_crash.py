@@ -38,6 +38,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -225,8 +226,8 @@ def _check_values(directory: str, lines: list[str], stats: Stats) -> None:
     assert snap.status == "dead", snap.status
     if "R" not in lines:
         stats["values: killed while adding its series"] += 1
-        for s in snap.series:
-            assert s.value in (0, 0.0, "") or getattr(s.value, "count", None) == 0, s
+        for series in snap.series:
+            assert series.value in (0, 0.0, "") or getattr(series.value, "count", None) == 0, series
         return
     rounds = [int(x) for x in lines[lines.index("R") + 1 :]]
     done = rounds[-1] if rounds else 0
@@ -274,9 +275,9 @@ def _check_structure(directory: str, lines: list[str], stats: Stats) -> None:
             assert name not in closed, f"{name} was closed before the kill but reads {snap.status}"
         values = {(s.name, s.labels["i"]): s.value for s in snap.series}
         last = series.get(name, -1)
-        for i in range(last + 1):
-            assert values.get(("t", str(i))) == f"v{i}", (name, i, values.get(("t", str(i))))
-            assert values.get(("n", str(i))) == i + 1, (name, i, values.get(("n", str(i))))
+        for j in range(last + 1):
+            assert values.get(("t", str(j))) == f"v{j}", (name, j, values.get(("t", str(j))))
+            assert values.get(("n", str(j))) == j + 1, (name, j, values.get(("n", str(j))))
             stats["structure: reported series checked"] += 2
         for (kind, i), v in values.items():
             if int(i) > last:  # being added when the kill came: zero or complete
@@ -292,7 +293,7 @@ CHECK = {"values": _check_values, "structure": _check_structure}
 
 
 @pytest.fixture(scope="module")
-def zygote() -> subprocess.Popen[str]:
+def zygote() -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
         [sys.executable, "-c", ZYGOTE, str(TEXT_CAPACITY)],
         stdin=subprocess.PIPE,

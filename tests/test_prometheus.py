@@ -78,7 +78,7 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
                 raise AssertionError("prometheus exited: " + (tmp_path / "prometheus.log").read_text()[-2000:])
             try:
                 with urllib.request.urlopen(base + "/-/ready", timeout=2) as r:
-                    return r.status == 200
+                    return bool(r.status == 200)
             except OSError:
                 return False
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,7 +53,7 @@ def test_show_json_matches_vector(name: str) -> None:
 def test_vector_values_are_what_the_generator_wrote() -> None:
     """Spot checks against hand-computed values, so the JSON is not merely self-consistent."""
 
-    def metrics(name: str) -> dict[str, object]:
+    def metrics(name: str) -> dict[str, Any]:
         doc = json.loads((VECTORS / f"{name}.json").read_text())
         return {m["name"] + json.dumps(m["labels"], sort_keys=True): m["value"] for m in doc["processes"][0]["metrics"]}
 
