@@ -471,9 +471,7 @@ def test_asgi_inside_starlette_middleware_stack(pub: statmap.Publisher, statdir:
     from starlette.middleware import Middleware
 
     app = starlette_app(threading.Event())
-    # Ignored (arg-type): ASGIMiddleware's ``app`` is not positional-only while it also takes
-    # ``**options``, so mypy rejects it for Starlette's ``app, /, **kwargs`` middleware factory protocol.
-    app.user_middleware.insert(0, Middleware(ASGIMiddleware, metrics=HTTPMetrics(pub)))  # type: ignore[arg-type]
+    app.user_middleware.insert(0, Middleware(ASGIMiddleware, metrics=HTTPMetrics(pub)))
     with serving(app) as port:
         assert call(port, "GET", "/items/5")[0] == 200
         assert call(port, "GET", "/fail")[0] == 500
@@ -497,8 +495,7 @@ def test_asgi_fastapi_route_templates(pub: statmap.Publisher, statdir: str) -> N
         return {"cart": cart_id}
 
     api.include_router(router)
-    # Ignored (arg-type): see test_asgi_inside_starlette_middleware_stack.
-    api.add_middleware(ASGIMiddleware, metrics=HTTPMetrics(pub))  # type: ignore[arg-type]
+    api.add_middleware(ASGIMiddleware, metrics=HTTPMetrics(pub))
     with serving(api) as port:
         for i in range(3):
             assert call(port, "GET", f"/orders/{i}")[0] == 200

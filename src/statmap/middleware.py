@@ -196,6 +196,7 @@ class _Middleware:
     def __init__(
         self,
         app: Callable[..., Any],
+        /,  # positional-only, as Starlette's middleware factory protocol expects
         *,
         route: Callable[[dict[str, Any]], str | None] | None = None,
         metrics: HTTPMetrics | None = None,
