@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,29 @@ def run_python(code: str, *args: str, timeout: float = 120, check: bool = True) 
     env = dict(os.environ)
     return subprocess.run(
         [sys.executable, "-c", code, *args], env=env, text=True, capture_output=True, timeout=timeout, check=check
+    )
+
+
+def run_as_nobody(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as the unprivileged user nobody (via setpriv; needs root), with this
+    interpreter, this checkout's statmap and this backend. ``env`` adds to the environment."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to run as the user nobody")
+    full_env = dict(os.environ)
+    full_env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + full_env.get("PYTHONPATH", "")
+    full_env.pop("XDG_RUNTIME_DIR", None)
+    full_env.pop("STATMAP_DIR", None)
+    full_env.update(env or {})
+    as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable]
+    # An interpreter under a private home (e.g. pyenv in a 0700 /root) cannot start as nobody at all:
+    # that is this machine's set-up, not statmap's behaviour.
+    probe = subprocess.run(
+        [*as_nobody, "-c", "pass"], env=full_env, text=True, capture_output=True, timeout=60, cwd="/"
+    )
+    if probe.returncode != 0:  # pragma: no cover
+        pytest.skip(f"the user nobody cannot start this interpreter: {probe.stderr.strip()[-300:]}")
+    return subprocess.run(
+        [*as_nobody, "-c", code, *args], env=full_env, text=True, capture_output=True, timeout=120, cwd="/"
     )
 
 

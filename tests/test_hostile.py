@@ -28,9 +28,8 @@ import statmap.expose
 from statmap import _layout as L
 from statmap.publisher import file_name
 
-from .conftest import run_python
+from .conftest import run_as_nobody, run_python
 
-ROOT = Path(__file__).resolve().parent.parent
 ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="needs root: plants files owned by another user")
 
 
@@ -52,28 +51,6 @@ def _nobody() -> pwd.struct_passwd:
         return pwd.getpwnam("nobody")
     except KeyError:  # pragma: no cover
         pytest.skip("no 'nobody' user to run as")
-
-
-def _as_nobody(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` as the unprivileged user nobody, with this interpreter and backend."""
-    if shutil.which("setpriv") is None:  # pragma: no cover
-        pytest.skip("setpriv (util-linux) is needed to run a test as another user")
-    full_env = dict(os.environ)
-    full_env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + full_env.get("PYTHONPATH", "")
-    full_env.pop("XDG_RUNTIME_DIR", None)
-    full_env.pop("STATMAP_DIR", None)
-    full_env.update(env or {})
-    as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable]
-    # An interpreter under a private home (e.g. pyenv in a 0700 /root) cannot start as nobody at all:
-    # that is this machine's set-up, not statmap's behaviour.
-    probe = subprocess.run(
-        [*as_nobody, "-c", "pass"], env=full_env, text=True, capture_output=True, timeout=60, cwd="/"
-    )
-    if probe.returncode != 0:  # pragma: no cover
-        pytest.skip(f"the user nobody cannot start this interpreter: {probe.stderr.strip()[-300:]}")
-    return subprocess.run(
-        [*as_nobody, "-c", code, *args], env=full_env, text=True, capture_output=True, timeout=120, cwd="/"
-    )
 
 
 # -- the directory ----------------------------------------------------------
@@ -110,14 +87,14 @@ def test_default_directory_planted_by_another_user_is_refused(shared_tmp: Path) 
     env = {"XDG_RUNTIME_DIR": str(runtime)}
     planted = runtime / "statmap"
     planted.mkdir(mode=0o700)  # owned by root, the "attacker" here
-    out = _as_nobody(code, env=env)
+    out = run_as_nobody(code, env=env)
     assert out.stdout.startswith("REFUSED") and "owned by uid 0" in out.stdout, out
     planted.rmdir()
     trap = shared_tmp / "trap"
     trap.mkdir(mode=0o700)
     os.chown(trap, _nobody().pw_uid, _nobody().pw_gid)  # even a directory the victim owns...
     planted.symlink_to(trap)  # ...is refused through a planted symlink
-    out = _as_nobody(code, env=env)
+    out = run_as_nobody(code, env=env)
     assert out.stdout.startswith("REFUSED") and "symbolic link" in out.stdout, out
     assert list(trap.iterdir()) == []
 
@@ -136,7 +113,7 @@ def test_unprivileged_user_gets_a_private_directory_and_0600_files(shared_tmp: P
         print(pub.path)
         """
     )
-    out = _as_nobody(code, env={"XDG_RUNTIME_DIR": str(runtime)})
+    out = run_as_nobody(code, env={"XDG_RUNTIME_DIR": str(runtime)})
     assert out.returncode == 0, out.stderr
     path = Path(out.stdout.strip())
     assert path.parent == runtime / "statmap"

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator
@@ -23,9 +22,7 @@ import pytest
 
 import statmap
 
-from .conftest import run_python
-
-ROOT = Path(__file__).resolve().parent.parent
+from .conftest import run_as_nobody, run_python
 
 
 def _values(path: str) -> dict[tuple[str, tuple[str, ...]], object]:
@@ -193,17 +190,6 @@ def test_directory_removed_under_a_live_publisher(tmp_path: Path) -> None:
     pub.close()
 
 
-def _as_nobody(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run as the user nobody")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", code, *args],
-        env=env, text=True, capture_output=True, timeout=120, cwd="/",
-    )  # fmt: skip
-
-
 TRY_CREATE = textwrap.dedent(
     """
     import sys, statmap
@@ -232,17 +218,17 @@ def test_unwritable_directory_as_an_unprivileged_user(world_tmp: Path) -> None:
     d = world_tmp / "ro"
     d.mkdir(mode=0o500)
     os.chown(d, nobody.pw_uid, nobody.pw_gid)
-    out = _as_nobody(TRY_CREATE, str(d))
+    out = run_as_nobody(TRY_CREATE, str(d))
     assert out.stdout.startswith("REFUSED") and "not writable" in out.stdout, out
     # a missing directory under a parent the user cannot write to
-    out = _as_nobody(TRY_CREATE, str(world_tmp / "sub" / "statmap"))
+    out = run_as_nobody(TRY_CREATE, str(world_tmp / "sub" / "statmap"))
     assert out.stdout.startswith("REFUSED") and "permission denied" in out.stdout, out
 
 
 def test_foreign_owned_directory_as_an_unprivileged_user(world_tmp: Path) -> None:
     d = world_tmp / "roots"
     d.mkdir(mode=0o755)  # owned by root, readable by all
-    out = _as_nobody(TRY_CREATE, str(d))
+    out = run_as_nobody(TRY_CREATE, str(d))
     assert out.stdout.startswith("REFUSED") and "owned by uid 0" in out.stdout, out
 
 
