@@ -13,16 +13,29 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar, overload
 
 from . import _layout as L
 from . import cells
 from .errors import LabelLimitError, StatmapError
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing_extensions import Self, TypedDict, Unpack
 
     from .publisher import Binding, Publisher
+
+    class _Options(TypedDict, total=False):
+        """The options every declaration takes besides its help and labels."""
+
+        name: str | None
+        unit: str
+        max_series: int
+
+
+#: What an instance of a model class gives for a declaration (for type checkers:
+#: a series, or a Labelled family of series when the declaration has labels).
+_T = TypeVar("_T")
+_S_co = TypeVar("_S_co", covariant=True)
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
 UNIT_RE = re.compile(r"^[A-Za-z0-9_]{0,64}$")
@@ -136,7 +149,7 @@ class InfoSeries:
 # -- Declarations ----------------------------------------------------------------
 
 
-class Metric:
+class Metric(Generic[_T]):
     """Base of all declarations: help, name, labels, unit, label-set limit."""
 
     mtype: ClassVar[int]
@@ -175,16 +188,22 @@ class Metric:
     @overload
     def __get__(self, obj: None, owner: type | None = None) -> Self: ...
     @overload
-    def __get__(self, obj: object, owner: type | None = None) -> Any: ...
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
 
     def __get__(self, obj: object, owner: type | None = None) -> Any:
         # Only reached for class access, or for an instance that has not bound
         # this metric (statmap.Stats stores live metrics in the instance
-        # __dict__, which wins over this non-data descriptor). Typed as Any
-        # for instances so that type checkers accept stats.requests.inc().
+        # __dict__, which wins over this non-data descriptor). For type
+        # checkers, an instance gets the live series (or Labelled family).
         if obj is None:
             return self
         raise AttributeError(f"metric {getattr(self, 'attr', self.name)!r} is not bound to a publisher")
+
+    if TYPE_CHECKING:
+        # For type checkers only, so that `stats.requests += 1` (which stores
+        # the series back) checks; at run time this stays a non-data
+        # descriptor, so the instance __dict__ keeps winning.
+        def __set__(self, obj: object, value: _T) -> None: ...
 
     def bind(self, publisher: Publisher, name: str | None = None) -> Any:
         """Create this metric in ``publisher``: a live series, or a Family if it has labels."""
@@ -223,10 +242,37 @@ class Metric:
         raise NotImplementedError
 
 
-class Counter(Metric):
+class Counter(Metric[_T]):
     """A monotonic counter. Integer by default; ``float=True`` for fractional amounts."""
 
     mtype = L.MetricType.COUNTER
+
+    @overload
+    def __init__(
+        self: Counter[CounterSeries], help: str = "", *, float: Literal[False] = False, **options: Unpack[_Options]
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Counter[FloatCounterSeries], help: str = "", *, float: Literal[True], **options: Unpack[_Options]
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Counter[Labelled[CounterSeries]],
+        help: str = "",
+        *,
+        labels: Sequence[str],
+        float: Literal[False] = False,
+        **options: Unpack[_Options],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Counter[Labelled[FloatCounterSeries]],
+        help: str = "",
+        *,
+        labels: Sequence[str],
+        float: Literal[True],
+        **options: Unpack[_Options],
+    ) -> None: ...
 
     def __init__(self, help: str = "", *, float: bool = False, **options: Any) -> None:
         super().__init__(help, **options)
@@ -246,7 +292,7 @@ _AGGREGATIONS = {
 }
 
 
-class Gauge(Metric):
+class Gauge(Metric[_T]):
     """A value that goes up and down.
 
     ``aggregate`` says how readers combine it across processes: "per_process"
@@ -256,7 +302,29 @@ class Gauge(Metric):
 
     mtype = L.MetricType.GAUGE
 
-    def __init__(self, help: str = "", *, aggregate: str = "per_process", live_only: bool = False, **options: Any):
+    @overload
+    def __init__(
+        self: Gauge[GaugeSeries],
+        help: str = "",
+        *,
+        aggregate: str = ...,
+        live_only: bool = ...,
+        **options: Unpack[_Options],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Gauge[Labelled[GaugeSeries]],
+        help: str = "",
+        *,
+        labels: Sequence[str],
+        aggregate: str = ...,
+        live_only: bool = ...,
+        **options: Unpack[_Options],
+    ) -> None: ...
+
+    def __init__(
+        self, help: str = "", *, aggregate: str = "per_process", live_only: bool = False, **options: Any
+    ) -> None:
         super().__init__(help, **options)
         if aggregate not in _AGGREGATIONS:
             raise ValueError(f"aggregate must be one of {sorted(_AGGREGATIONS)}, not {aggregate!r}")
@@ -266,7 +334,7 @@ class Gauge(Metric):
         return GaugeSeries(binding.buffer, binding.offset)
 
 
-class Histogram(Metric):
+class Histogram(Metric[_T]):
     """Observations counted in buckets, with their count and sum, read consistently.
 
     ``buckets`` is a sequence of upper bounds (default: prometheus_client's)
@@ -276,7 +344,27 @@ class Histogram(Metric):
 
     mtype = L.MetricType.HISTOGRAM
 
-    def __init__(self, help: str = "", *, buckets: Iterable[float] | LogBuckets = DEFAULT_BUCKETS, **options: Any):
+    @overload
+    def __init__(
+        self: Histogram[HistogramSeries],
+        help: str = "",
+        *,
+        buckets: Iterable[float] | LogBuckets = ...,
+        **options: Unpack[_Options],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Histogram[Labelled[HistogramSeries]],
+        help: str = "",
+        *,
+        labels: Sequence[str],
+        buckets: Iterable[float] | LogBuckets = ...,
+        **options: Unpack[_Options],
+    ) -> None: ...
+
+    def __init__(
+        self, help: str = "", *, buckets: Iterable[float] | LogBuckets = DEFAULT_BUCKETS, **options: Any
+    ) -> None:
         super().__init__(help, **options)
         if isinstance(buckets, LogBuckets):
             bounds = buckets.bounds()
@@ -299,18 +387,46 @@ class Histogram(Metric):
         return HistogramSeries(binding.buffer, binding.offset, self.bounds)
 
 
-class Timer(Histogram):
+class Timer(Histogram[_T]):
     """A histogram of durations in seconds; use ``with metric.time():`` or ``@metric.time()``."""
+
+    @overload
+    def __init__(
+        self: Timer[HistogramSeries],
+        help: str = "",
+        *,
+        buckets: Iterable[float] | LogBuckets = ...,
+        **options: Unpack[_Options],
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Timer[Labelled[HistogramSeries]],
+        help: str = "",
+        *,
+        labels: Sequence[str],
+        buckets: Iterable[float] | LogBuckets = ...,
+        **options: Unpack[_Options],
+    ) -> None: ...
 
     def __init__(self, help: str = "", **options: Any) -> None:
         options.setdefault("unit", "seconds")
-        super().__init__(help, **options)
+        super().__init__(help, **options)  # type: ignore[misc]  # (the overloads type the callers)
 
 
-class Summary(Metric):
+class Summary(Metric[_T]):
     """Count and sum of observations, read consistently (an average over any interval)."""
 
     mtype = L.MetricType.SUMMARY
+
+    @overload
+    def __init__(self: Summary[SummarySeries], help: str = "", **options: Unpack[_Options]) -> None: ...
+    @overload
+    def __init__(
+        self: Summary[Labelled[SummarySeries]], help: str = "", *, labels: Sequence[str], **options: Unpack[_Options]
+    ) -> None: ...
+
+    def __init__(self, help: str = "", **options: Any) -> None:
+        super().__init__(help, **options)
 
     def _cell(self, binding: Binding) -> Any:
         return SummarySeries(binding.buffer, binding.offset)
@@ -319,10 +435,22 @@ class Summary(Metric):
 Average = Summary
 
 
-class Text(Metric):
+class Text(Metric[_T]):
     """A short UTF-8 text of at most ``size`` bytes, cut at a character boundary."""
 
     mtype = L.MetricType.TEXT
+
+    @overload
+    def __init__(self: Text[TextSeries], help: str = "", *, size: int = ..., **options: Unpack[_Options]) -> None: ...
+    @overload
+    def __init__(
+        self: Text[Labelled[TextSeries]],
+        help: str = "",
+        *,
+        labels: Sequence[str],
+        size: int = ...,
+        **options: Unpack[_Options],
+    ) -> None: ...
 
     def __init__(self, help: str = "", *, size: int = 64, **options: Any) -> None:
         super().__init__(help, **options)
@@ -337,10 +465,24 @@ class Text(Metric):
         return TextSeries(binding.buffer, binding.offset, self.size)
 
 
-class Enum(Metric):
+class Enum(Metric[_T]):
     """One of a fixed list of states; starts in the first."""
 
     mtype = L.MetricType.ENUM
+
+    @overload
+    def __init__(
+        self: Enum[EnumSeries], help: str = "", *, states: Sequence[str], **options: Unpack[_Options]
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Enum[Labelled[EnumSeries]],
+        help: str = "",
+        *,
+        labels: Sequence[str],
+        states: Sequence[str],
+        **options: Unpack[_Options],
+    ) -> None: ...
 
     def __init__(self, help: str = "", *, states: Sequence[str], **options: Any) -> None:
         super().__init__(help, **options)
@@ -362,10 +504,24 @@ class Enum(Metric):
         return cell
 
 
-class Info(Metric):
+class Info(Metric[_T]):
     """Constant key/value pairs (version, build...). Give ``values`` now or call ``info({...})`` once."""
 
     mtype = L.MetricType.INFO
+
+    @overload
+    def __init__(
+        self: Info[InfoSeries], help: str = "", *, values: Mapping[str, str] | None = ..., **options: Unpack[_Options]
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Info[Labelled[InfoSeries]],
+        help: str = "",
+        *,
+        labels: Sequence[str],
+        values: Mapping[str, str] | None = ...,
+        **options: Unpack[_Options],
+    ) -> None: ...
 
     def __init__(self, help: str = "", *, values: Mapping[str, str] | None = None, **options: Any) -> None:
         super().__init__(help, **options)
@@ -391,12 +547,18 @@ class Info(Metric):
 Family = cells.Family
 
 
+class Labelled(Protocol[_S_co]):
+    """What type checkers see for a metric declared with labels: a ``Family`` of series."""
+
+    def labels(self, *values: Any, **by_name: Any) -> _S_co: ...
+
+
 class _Children:
     """Creates a labelled metric's series on a cache miss, within its limits."""
 
     __slots__ = ("_canonical", "_children", "_decl", "_publisher", "name")
 
-    def __init__(self, decl: Metric, publisher: Publisher, name: str, children: dict[Any, Any]) -> None:
+    def __init__(self, decl: Metric[Any], publisher: Publisher, name: str, children: dict[Any, Any]) -> None:
         self.name = name
         self._decl = decl
         self._publisher = publisher

@@ -29,11 +29,11 @@ _RESERVED = frozenset({"publisher", "path", "close", "remove", "name"})
 class Stats:
     """Base class of model classes. ``Stats(name, directory=None)`` creates the file."""
 
-    _declarations: ClassVar[dict[str, Metric]] = {}
+    _declarations: ClassVar[dict[str, Metric[Any]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        found: dict[str, Metric] = {}
+        found: dict[str, Metric[Any]] = {}
         for klass in reversed(cls.__mro__[1:]):
             found.update(getattr(klass, "_declarations", {}))
         for attr, value in list(vars(cls).items()):
