@@ -113,5 +113,5 @@ def test_wrong_use_of_a_series_is_a_type_error(tmp_path: Path) -> None:
     errors = [line for line in out.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 3, out.stdout
     assert '"Counter" has no attribute "observe"' in errors[0]
-    assert "has no attribute \"inc\"" in errors[1] and "Labelled" in errors[1]
+    assert 'has no attribute "inc"' in errors[1] and "Labelled" in errors[1]
     assert 'incompatible type "int"' in errors[2] and '"str"' in errors[2]
