@@ -75,6 +75,15 @@ def serve(directory: str) -> float:
 
         assert_type(query(1), int)
         return stats.in_flight.get()
+
+
+def procedural(pub: statmap.Publisher) -> None:
+    jobs = statmap.Counter("Jobs done", labels=("queue",)).bind(pub, "jobs")
+    assert_type(jobs, Labelled[CounterSeries])
+    jobs.labels("high").inc()
+    depth = statmap.Gauge("Jobs waiting", aggregate="max").bind(pub, "queue_depth")
+    assert_type(depth, GaugeSeries)
+    depth.set(12)
 """
 
 BAD = """

@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar, cast, overload
 
 from . import _layout as L
 from . import cells
@@ -205,15 +205,22 @@ class Metric(Generic[_T]):
         # descriptor, so the instance __dict__ keeps winning.
         def __set__(self, obj: object, value: _T) -> None: ...
 
-    def bind(self, publisher: Publisher, name: str | None = None) -> Any:
-        """Create this metric in ``publisher``: a live series, or a Family if it has labels."""
+    def bind(self, publisher: Publisher, name: str | None = None) -> _T:
+        """Create this metric in ``publisher``: a live series, or a Family if it has labels.
+
+        Typed: ``Counter("Jobs", labels=("queue",)).bind(pub, "jobs")`` is a
+        ``Labelled[CounterSeries]`` for type checkers.
+        """
         name = check_name(name or self.name or getattr(self, "attr", "") or "")
         publisher.claim_name(name)
+        made: Any
         if not self.label_names:
-            return self._series(publisher, name, ())
-        children: dict[Any, Any] = {}
-        create = _Children(self, publisher, name, children).create
-        return Family(name, self.label_names, children, create)
+            made = self._series(publisher, name, ())
+        else:
+            children: dict[Any, Any] = {}
+            create = _Children(self, publisher, name, children).create
+            made = Family(name, self.label_names, children, create)
+        return cast(_T, made)
 
     # subclasses: the record's type-specific parts, and the live series
     flags = 0
