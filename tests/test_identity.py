@@ -231,3 +231,33 @@ def test_closed_file_stays_closed_whoever_holds_its_pid(statdir: str) -> None:
     with open(path, "rb") as f:
         header = L.decode_header(f.read(L.HEADER_SIZE))
     assert header.closed_ns > 0 and header.state == L.State.CLOSED
+
+
+def test_identity_fallback_where_locks_do_not_work() -> None:
+    """Where flock is not available (format.md, liveness), the reader judges by identity:
+    same boot, the pid exists, and it started when the writer did."""
+    from statmap._proc import boot_id, process_start_time
+    from statmap.reader import Reader
+
+    def identity(**changes: object) -> L.Identity:
+        fields: dict[str, object] = {
+            "pid": os.getpid(),
+            "start_time": process_start_time(os.getpid()),
+            "boot_id": boot_id(),
+            "instance_id": bytes(16),
+            "created_ns": 0,
+            "publisher": "p",
+            "program": "t",
+        }
+        fields.update(changes)
+        return L.Identity(**fields)  # type: ignore[arg-type]
+
+    me = identity()
+    assert me.start_time > 0 and me.boot_id != bytes(16)
+    assert Reader._liveness_by_pid(me) == "alive"
+    assert Reader._liveness_by_pid(identity(start_time=me.start_time + 1)) == "dead"  # pid reused
+    assert Reader._liveness_by_pid(identity(boot_id=bytes(b ^ 0xFF for b in me.boot_id))) == "dead"  # rebooted
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert Reader._liveness_by_pid(identity(pid=child.pid, start_time=0)) == "dead"  # exited and reaped
+    assert Reader._liveness_by_pid(identity(start_time=0)) == "alive"  # start time unknown: the pid decides

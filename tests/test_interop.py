@@ -68,6 +68,15 @@ def built() -> None:
         assert exe.exists(), f"{exe} was not built"
 
 
+def test_rust_unit_tests(built: None) -> None:
+    """The Rust crate's own tests (e.g. liveness by identity where locks do not work)."""
+    proc = subprocess.run(
+        [_cargo(), "test", "--release", "--offline"], cwd=RUSTDIR, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "identity_fallback_tells_live_from_dead ... ok" in proc.stdout, proc.stdout
+
+
 # ---------------------------------------------------------------------------
 # helpers
 

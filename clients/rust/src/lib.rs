@@ -166,6 +166,48 @@ impl Drop for Image {
     }
 }
 
+// ---- liveness without locks (docs/format.md, liveness) -------------------
+
+/// This boot's id from the kernel (16 bytes), or zeros if unknown.
+fn boot_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let hex: Vec<u8> = text.trim().bytes().filter(|&c| c != b'-').collect();
+    if hex.len() != 32 {
+        return id;
+    }
+    for (i, pair) in hex.chunks(2).enumerate() {
+        match std::str::from_utf8(pair).ok().and_then(|p| u8::from_str_radix(p, 16).ok()) {
+            Some(b) => id[i] = b,
+            None => return [0u8; 16],
+        }
+    }
+    id
+}
+
+/// Clock ticks after boot at which `pid` started (/proc/PID/stat field 22),
+/// or None if there is no such process in our pid namespace.
+fn process_start_time(pid: u64) -> Option<u64> {
+    let stat = std::fs::read(format!("/proc/{}/stat", pid)).ok()?;
+    // the command name (field 2) is in parentheses and may hold spaces or ')'
+    let after = stat.iter().rposition(|&c| c == b')')? + 2;
+    let rest = String::from_utf8_lossy(stat.get(after..)?).into_owned();
+    Some(rest.split_whitespace().nth(19).and_then(|f| f.parse().ok()).unwrap_or(0))
+}
+
+/// Where locks are not available: alive if the writer's boot is this boot
+/// and its pid exists with the same start time (when recorded); else dead.
+pub fn liveness_by_identity(ident: &Identity) -> &'static str {
+    if ident.pid == 0 || ident.pid > i32::MAX as u64 || ident.boot_id != boot_id() {
+        return "dead";
+    }
+    match process_start_time(ident.pid) {
+        None => "dead",
+        Some(started) if ident.start_time != 0 && started != ident.start_time => "dead",
+        Some(_) => "alive",
+    }
+}
+
 // ---- parsed metadata ----------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq)]
@@ -610,7 +652,7 @@ impl Reader {
         }
     }
 
-    fn liveness(&self, state: u64) -> &'static str {
+    fn liveness(&self, state: u64, ident: &Identity) -> &'static str {
         if state == 2 {
             return "closed";
         }
@@ -622,7 +664,7 @@ impl Reader {
         if std::io::Error::last_os_error().raw_os_error() == Some(EWOULDBLOCK) {
             return "alive";
         }
-        "dead"
+        liveness_by_identity(ident) // locks do not work here (section 9.2)
     }
 
     pub fn snapshot(&mut self) -> Result<Snapshot, ReadError> {
@@ -657,6 +699,49 @@ impl Reader {
         for r in &self.records {
             series.push(Series { record: r.clone(), value: read_value(img, r)? });
         }
-        Ok(Snapshot { identity: ident, liveness: self.liveness(h.state), series })
+        let liveness = self.liveness(h.state, &ident);
+        Ok(Snapshot { identity: ident, liveness, series })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> Identity {
+        let pid = std::process::id() as u64;
+        Identity {
+            major: 1,
+            minor: 0,
+            state: 1,
+            flags: 0,
+            pid,
+            start_time: process_start_time(pid).unwrap(),
+            boot_id: boot_id(),
+            instance_id: [0; 16],
+            created_ns: 0,
+            closed_ns: 0,
+            publisher: "p".into(),
+            program: "t".into(),
+        }
+    }
+
+    #[test]
+    fn identity_fallback_tells_live_from_dead() {
+        assert_ne!(boot_id(), [0u8; 16], "no boot id from the kernel");
+        let live = me();
+        assert_eq!(liveness_by_identity(&live), "alive");
+        // pid reused: same pid, another start time
+        assert_eq!(liveness_by_identity(&Identity { start_time: live.start_time + 1, ..live.clone() }), "dead");
+        // another boot
+        let mut other_boot = live.boot_id;
+        other_boot[0] ^= 0xff;
+        assert_eq!(liveness_by_identity(&Identity { boot_id: other_boot, ..live.clone() }), "dead");
+        // no such process (beyond pid_max), and nonsense pids
+        assert_eq!(liveness_by_identity(&Identity { pid: 4_194_305, ..live.clone() }), "dead");
+        assert_eq!(liveness_by_identity(&Identity { pid: 0, ..live.clone() }), "dead");
+        assert_eq!(liveness_by_identity(&Identity { pid: u64::MAX, ..live.clone() }), "dead");
+        // start time unknown (0): the pid alone decides
+        assert_eq!(liveness_by_identity(&Identity { start_time: 0, ..live }), "alive");
     }
 }
