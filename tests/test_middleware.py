@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import socket
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -569,3 +571,77 @@ def test_asgi_route_callable_and_other_scopes(pub: statmap.Publisher, statdir: s
             assert call(port, "GET", path)[0] == 200
     assert "lifespan" in seen
     assert requests_by_labels(statdir) == {("GET", "/a", "2xx"): 2, ("GET", "/b", "2xx"): 1, ("GET", "other", "2xx"): 2}
+
+
+# -- Django (in its own process: its settings are process-wide) ------------------
+
+DJANGO_SITE = """
+import sys, wsgiref.simple_server
+import django
+from django.conf import settings
+
+settings.configure(
+    DEBUG=False, ROOT_URLCONF="__main__", ALLOWED_HOSTS=["*"], SECRET_KEY="test",
+    MIDDLEWARE=["statmap.middleware.django_route"], LOGGING_CONFIG=None,
+)
+django.setup()
+from django.core.wsgi import get_wsgi_application
+from django.http import JsonResponse
+from django.urls import path
+
+import statmap
+from statmap.middleware import WSGIMiddleware
+
+
+def item(request, pk):
+    return JsonResponse({"pk": pk})
+
+
+def boom(request):
+    raise ValueError("boom")
+
+
+urlpatterns = [path("items/<int:pk>/", item), path("boom/", boom)]
+
+
+class Quiet(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+app = WSGIMiddleware(get_wsgi_application(), publisher=statmap.Publisher("django", sys.argv[1]))
+server = wsgiref.simple_server.make_server("127.0.0.1", 0, app, handler_class=Quiet)
+print(server.server_port, flush=True)
+server.serve_forever()
+"""
+
+
+def test_django_route_templates(statdir: str) -> None:
+    pytest.importorskip("django", reason="Django is not installed (pip install django)")
+    site = subprocess.Popen(
+        [sys.executable, "-c", DJANGO_SITE, statdir], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert site.stdout is not None
+        line = site.stdout.readline()
+        errors = site.stderr.read() if site.stderr and not line.strip().isdigit() else ""
+        assert line.strip().isdigit(), f"the Django site did not start: {line}{errors}"
+        port = int(line)
+        sent = [("GET", "/items/1/")] * 3 + [("GET", "/items/2/")] * 2 + [("POST", "/items/3/")]
+        sent += [("GET", "/nope/")] * 2 + [("GET", "/boom/")]
+        for method, target in sent:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request(method, target)
+            status = conn.getresponse().status
+            conn.close()
+            assert status == {"/nope/": 404, "/boom/": 500}.get(target, 200), (method, target, status)
+        assert requests_by_labels(statdir) == {
+            ("GET", "/items/<int:pk>/", "2xx"): 5,
+            ("POST", "/items/<int:pk>/", "2xx"): 1,
+            ("GET", "other", "4xx"): 2,  # no route matched: not the raw path
+            ("GET", "/boom/", "5xx"): 1,
+        }
+        assert in_flight(statdir) == 0
+    finally:
+        site.terminate()
+        site.wait(timeout=30)

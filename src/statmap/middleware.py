@@ -43,6 +43,7 @@ __all__ = [
     "ASGIMiddleware",
     "HTTPMetrics",
     "WSGIMiddleware",
+    "django_route",
 ]
 
 #: The label value for anything outside the bounded sets (methods, routes, statuses).
@@ -188,6 +189,26 @@ def _flask_rule(environ: dict[str, Any]) -> str | None:
     request = environ.get("werkzeug.request")
     rule = getattr(request, "url_rule", None)
     return getattr(rule, "rule", None)
+
+
+def django_route(get_response: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A Django middleware that names each request's route for ``WSGIMiddleware``.
+
+    Add ``"statmap.middleware.django_route"`` to ``MIDDLEWARE``: the route is
+    the resolver's pattern ("/items/<int:pk>/"); unmatched requests count as
+    "other". Django's ``request.META`` is the WSGI environ, which is where
+    ``WSGIMiddleware`` looks (Django under ASGI has no such shared dict).
+    """
+
+    def middleware(request: Any) -> Any:
+        response = get_response(request)
+        match = getattr(request, "resolver_match", None)
+        route = getattr(match, "route", None)
+        if route:
+            request.META[ROUTE_KEY] = "/" + route
+        return response
+
+    return middleware
 
 
 class _Middleware:
