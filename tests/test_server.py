@@ -20,6 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
+import statmap
 from statmap.server import (
     ASSET_DIR,
     WSGIApp,
@@ -578,3 +579,27 @@ def test_demo_serves_the_dashboard(tmp_path: Path) -> None:
         assert b"statmap" in r.read()
     proc.stdout.read()
     assert proc.wait(timeout=30) == 0, proc.stderr.read()  # type: ignore[union-attr]
+
+
+def test_demo_stops_quietly_on_ctrl_c(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group:
+    the demo and its workers stop without a traceback, and the workers close their files."""
+    demo_dir = tmp_path / "demo"
+    demo_dir.mkdir(mode=0o700)
+    cmd = [sys.executable, "-m", "statmap", "demo", "--workers", "2", "--port", "0", "--dir", str(demo_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: len(list(demo_dir.glob("*.statmap"))) == 2, what="two demo workers")
+        time.sleep(1.0)  # inside their update loops
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    states = []
+    for path in demo_dir.glob("*.statmap"):
+        with statmap.open(str(path)) as reader:
+            states.append(reader.snapshot().status)
+    assert states == ["closed", "closed"], states

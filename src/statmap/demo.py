@@ -43,7 +43,7 @@ PATHS = ("/", "/index", "/api/users", "/api/orders", "/static/app.js", "/health"
 
 
 def worker(directory: str, seed: int) -> None:
-    """Publish until SIGTERM."""
+    """Publish until SIGTERM or SIGINT, then close the file."""
     rng = random.Random(seed)
     stop = False
 
@@ -52,6 +52,8 @@ def worker(directory: str, seed: int) -> None:
         stop = True
 
     signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C reaches every process of the terminal's foreground group: stop quietly.
+    signal.signal(signal.SIGINT, on_term)
     stats = DemoStats("demo-web", directory=directory)
     stats.state.state("serving")
     while not stop:
