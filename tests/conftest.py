@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,25 @@ def run_python(code: str, *args: str, timeout: float = 120, check: bool = True) 
     return subprocess.run(
         [sys.executable, "-c", code, *args], env=env, text=True, capture_output=True, timeout=timeout, check=check
     )
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A directory every user can traverse (tmp_path is root's 0700), for tests that run as nobody."""
+    d = Path(tempfile.mkdtemp(prefix="statmap-shared-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def stop_server(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 30) -> None:
+    """SIGTERM a server process and wait for it; SIGKILL if it does not stop in time."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_as_nobody(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from .conftest import stop_server
 
 pytest.importorskip("gunicorn")
 
@@ -115,12 +116,7 @@ def test_gunicorn_workers_replaced_totals_exact(statdir: str, tmp_path: Path) ->
         ended = sum(1 for f in files if f["state"] in ("closed", "dead"))
         assert archived + ended >= 5  # workers really were replaced (each after at most 25 requests)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
         log.close()
     # Every worker is gone now; fold them all: the total stays, one file remains.
     subprocess.run([sys.executable, "-m", "statmap", "clean", "--dir", statdir], check=True, timeout=60)

@@ -11,13 +11,10 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,15 +32,6 @@ ROOT_ONLY = pytest.mark.skipif(os.getuid() != 0, reason="needs root: plants file
 
 def _fixed_identity(pid: int = 4242) -> L.Identity:
     return L.Identity(pid, 1, bytes(16), bytes(range(16)), 0, "p", "prog")
-
-
-@pytest.fixture
-def shared_tmp() -> Iterator[Path]:
-    """A directory every user can traverse (tmp_path is 0700 root's)."""
-    d = Path(tempfile.mkdtemp(prefix="statmap-hostile-"))
-    d.chmod(0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def _nobody() -> pwd.struct_passwd:

@@ -18,7 +18,6 @@ import http.client
 import importlib.util
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .conftest import stop_server
 
 pytest.importorskip("gunicorn")
 pytest.importorskip("flask")
@@ -261,12 +262,7 @@ def test_flask_under_gunicorn_metrics_match_the_mix(statdir: str, tmp_path: Path
         assert archive.name == "web"
         assert sum(counts(scrape(statdir, serve_port)).values()) == answered
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_server(server)
         log.close()
     output = log_path.read_text()
     assert server.returncode == 0, output
@@ -329,8 +325,7 @@ def test_preloaded_app_workers_get_their_own_files(statdir: str, tmp_path: Path)
             assert col.value("http_requests_in_flight") == 0
             assert "statmap serve" not in log_path.read_text()
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+            stop_server(server)
     text = subprocess.run(
         [sys.executable, "-m", "statmap", "export", "--dir", statdir],
         capture_output=True, text=True, timeout=60, check=True,

@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,30 +202,22 @@ TRY_CREATE = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def world_tmp() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="statmap-limits-"))
-    d.chmod(0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def test_unwritable_directory_as_an_unprivileged_user(world_tmp: Path) -> None:
+def test_unwritable_directory_as_an_unprivileged_user(shared_tmp: Path) -> None:
     import pwd
 
     nobody = pwd.getpwnam("nobody")
-    d = world_tmp / "ro"
+    d = shared_tmp / "ro"
     d.mkdir(mode=0o500)
     os.chown(d, nobody.pw_uid, nobody.pw_gid)
     out = run_as_nobody(TRY_CREATE, str(d))
     assert out.stdout.startswith("REFUSED") and "not writable" in out.stdout, out
     # a missing directory under a parent the user cannot write to
-    out = run_as_nobody(TRY_CREATE, str(world_tmp / "sub" / "statmap"))
+    out = run_as_nobody(TRY_CREATE, str(shared_tmp / "sub" / "statmap"))
     assert out.stdout.startswith("REFUSED") and "permission denied" in out.stdout, out
 
 
-def test_foreign_owned_directory_as_an_unprivileged_user(world_tmp: Path) -> None:
-    d = world_tmp / "roots"
+def test_foreign_owned_directory_as_an_unprivileged_user(shared_tmp: Path) -> None:
+    d = shared_tmp / "roots"
     d.mkdir(mode=0o755)  # owned by root, readable by all
     out = run_as_nobody(TRY_CREATE, str(d))
     assert out.stdout.startswith("REFUSED") and "owned by uid 0" in out.stdout, out
