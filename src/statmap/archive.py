@@ -45,6 +45,8 @@ import errno
 import fcntl
 import os
 import re
+import signal
+import stat
 import struct
 import time
 from dataclasses import dataclass, field
@@ -57,12 +59,70 @@ from .discover import FILE_SUFFIX
 from .errors import FormatError
 from .reader import CLOSED, DEAD, NOT_READY, HistogramValue, Reader, SummaryValue
 
-RETENTION = 300.0  # seconds an absorbed id is remembered once its file is gone
+RETENTION = 300.0  # seconds an absorbed id is remembered once a cleaner has seen its file gone
+GONE_SERIES = ARCHIVE_PREFIX + "gone"  # bookkeeping: when a cleaner first saw an absorbed file gone
 ARCHIVE_PROGRAM = "statmap-archive"
 STALE_TEMP_SECONDS = 60.0  # a hidden temporary file unlocked for this long was left by a crash
 
 PUBLISHER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")  # as publisher.NAME_RE
 _ARCHIVED = (L.MetricType.COUNTER, L.MetricType.HISTOGRAM, L.MetricType.SUMMARY)
+# Hidden temporaries statmap makes: ``.PUB.PID.HEX.statmap.tmp`` (publishers) and
+# ``.PUB.archive.statmap.SUFFIX.tmp`` (cleaners). Other hidden names are not ours to touch.
+_TEMP_RE = re.compile(r"^\..+\.statmap(\.[0-9a-f]+)?\.tmp$")
+# Every open: never follow a symlink, never wait on a FIFO, never take a terminal.
+_SAFE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_KINDS = {
+    stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+}  # fmt: skip
+
+# Tests only: SIGKILL this process when a clean reaches the step named here
+# (tests/test_cleaner.py kills a cleaner at every step). Read once; unset in production.
+_KILL_AT = os.environ.get("STATMAP_TEST_KILL_AT") or None
+
+
+def _step(name: str) -> None:
+    if _KILL_AT == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Refused(Exception):
+    """An entry the cleaner will not use (not a regular file, cannot be opened): reported, left alone."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+def _not_regular(path: str, mode: int) -> Refused:
+    return Refused(path, f"is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file; left alone")
+
+
+def _open_regular(path: str, flags: int) -> int:
+    """Open ``path`` only if it is a regular file (or, with O_CREAT, a new one).
+
+    The type is checked before opening, so no device or FIFO is ever opened,
+    and again on the descriptor, in case the entry was swapped in between.
+    """
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode)
+    try:
+        fd = os.open(path, flags | _SAFE, 0o600)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV):
+            raise Refused(path, f"cannot open: {exc.strerror}; left alone") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise _not_regular(path, st.st_mode)
+    return fd
 
 
 def archive_path(directory: str, publisher: str) -> str:
@@ -168,17 +228,32 @@ def _record(spec: L.RecordSpec, value: bytes) -> bytes:
     return record[:value_rel] + value
 
 
+def _id_lines(ids: dict[bytes, int]) -> str:
+    return "".join(f"{inst.hex()} {ns}\n" for inst, ns in sorted(ids.items(), key=lambda kv: kv[1]))
+
+
 def encode_archive(
-    publisher: str, entries: list[_Entry], absorbed: dict[bytes, int], processes: int, created_ns: int = 0
+    publisher: str,
+    entries: list[_Entry],
+    absorbed: dict[bytes, int],
+    processes: int,
+    created_ns: int = 0,
+    gone: dict[bytes, int] | None = None,
 ) -> bytes:
     """The bytes of a complete archive file (state closed, pid 0).
 
     ``created_ns``: when the oldest process it absorbed was created: the time
-    from which its totals count (exposed as ``_created``).
+    from which its totals count (exposed as ``_created``). ``gone``: for
+    absorbed ids, when a cleaner first saw their file gone (see ``fold``).
     """
     body = [_record(e.spec, _value_bytes(e)) for e in entries]
-    lines = "".join(f"{inst.hex()} {ns}\n" for inst, ns in sorted(absorbed.items(), key=lambda kv: kv[1]))
+    lines = _id_lines(absorbed)
     body.append(_text_record(ABSORBED_SERIES, "process files folded into this archive: instance id, time (ns)", lines))
+    body.append(
+        _text_record(
+            GONE_SERIES, "absorbed process files seen gone: instance id, first seen gone (ns)", _id_lines(gone or {})
+        )
+    )
     body.append(
         _record(
             L.RecordSpec(L.MetricType.COUNTER, PROCESSES_SERIES, "process files folded into this archive"),
@@ -203,24 +278,37 @@ def encode_archive(
 
 def _write_atomically(directory: str, name: str, data: bytes) -> None:
     dir_fd = open_directory(directory)
-    temp = f".{name}.{os.getpid()}.tmp"
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+        # A random name, not the pid: a cleaner killed mid-write leaves its temporary,
+        # and the next cleaner may well have the same pid (pid namespaces, restarts).
+        for _ in range(16):
+            temp = f".{name}.{os.urandom(8).hex()}.tmp"
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _SAFE, 0o600, dir_fd=dir_fd)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise Refused(os.path.join(directory, name), "no free temporary name to write the archive under")
         try:
+            # Held while it is written: a concurrent clean never takes it for a stale temporary.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+            if _KILL_AT:
+                _step("temp-written")
+            os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            try:
+                os.unlink(temp, dir_fd=dir_fd)  # ours: created with O_EXCL above
+            except OSError:
+                pass
+            raise
         finally:
             os.close(fd)
-        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         os.fsync(dir_fd)
-    except BaseException:
-        try:
-            os.unlink(temp, dir_fd=dir_fd)
-        except OSError:
-            pass
-        raise
     finally:
         os.close(dir_fd)
 
@@ -233,7 +321,7 @@ class _ArchiveLock:
         self.fd = -1
 
     def __enter__(self) -> _ArchiveLock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self.fd = _open_regular(self.path, os.O_RDWR | os.O_CREAT)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
@@ -244,17 +332,24 @@ class _ArchiveLock:
 _Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
-def read_archive(path: str) -> tuple[dict[_Key, _Entry], dict[bytes, int], int, int]:
-    """The entries, absorbed ids, process count and creation time of an archive (empty if there is none)."""
+def read_archive(path: str) -> tuple[dict[_Key, _Entry], dict[bytes, int], int, int, dict[bytes, int]]:
+    """The entries, absorbed ids, process count, creation time and gone ids of an archive (empty if there is none)."""
     entries: dict[_Key, _Entry] = {}
     absorbed: dict[bytes, int] = {}
+    gone: dict[bytes, int] = {}
     processes = 0
     created_ns = 0
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return entries, absorbed, processes, created_ns, gone
+    if not stat.S_ISREG(st.st_mode):
+        raise FormatError(path, _not_regular(path, st.st_mode).problem)  # never opened: no device, no FIFO
     try:
         reader = Reader(path)
     except FormatError as exc:
         if not os.path.lexists(path):
-            return entries, absorbed, processes, created_ns
+            return entries, absorbed, processes, created_ns, gone
         raise exc
     with reader:
         snap = reader.snapshot()
@@ -267,6 +362,8 @@ def read_archive(path: str) -> tuple[dict[_Key, _Entry], dict[bytes, int], int, 
                 absorbed = parse_absorbed(series.value or "")
             elif spec.name == PROCESSES_SERIES:
                 processes = int(series.value or 0)
+            elif spec.name == GONE_SERIES:
+                gone = parse_absorbed(series.value or "")
             elif spec.name.startswith(ARCHIVE_PREFIX) or spec.mtype not in _ARCHIVED:
                 continue
             else:
@@ -275,7 +372,7 @@ def read_archive(path: str) -> tuple[dict[_Key, _Entry], dict[bytes, int], int, 
                 entry = _Entry(spec)
                 entry.add(series.value)
                 entries[(spec.name, spec.labels)] = entry
-    return entries, absorbed, processes, created_ns
+    return entries, absorbed, processes, created_ns, {i: t for i, t in gone.items() if i in absorbed}
 
 
 def _ended_ns(snap_status: str, closed_ns: int, path: str) -> float:
@@ -296,6 +393,35 @@ def _unlink(path: str) -> bool:
         return False
 
 
+def _forget(
+    directory: str, publisher: str, absorbed: dict[bytes, int], gone: dict[bytes, int], now: float | None
+) -> tuple[dict[bytes, int], dict[bytes, int]]:
+    """The absorbed ids to keep, and when each was first seen gone.
+
+    A collector may still read a file through a descriptor it opened before the
+    file was removed, for up to RETENTION: an id is kept while a file with its
+    name prefix is in the directory and until a cleaner has seen it gone for
+    RETENTION. The time counts from when a cleaner *saw* it gone, not from the
+    fold: a cleaner killed between folding and removing leaves the file for
+    a later cleaner to remove, maybe much later.
+    """
+    visible = {n.rsplit(".", 2)[-2] for n in _names(directory) if n.startswith(publisher + ".")}
+    # Read the clock after the listing: every file missing from it was gone by then.
+    seen_ns = int((time.time() if now is None else now) * 1e9)
+    horizon = seen_ns - int(RETENTION * 1e9)
+    keep: dict[bytes, int] = {}
+    seen_gone: dict[bytes, int] = {}
+    for inst, ns in absorbed.items():
+        if inst[:4].hex() in visible:
+            keep[inst] = ns  # present (or one like it): not gone
+            continue
+        since = gone.get(inst, seen_ns)
+        if since > horizon:
+            keep[inst] = ns
+            seen_gone[inst] = since
+    return keep, seen_gone
+
+
 def fold(
     directory: str,
     publisher: str,
@@ -304,16 +430,20 @@ def fold(
     dry_run: bool = False,
     older_than: float = 0.0,
     report: CleanReport | None = None,
+    now: float | None = None,
 ) -> CleanReport:
     """Fold the ended process files among ``paths`` (all of ``publisher``) into its archive; remove them."""
     report = report if report is not None else CleanReport()
     if not PUBLISHER_RE.match(publisher):
         raise ValueError(f"invalid publisher name {publisher!r}")
     apath = archive_path(directory, publisher)
-    now = time.time()
+    clock = now
+    now = time.time() if now is None else now
     with _ArchiveLock(directory, publisher):
+        if _KILL_AT:
+            _step("locked")
         try:
-            entries, absorbed, processes, created_ns = read_archive(apath)
+            entries, absorbed, processes, created_ns, gone = read_archive(apath)
         except FormatError as exc:
             report.errors.append((exc.path, f"{exc.problem}; not folding into it"))
             return report
@@ -363,7 +493,7 @@ def fold(
                 key = (entry.spec.name, entry.spec.labels)
                 entries.setdefault(key, entry)
                 entry.add(value)
-            absorbed[ident.instance_id] = time.time_ns()
+            absorbed[ident.instance_id] = int(now * 1e9)
             processes += 1
             if ident.created_ns and (not created_ns or ident.created_ns < created_ns):
                 created_ns = ident.created_ns
@@ -373,19 +503,24 @@ def fold(
             report.removed += already
             return report
         if folded:
-            # Forget ids whose files are long gone (see RETENTION); keep those still visible.
-            visible = {n.rsplit(".", 2)[-2] for n in _names(directory) if n.startswith(publisher + ".")}
-            horizon = time.time_ns() - int(RETENTION * 1e9)
-            absorbed = {i: ns for i, ns in absorbed.items() if ns >= horizon or i[:4].hex() in visible}
-            data = encode_archive(publisher, list(entries.values()), absorbed, processes, created_ns)
+            absorbed, gone = _forget(directory, publisher, absorbed, gone, clock)
+            data = encode_archive(publisher, list(entries.values()), absorbed, processes, created_ns, gone)
             _write_atomically(directory, os.path.basename(apath), data)
             report.archives.append(apath)
+            if _KILL_AT:
+                _step("renamed")
         for path in folded:
             _unlink(path)
             report.folded.append(path)
+            if _KILL_AT:
+                _step("removed-one")
         for path in already:
             if _unlink(path):
                 report.removed.append(path)
+            if _KILL_AT:
+                _step("already-removed-one")
+        if _KILL_AT:
+            _step("unlocking")
     return report
 
 
@@ -396,17 +531,19 @@ def _names(directory: str) -> list[str]:
         return []
 
 
-def _stale_temporary(directory: str, name: str, now: float) -> bool:
-    """A hidden ``.NAME.statmap.tmp`` (or archive temporary) nobody holds, older than STALE_TEMP_SECONDS."""
-    path = os.path.join(directory, name)
-    try:
-        st = os.stat(path, follow_symlinks=False)
-        if now - st.st_mtime < STALE_TEMP_SECONDS:
-            return False
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+def _stale_temporary(path: str, st: os.stat_result, now: float) -> bool:
+    """A regular temporary file nobody holds, older than STALE_TEMP_SECONDS (raises Refused if not regular)."""
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(path, st.st_mode)
+    if now - st.st_mtime < STALE_TEMP_SECONDS:
         return False
     try:
+        fd = _open_regular(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        if (os.fstat(fd).st_ino, os.fstat(fd).st_dev) != (st.st_ino, st.st_dev):
+            return False  # replaced since it was listed: look again next time
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return False  # a writer is still building it
@@ -421,6 +558,7 @@ def clean(
     dry_run: bool = False,
     older_than: float = 0.0,
     publishers: Any = None,
+    now: float | None = None,
 ) -> CleanReport:
     """Fold every ended (dead or closed) process file of ``directory`` into its archive and remove it.
 
@@ -430,20 +568,33 @@ def clean(
     """
     report = CleanReport()
     by_publisher: dict[str, list[str]] = {}
-    now = time.time()
+    now = time.time() if now is None else now
     try:
         check_private(directory, os.lstat(directory))
     except FileNotFoundError:
         return report
     for name in sorted(_names(directory)):
         path = os.path.join(directory, name)
-        if name.startswith("."):
-            if name.endswith(".tmp") and _stale_temporary(directory, name, now):
-                if not dry_run:
-                    _unlink(path)
-                report.removed.append(path)
+        hidden_temp = bool(_TEMP_RE.match(name))
+        if not hidden_temp and (name.startswith(".") or not name.endswith(FILE_SUFFIX) or is_archive_name(name)):
+            continue  # not ours, or (lock, archive) opened by fold() with the same checks
+        try:
+            st = os.stat(path, follow_symlinks=False)
+            if hidden_temp:
+                if _stale_temporary(path, st, now):
+                    if not dry_run:
+                        _unlink(path)
+                    report.removed.append(path)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise _not_regular(path, st.st_mode)  # checked before Reader opens it: no device is opened
+        except FileNotFoundError:
+            continue  # removed since the listing
+        except Refused as exc:
+            report.errors.append((exc.path, exc.problem))
             continue
-        if not name.endswith(FILE_SUFFIX) or is_archive_name(name):
+        except OSError as exc:
+            report.errors.append((path, f"cannot check or remove it: {exc.strerror}"))
             continue
         try:
             with Reader(path) as reader:
@@ -467,10 +618,18 @@ def clean(
         by_publisher.setdefault(publisher, []).append(path)
     for publisher, paths in sorted(by_publisher.items()):
         try:
-            fold(directory, publisher, paths, dry_run=dry_run, older_than=older_than, report=report)
+            fold(directory, publisher, paths, dry_run=dry_run, older_than=older_than, report=report, now=now)
+        except Refused as exc:
+            report.errors.append((exc.path, f"{exc.problem}; {publisher} files not folded"))
         except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                report.errors.append((archive_path(directory, publisher), f"cannot write the archive: {exc.strerror}"))
-            else:
-                raise
+            # A full disk, a read-only or unwritable directory: the archive is replaced only
+            # by a complete new one and files are removed only after that, so nothing is lost;
+            # the files stay (still counted by collectors) for a later clean.
+            report.errors.append(
+                (
+                    archive_path(directory, publisher),
+                    f"cannot fold into the archive: {exc.strerror}; its process files stay (still counted) "
+                    "for a later clean",
+                )
+            )
     return report

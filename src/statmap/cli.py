@@ -153,12 +153,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .expose import Exposer
 
     exposer = Exposer(publisher_label=args.publisher_label, include_text=args.include_text, match=args.match)
-    with _collector(args, clean=args.clean) as collector:
+    clean_errors = _clean_before_export(args) if args.clean else []
+    with _collector(args) as collector:
         collection = collector.collect()
     sys.stdout.write(exposer.render(collection, args.format))
     for problem in exposer.problems:
         print(f"statmap: {problem}", file=sys.stderr)
+    # A fold that failed (e.g. a full disk) loses nothing: the files stay and are exported
+    # above. Say so on stderr, without changing the exit status: the metrics are complete.
+    reported = {e.path for e in collection.errors}
+    for path, problem in clean_errors:
+        if path not in reported:
+            print(f"statmap: clean: {path}: {problem}", file=sys.stderr)
     return _report_errors(collection)
+
+
+def _clean_before_export(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``export --clean``: fold ended processes; the problems found, never raised (export what can be read)."""
+    from .archive import clean
+    from .errors import DirectoryError
+
+    directory = args.dir or default_directory()
+    try:
+        return clean(directory, publishers=args.publisher or None).errors
+    except (DirectoryError, OSError) as exc:
+        return [(directory, str(exc))]
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -170,6 +189,9 @@ def cmd_clean(args: argparse.Namespace) -> int:
         report = clean(directory, dry_run=args.dry_run, older_than=args.older_than, publishers=args.publisher or None)
     except DirectoryError as exc:
         print(f"statmap: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the directory itself cannot be listed
+        print(f"statmap: {directory}: cannot clean: {exc.strerror}", file=sys.stderr)
         return 1
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=2)
