@@ -14,6 +14,8 @@ collectors do not aggregate:
 
 * ``statmap_archive_absorbed`` (text): one line ``INSTANCE_HEX ABSORBED_NS``
   per absorbed process file that may still be visible to someone;
+* ``statmap_archive_gone`` (text): ``INSTANCE_HEX NS`` for absorbed ids whose
+  file a cleaner has seen gone, and since when;
 * ``statmap_archive_processes`` (counter): how many process files it holds.
 
 How it stays exact:
@@ -32,8 +34,15 @@ How it stays exact:
   and the file is skipped) or gone (then the archive, read later, holds its
   values). Either way it is counted exactly once.
 * Absorbed ids are kept while a file with the same name prefix is still in
-  the directory, and for ``RETENTION`` seconds after (a bound on how long a
-  collection may take between listing the directory and reading the archive).
+  the directory, and until a cleaner has seen it gone for ``RETENTION``
+  seconds (a bound on how long a collection may take between listing the
+  directory and reading the archive). Counted from when a cleaner *saw* it
+  gone, not from the fold: after a cleaner killed before removing, the file
+  goes much later.
+* The cleaner opens only regular files, never follows a symlink and never
+  waits on a FIFO (``_open_regular``); anything else at a name it uses is
+  reported and left alone. A fold that fails (full disk) raises nothing out
+  of ``clean()``: it is reported, and the files stay for a later clean.
 
 Gauges, text, enum and info of an ended process are not archived: they
 describe a process that no longer exists.
@@ -510,13 +519,19 @@ def fold(
             if _KILL_AT:
                 _step("renamed")
         for path in folded:
-            _unlink(path)
+            try:
+                _unlink(path)
+            except OSError as exc:  # in the archive now: collectors skip it, a later clean retries
+                report.errors.append((path, f"folded into {apath} but cannot remove it: {exc.strerror}"))
             report.folded.append(path)
             if _KILL_AT:
                 _step("removed-one")
         for path in already:
-            if _unlink(path):
-                report.removed.append(path)
+            try:
+                if _unlink(path):
+                    report.removed.append(path)
+            except OSError as exc:
+                report.errors.append((path, f"already in {apath} but cannot remove it: {exc.strerror}"))
             if _KILL_AT:
                 _step("already-removed-one")
         if _KILL_AT:
@@ -568,6 +583,7 @@ def clean(
     """
     report = CleanReport()
     by_publisher: dict[str, list[str]] = {}
+    clock = now  # None: fold() reads the clock itself, after it lists the directory
     now = time.time() if now is None else now
     try:
         check_private(directory, os.lstat(directory))
@@ -618,7 +634,7 @@ def clean(
         by_publisher.setdefault(publisher, []).append(path)
     for publisher, paths in sorted(by_publisher.items()):
         try:
-            fold(directory, publisher, paths, dry_run=dry_run, older_than=older_than, report=report, now=now)
+            fold(directory, publisher, paths, dry_run=dry_run, older_than=older_than, report=report, now=clock)
         except Refused as exc:
             report.errors.append((exc.path, f"{exc.problem}; {publisher} files not folded"))
         except OSError as exc:
