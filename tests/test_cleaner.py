@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -210,6 +211,26 @@ def test_cleaner_with_the_pid_of_a_killed_cleaner(statdir: str, tmp_path: Path, 
     assert report.errors == ([] if kind == "regular" else [(leftover, f"is a {kind}, not a regular file; left alone")])
     assert collect(statdir).value("jobs", {"kind": "a"}) == 3
     assert os.path.lexists(leftover)  # not stale yet: left alone
+
+
+def test_cleaners_with_the_same_pid_in_pid_namespaces(statdir: str) -> None:
+    """The same case for real: each cleaner is pid 2 in its own pid namespace."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare (util-linux) for pid namespaces")
+    # sh stays pid 1 (the trailing exit stops it from exec'ing python), so python is pid 2
+    # both times, and pid 1's immunity to signals does not shield the kill.
+    script = f'"{sys.executable}" -m statmap clean --dir "$1"; exit $?'
+    cmd = ["unshare", "--pid", "--fork", "sh", "-c", script, "sh", statdir]
+    _closed(statdir, 5)
+    first = subprocess.run(
+        cmd, env=_env(STATMAP_TEST_KILL_AT="temp-written"), capture_output=True, text=True, timeout=60
+    )
+    assert first.returncode == 128 + signal.SIGKILL, (first.returncode, first.stderr)
+    assert [n for n in os.listdir(statdir) if n.endswith(".tmp")], "the killed cleaner left its temporary"
+    second = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert "folded" in second.stdout
+    assert collect(statdir).value("jobs", {"kind": "a"}) == 5
 
 
 # -- 10.4: a full disk ----------------------------------------------------------
