@@ -306,10 +306,16 @@ class Publisher:
             m = self._maps[-1]
             cells.store_u64(m, L.OFF_CLOSED_NS, time.time_ns() if _closed_ns is None else _closed_ns)
             cells.store_u64(m, L.OFF_STATE, L.State.CLOSED)
-            scratch = bytearray(self._capacity)
+            # A private copy, so reads after close return the final values and
+            # updates go on from them without reaching the file.
+            scratch = bytearray(m)
             for cell in self._cells:
                 cell._rebind(scratch)
+            # An update racing this close may still hold a view of a mapping
+            # (pure-Python cells): that mapping is left open by _close_maps and
+            # unmapped when the view goes, never under the update.
             _close_maps(self._maps)
+            self._maps = []
             os.close(self._fd)
         _live.discard(self)
 
