@@ -62,10 +62,12 @@ class _Cell:
         return self._offset
 
     def _rebind(self, buffer: Any, offset: int | None = None) -> None:
-        old = (self._q, self._d)
+        # The old views are not released: another thread may be in the middle
+        # of an update that loaded them before this swap (close() runs while
+        # updates go on). They are freed, and the mapping's export with them,
+        # when the last method using them returns; until then the mapping
+        # stays valid (the publisher cannot unmap it while a view exists).
         self._attach(buffer, self._offset if offset is None else offset, self._size)
-        for view in old:
-            view.release()
 
 
 class Counter(_Cell):

@@ -500,8 +500,9 @@ def fold(
                 continue
             for entry, value in additions:
                 key = (entry.spec.name, entry.spec.labels)
-                entries.setdefault(key, entry)
-                entry.add(value)
+                # setdefault's result: a file with two records for one series
+                # (docs/format.md, "Duplicate records") adds both to one entry
+                entries.setdefault(key, entry).add(value)
             absorbed[ident.instance_id] = int(now * 1e9)
             processes += 1
             if ident.created_ns and (not created_ns or ident.created_ns < created_ns):

@@ -333,6 +333,8 @@ class _Source:
         self.processes = 0  # archives: how many process files they hold
         self.last: dict[int, Any] = {}  # latched values by record offset, for a busy writer
         self.series = 0
+        self.seen: set[int] = set()  # slots with a record in this file
+        self.kept: dict[int, int] = {}  # gauges, enums, infos, texts: slot -> position in its list
 
     def close(self) -> None:
         self.reader.close()
@@ -457,7 +459,6 @@ class Collector:
                 elif spec.name == PROCESSES_SERIES and spec.mtype == _COUNTER:
                     src.processes = int(src.reader.value(record) or 0)
                 continue
-            src.series += 1
             # Readers share decoded metadata between files, so the same spec object
             # comes back for every process of a program: check it once.
             known = self._spec_slots.get(id(spec))
@@ -479,6 +480,15 @@ class Collector:
                     self._slots.append(found)
                 slot = found
                 self._spec_slots[id(spec)] = (spec, slot)
+            # A second record for the same series in one file (docs/format.md,
+            # "Duplicate records"): counters, histograms and summaries add up
+            # below like records of different files; the others keep the last.
+            if slot.index in src.seen:
+                if self._replace(src, record, slot.index):
+                    continue
+            else:
+                src.seen.add(slot.index)
+                src.series += 1
             mtype = spec.mtype
             if mtype == _COUNTER:
                 if spec.flags & L.FLAG_FLOAT:
@@ -488,11 +498,14 @@ class Collector:
                     src.int_off.append(record.value_offset)
                     src.int_slot.append(slot.index)
             elif mtype == _GAUGE:
+                src.kept[slot.index] = len(src.gauge_off)
                 src.gauge_off.append(record.value_offset)
                 src.gauge_slot.append(slot.index)
             elif mtype == _ENUM:
+                src.kept[slot.index] = len(src.enums)
                 src.enums.append((record.value_offset, slot.index, spec.extras))
             elif mtype == _INFO:
+                src.kept[slot.index] = len(src.infos)
                 src.infos.append((slot.index, dict(zip(spec.extras[::2], spec.extras[1::2], strict=False))))
             elif mtype in (_HISTOGRAM, _SUMMARY):
                 size = L.histogram_copy_size(len(spec.bounds)) if mtype == _HISTOGRAM else L.SUMMARY_COPY_SIZE
@@ -501,6 +514,7 @@ class Collector:
                 src.sum_slot.append(slot.index)
                 src.sum_records.append(record)
             else:
+                src.kept[slot.index] = len(src.latched)
                 src.latched.append((record, slot.index, record.value_offset, 0, None))
         # Files whose integer counters sit in the same slots at the same offsets
         # share one key, and are summed together in one sum_words() call.
@@ -508,6 +522,23 @@ class Collector:
         src.int_key = self._interned.setdefault(key, key)
         key = (*src.sum_slot, -1, *src.sum_off, -2, *src.sum_size)
         src.sum_key = self._interned.setdefault(key, key)
+
+    @staticmethod
+    def _replace(src: _Source, record: L.Record, slot: int) -> bool:
+        """A later record of a gauge, enum, info or text series of ``src`` replaces the earlier one."""
+        at = src.kept.get(slot)
+        if at is None:
+            return False  # summed types: added up like records of different files
+        spec, mtype = record.spec, record.spec.mtype
+        if mtype == _GAUGE:
+            src.gauge_off[at] = record.value_offset
+        elif mtype == _ENUM:
+            src.enums[at] = (record.value_offset, slot, spec.extras)
+        elif mtype == _INFO:
+            src.infos[at] = (slot, dict(zip(spec.extras[::2], spec.extras[1::2], strict=False)))
+        else:
+            src.latched[at] = (record, slot, record.value_offset, 0, None)
+        return True
 
     # -- one collection ------------------------------------------------------
 

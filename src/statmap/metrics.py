@@ -595,7 +595,11 @@ class _Children:
                         f"refusing {dict(zip(names, key, strict=True))}"
                     )
                 child = self._decl._series(self._publisher, self.name, tuple(zip(names, key, strict=True)))
-                self._canonical[key] = child
+                # A signal handler that interrupted this creation may have made
+                # the same series (same record: add_record is idempotent, see
+                # there) and stored it: keep the first one stored, so the label
+                # set has one live series.
+                child = self._canonical.setdefault(key, child)
             if len(self._children) < 4 * self._decl.max_series:
                 try:
                     self._children[values] = child

@@ -112,7 +112,8 @@ class Publisher:
         self._names: set[str] = set()  # metric names in use
         self._closed = False
         self._appending = False  # an append is in progress (in this thread, if re-entered)
-        self._deferred: list[tuple[bytes, int, Binding]] = []
+        self._deferred: list[tuple[tuple[str, Any], bytes, int, Binding]] = []
+        self._bindings: dict[tuple[str, Any], Binding] = {}  # (name, labels) -> its value: one record each
         self._maps: list[mmap.mmap] = []
         self._create(_identity or new_identity(name))
         _live.add(self)
@@ -206,23 +207,46 @@ class Publisher:
         self._capacity = capacity
 
     def add_record(self, spec: L.RecordSpec) -> Binding:
-        """Append a record for a new series; return where its value lives."""
+        """Where the value of the series ``spec`` names lives; its record is appended if it is new.
+
+        One series (name and labels), one record, for the publisher's
+        lifetime: a series created again, even by a signal handler that
+        interrupted the code creating it, gets the same binding.
+
+        Why this holds with a signal handler re-entering in the same thread
+        (the lock is reentrant, so it lets the handler in; a plain lock would
+        deadlock it): a handler runs to completion before the code it
+        interrupted resumes, so the only danger is a check-then-act split by
+        a handler. Claiming a series is one ``dict.setdefault`` (one C call,
+        no handler can run inside it), and a record is appended only by the
+        claim's winner: the appender claims with the record already written
+        but not yet published (``end`` unchanged), and if a handler claimed
+        the series meanwhile (parked in private memory, below) it drops its
+        unpublished copy and returns the handler's binding, which the
+        appender publishes before returning (``_publish_deferred``).
+        """
+        key = (spec.name, spec.labels)
         data, value_rel = L.encode_record(spec)
         with self._lock:
             if self._closed:
                 raise PublishError(f"{self.path}: publisher is closed")
+            found = self._bindings.get(key)
+            if found is not None:
+                return found
             if self._appending:
                 # Re-entered by a signal handler that interrupted an append in
-                # this thread (the lock is reentrant). Appending now would
-                # interleave with the interrupted one; park the value in
-                # private memory instead, and let that append publish it.
-                scratch = mmap.mmap(-1, len(data))
-                binding = Binding(scratch, value_rel)
-                self._deferred.append((data, value_rel, binding))
+                # this thread. Appending now would interleave with the
+                # interrupted one; park the value in private memory instead,
+                # and let that append publish it.
+                binding = Binding(mmap.mmap(-1, len(data)), value_rel)
+                found = self._bindings.setdefault(key, binding)
+                if found is not binding:  # a handler nested in this one claimed it first
+                    return found
+                self._deferred.append((key, data, value_rel, binding))
                 return binding
             self._appending = True
             try:
-                return self._append(data, value_rel)
+                return self._append(key, data, value_rel)
             finally:
                 try:
                     while self._deferred:
@@ -230,25 +254,49 @@ class Publisher:
                 finally:
                     self._appending = False
 
-    def _append(self, data: bytes, value_rel: int) -> Binding:
+    def _write(self, data: bytes) -> tuple[mmap.mmap, int]:
+        """Write a record after the last one, not yet published (``end`` unchanged)."""
         offset = self._end
         if offset + len(data) > self._capacity:
             self._grow(offset + len(data))
         m = self._maps[-1]
         m[offset : offset + len(data)] = data
+        return m, offset
+
+    def _commit(self, m: mmap.mmap, offset: int, data: bytes, value_rel: int) -> Binding:
+        """Publish the record just written at ``offset``."""
         self._end = offset + len(data)
         cells.store_u64(m, L.OFF_END, self._end)  # release: the record is complete
         self._records.append((offset + value_rel, len(data) - value_rel))
         return Binding(m, offset + value_rel)
 
-    def _publish_deferred(self, data: bytes, value_rel: int, parked: Binding) -> None:
+    def _append(self, key: tuple[str, Any], data: bytes, value_rel: int) -> Binding:
+        m, offset = self._write(data)
+        binding = Binding(m, offset + value_rel)
+        found = self._bindings.setdefault(key, binding)
+        if found is not binding:
+            # A signal handler created this series while it was being written:
+            # its parked record is the one (published by add_record, at this
+            # same place); this unpublished copy is dropped.
+            return found
+        return self._commit(m, offset, data, value_rel)
+
+    def _publish_deferred(self, key: tuple[str, Any], data: bytes, value_rel: int, parked: Binding) -> None:
         """Append a record created by a signal handler, with what its cells wrote meanwhile."""
-        real = self._append(data, value_rel)
+        m, offset = self._write(data)
+        real = self._commit(m, offset, data, value_rel)
         size = len(data) - value_rel
+        real.cells = parked.cells  # the same list: a cell adopted from here on is moved below
         real.buffer[real.offset : real.offset + size] = parked.buffer[value_rel : value_rel + size]
-        for cell in parked.cells:
+        # From here a handler creating this series gets the record itself;
+        # cells made on the parked memory before this are moved just below.
+        self._bindings[key] = real
+        for cell in real.cells:  # a list grown during the loop is walked to its end
             cell._rebind(real.buffer, real.offset)
-        real.cells = parked.cells
+        # Code below this call may hold the parked binding (add_record returns
+        # it to an appender that lost the claim): point it at the record too.
+        # Handlers no longer find it (replaced above), so none sees it half-changed.
+        parked.buffer, parked.offset = real.buffer, real.offset
 
     def adopt(self, cell: Any, binding: Binding | None = None) -> Any:
         """Remember a cell so fork and close can re-point it."""
@@ -287,6 +335,8 @@ class Publisher:
             target = bytearray(max(m.size() for m in old_maps))
         for cell in self._cells:
             cell._rebind(target)
+        for binding in self._bindings.values():
+            binding.buffer = target  # same offsets in the child's file (or its private memory)
         os.close(old_fd)
         _close_maps(old_maps)
 
@@ -306,10 +356,16 @@ class Publisher:
             m = self._maps[-1]
             cells.store_u64(m, L.OFF_CLOSED_NS, time.time_ns() if _closed_ns is None else _closed_ns)
             cells.store_u64(m, L.OFF_STATE, L.State.CLOSED)
-            scratch = bytearray(self._capacity)
+            # A private copy, so reads after close return the final values and
+            # updates go on from them without reaching the file.
+            scratch = bytearray(m)
             for cell in self._cells:
                 cell._rebind(scratch)
+            # An update racing this close may still hold a view of a mapping
+            # (pure-Python cells): that mapping is left open by _close_maps and
+            # unmapped when the view goes, never under the update.
             _close_maps(self._maps)
+            self._maps = []
             os.close(self._fd)
         _live.discard(self)
 
