@@ -136,6 +136,11 @@ class Publisher:
         self._appending = False  # an append is in progress (in this thread, if re-entered)
         self._deferred: list[tuple[bytes, int, Binding]] = []
         self._maps: list[mmap.mmap] = []
+        self._end = L.HEADER_SIZE
+        # A forked child's private memory, until its first update creates its file (see _after_fork_in_child).
+        self._pending: mmap.mmap | None = None
+        self._materialising = False
+        self._owns_file = True  # False in a forked child until it has its own file
         self._create(_identity or new_identity(name))
         _live.add(self)
 
@@ -166,12 +171,18 @@ class Publisher:
         os.unlink(temp, dir_fd=dir_fd)
         raise PublishError(f"{self.directory}: could not find a free file name for {self.name!r}")
 
-    def _create(self, identity: L.Identity, body: bytes = b"") -> None:
-        """Build a new file holding ``body`` (records), mark it ready, publish it under its final name."""
+    def _create(self, identity: L.Identity, body: bytes = b"", adopt: mmap.mmap | None = None) -> None:
+        """Build a new file holding ``body`` (records), mark it ready, publish it under its final name.
+
+        ``adopt``: private memory with this publisher's layout (a forked
+        child's); its records and values are copied and every cell is
+        re-pointed into the file while it is still hidden.
+        """
         final = file_name(self.name, identity.pid, identity.instance_id)
         temp = "." + final + TEMP_SUFFIX
+        size = len(body) if adopt is None else self._end - L.HEADER_SIZE
         capacity = self._initial_capacity
-        while L.HEADER_SIZE + len(body) > capacity:
+        while L.HEADER_SIZE + size > capacity:
             capacity *= 2
         dir_fd = open_directory(self.directory)
         fd = -1
@@ -193,8 +204,13 @@ class Publisher:
                 os.unlink(temp, dir_fd=dir_fd)
                 raise PublishError(f"{self.directory}/{temp}: cannot reserve {capacity} bytes: {exc.strerror}") from exc
             m[: L.HEADER_SIZE] = L.encode_header(identity, capacity)
-            end = L.HEADER_SIZE + len(body)
-            m[L.HEADER_SIZE : end] = body
+            end = L.HEADER_SIZE + size
+            if adopt is None:
+                m[L.HEADER_SIZE : end] = body
+            else:
+                # One C call: no update (another thread's, a signal handler's) falls between the copy and
+                # the re-pointing, so none is lost; later ones land in this file, published below.
+                cells.move_cells(self._cells, m, adopt, L.HEADER_SIZE, end)
             cells.store_u64(m, L.OFF_END, end)
             cells.store_u64(m, L.OFF_STATE, L.State.READY)
             identity, final = self._publish(dir_fd, temp, final, identity, m)
@@ -204,8 +220,9 @@ class Publisher:
             raise
         finally:
             os.close(dir_fd)
-        self.identity = identity
-        self.path = os.path.join(self.directory, final)
+        self._identity = identity
+        self._path = os.path.join(self.directory, final)
+        self._owns_file = True
         self._fd = fd
         self._maps = [m]
         self._capacity = capacity
@@ -216,12 +233,12 @@ class Publisher:
         while capacity < needed:
             capacity *= 2
         if capacity > MAX_FILE_SIZE:
-            raise PublishError(f"{self.path}: would grow past {MAX_FILE_SIZE} bytes")
+            raise PublishError(f"{self._path}: would grow past {MAX_FILE_SIZE} bytes")
         try:
             _reserve(self._fd, self._capacity, capacity)
             m = mmap.mmap(self._fd, capacity)
         except OSError as exc:
-            raise PublishError(f"{self.path}: cannot grow to {capacity} bytes: {exc.strerror}") from exc
+            raise PublishError(f"{self._path}: cannot grow to {capacity} bytes: {exc.strerror}") from exc
         # Existing cells keep writing through the older mappings of the same file.
         cells.store_u64(m, L.OFF_CAPACITY, capacity)
         self._maps.append(m)
@@ -231,8 +248,10 @@ class Publisher:
         """Append a record for a new series; return where its value lives."""
         data, value_rel = L.encode_record(spec)
         with self._lock:
+            if self._pending is not None and not self._appending:
+                self._materialise()  # a forked child's first new series: now it needs its file
             if self._closed:
-                raise PublishError(f"{self.path}: publisher is closed")
+                raise PublishError(f"{self._path}: publisher is closed")
             if self._appending:
                 # Re-entered by a signal handler that interrupted an append in
                 # this thread (the lock is reentrant). Appending now would
@@ -290,27 +309,50 @@ class Publisher:
     # -- fork ------------------------------------------------------------
 
     def _after_fork_in_child(self) -> None:
-        """Give the child its own file: same records, zeroed values, new identity."""
+        """Park the child's cells in private memory: same layout, zeroed values, no file yet.
+
+        Most forks exec at once (subprocess) or never update a metric; their
+        file would be dead weight. The first update (or new series) creates
+        the file from this memory (``_materialise``).
+        """
         self._lock = threading.RLock()
-        if self._closed:
-            return
+        self._materialising = False
+        if self._closed or self._pending is not None:
+            return  # closed, or a child of a child that never updated: the private memory was copied by fork
         old_fd, old_maps = self._fd, self._maps
-        body = bytearray(old_maps[-1][L.HEADER_SIZE : self._end])
+        private = mmap.mmap(-1, self._capacity, flags=mmap.MAP_PRIVATE)  # private: not shared with our own forks
+        private[: self._end] = old_maps[-1][: self._end]
         for value_offset, size in self._records:
-            start = value_offset - L.HEADER_SIZE
-            body[start : start + size] = bytes(size)
-        try:
-            self._create(new_identity(self.name), bytes(body))
-            target: Any = self._maps[0]
-        except (PublishError, DirectoryError, OSError) as exc:
-            # Never write into the parent's file: park the cells in private memory.
-            sys.stderr.write(f"statmap: child {os.getpid()} cannot create its file ({exc}); not publishing\n")
-            self._closed = True
-            target = bytearray(max(m.size() for m in old_maps))
+            private[value_offset : value_offset + size] = bytes(size)
+        self._pending, self._fd, self._maps, self._owns_file = private, -1, [], False
         for cell in self._cells:
-            cell._rebind(target)
+            cell._rebind(private, None, self._materialise)
         os.close(old_fd)
         _close_maps(old_maps)
+
+    def _materialise(self) -> None:
+        """A forked child's first update or new series: create its own file now."""
+        with self._lock:
+            private = self._pending
+            if private is None or self._materialising:
+                return  # done (by another thread), or under way in this thread (a signal handler)
+            self._materialising, appending = True, self._appending
+            self._appending = True  # series declared meanwhile (by a signal handler) wait in _deferred
+            try:
+                try:
+                    self._create(new_identity(self.name), adopt=private)
+                except (PublishError, DirectoryError, OSError) as exc:
+                    # Never write into the parent's file: keep the cells in private memory.
+                    sys.stderr.write(f"statmap: child {os.getpid()} cannot create its file ({exc}); not publishing\n")
+                    self._closed = True
+                    for cell in self._cells:
+                        cell._rebind(private)
+                    _live.discard(self)
+                self._pending = None
+                while self._deferred and not self._closed:
+                    self._publish_deferred(*self._deferred.pop(0))
+            finally:
+                self._materialising, self._appending = False, appending
 
     # -- lifetime -------------------------------------------------------
 
@@ -325,6 +367,13 @@ class Publisher:
             if self._closed:
                 return
             self._closed = True
+            if self._pending is not None:  # a forked child that never updated: it has no file
+                self._pending = None
+                scratch = bytearray(self._capacity)
+                for cell in self._cells:
+                    cell._rebind(scratch)
+                _live.discard(self)
+                return
             m = self._maps[-1]
             cells.store_u64(m, L.OFF_CLOSED_NS, time.time_ns() if _closed_ns is None else _closed_ns)
             cells.store_u64(m, L.OFF_STATE, L.State.CLOSED)
@@ -338,14 +387,30 @@ class Publisher:
     def remove(self) -> None:
         """Close and delete the file."""
         self.close()
+        if not self._owns_file:  # a forked child closed before its first update: the file is its parent's
+            return
         try:
-            os.unlink(self.path)
+            os.unlink(self._path)
         except FileNotFoundError:
             pass
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def path(self) -> str:
+        """The file's path. In a forked child that has not updated a metric yet, asking creates its file."""
+        if self._pending is not None:
+            self._materialise()
+        return self._path
+
+    @property
+    def identity(self) -> L.Identity:
+        """Who writes the file (pid, start time, instance id...); as ``path``, creates a forked child's file."""
+        if self._pending is not None:
+            self._materialise()
+        return self._identity
 
     def __enter__(self) -> Publisher:
         return self
@@ -354,7 +419,8 @@ class Publisher:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<statmap.Publisher {self.name!r} at {self.path!r}>"
+        where = "(no file yet: forked, not updated)" if self._pending is not None else repr(self._path)
+        return f"<statmap.Publisher {self.name!r} at {where}>"
 
     # -- the procedural API ----------------------------------------------
 
