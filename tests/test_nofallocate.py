@@ -81,7 +81,8 @@ def test_growth_without_fallocate_keeps_the_live_file_readable(
 ) -> None:
     log = tmp_path / "shim.log"
     rounds = 1500
-    env = dict(os.environ, LD_PRELOAD=shim, STATMAP_TEST_NOFALLOCATE=mode, STATMAP_TEST_NOFALLOCATE_LOG=str(log))
+    preload = f"{os.environ['LD_PRELOAD']} {shim}" if os.environ.get("LD_PRELOAD") else shim  # after ASan's, if any
+    env = dict(os.environ, LD_PRELOAD=preload, STATMAP_TEST_NOFALLOCATE=mode, STATMAP_TEST_NOFALLOCATE_LOG=str(log))
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, statdir, mode, str(rounds)],

@@ -143,6 +143,7 @@ class Publisher:
         self._owns_file = True  # False in a forked child until it has its own file
         self._create(_identity or new_identity(name))
         _live.add(self)
+        _hook_multiprocessing()
 
     # -- the file ------------------------------------------------------
 
@@ -500,9 +501,41 @@ def _after_fork_in_child() -> None:
     for pub in _forking:
         pub._after_fork_in_child()
     _forking.clear()
+    _hook_multiprocessing()
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+
+
+# multiprocessing's children (Pool workers, uvicorn --workers, ...) leave
+# through os._exit, which skips atexit; they run multiprocessing's finalizers
+# first. A child clears the finalizers it inherited before it runs, then runs
+# its "after fork" callbacks (even under spawn and forkserver): that callback
+# registers our finalizer again in the child.
+_mp_hooked_pid = 0
+
+
+class _MultiprocessingToken:
+    """Kept alive for ``register_after_fork`` (which holds it weakly)."""
+
+
+_MP_TOKEN = _MultiprocessingToken()
+
+
+def _hook_multiprocessing() -> None:
+    global _mp_hooked_pid
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _mp_hooked_pid == os.getpid():
+        return  # multiprocessing not in use (its children import it first), or done in this process
+    _mp_hooked_pid = os.getpid()
+    util.Finalize(None, _close_all, exitpriority=-100)  # low: after the finalizers that may still update
+    util.register_after_fork(_MP_TOKEN, _rehook_multiprocessing)
+
+
+def _rehook_multiprocessing(_token: object) -> None:
+    global _mp_hooked_pid
+    _mp_hooked_pid = 0
+    _hook_multiprocessing()
 
 
 @atexit.register
