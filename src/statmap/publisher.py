@@ -481,11 +481,17 @@ _live: set[Publisher] = set()
 
 
 _forking: list[Publisher] = []
+# Serialises forks from several threads: each fork's hooks use _forking, and
+# CPython runs the "before" hooks before it takes its own fork lock. (Without
+# it, one thread's "after" hook cleared the list another thread had filled,
+# and that thread never released the locks it took: every later fork hung.)
+_fork_lock = threading.Lock()
 
 
 def _before_fork() -> None:
     # Hold every publisher's lock across fork, so the child never inherits a
     # lock that another thread held mid-append.
+    _fork_lock.acquire()
     _forking[:] = list(_live)
     for pub in _forking:
         pub._lock.acquire()
@@ -495,9 +501,12 @@ def _after_fork_in_parent() -> None:
     for pub in _forking:
         pub._lock.release()
     _forking.clear()
+    _fork_lock.release()
 
 
 def _after_fork_in_child() -> None:
+    global _fork_lock
+    _fork_lock = threading.Lock()
     for pub in _forking:
         pub._after_fork_in_child()
     _forking.clear()
