@@ -231,3 +231,119 @@ def test_signal_handler_creating_series_while_main_code_does(statdir: str) -> No
         ("sig", (str(i),)) for i in range(1, fired + 1)
     }
     assert set(v) == expected and not wrong, f"{len(expected - set(v))} series missing, {len(wrong)} with a wrong value"
+
+
+FORK_WITHOUT_UPDATES = textwrap.dedent(
+    """
+    import json, os, subprocess, sys, threading, statmap
+    d, n = sys.argv[1], int(sys.argv[2])
+    pub = statmap.Publisher("lazy", d)
+    c = pub.counter("c", "C")
+    h = pub.histogram("h", "H", buckets=(1.0,))
+    t = pub.text("t", "T", size=16)
+    fam = pub.counter("fam", "F", labels=("who",))
+    c.inc(5); h.observe(0.5); t.set("parent"); fam.labels("parent").inc()
+    out = {"parent": pub.path}
+
+    def files():
+        return sorted(f for f in os.listdir(d) if not f.startswith("."))
+
+    # fork + exec (subprocess with preexec_fn forks and runs the at-fork hooks)
+    for _ in range(n):
+        subprocess.run([sys.executable, "-c", "pass"], preexec_fn=lambda: None, check=True)
+    out["after_exec"] = files()
+    # fork, no update, os._exit
+    for _ in range(n):
+        pid = os.fork()
+        if pid == 0:
+            c.get(); h.get(); t.get()  # reading is not updating
+            os._exit(0)
+        os.waitpid(pid, 0)
+    out["after_idle_forks"] = files()
+    # fork + exec from several threads at once
+    def spawn():
+        for _ in range(n // 4 + 1):
+            subprocess.run([sys.executable, "-c", "pass"], preexec_fn=lambda: None, check=True)
+    threads = [threading.Thread(target=spawn) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    out["after_threads"] = files()
+    # children that update: each gets a file with exactly its own values
+    kids = []
+    for how in ("inc", "observe", "set", "label", "new_label"):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            if how == "inc":
+                c.inc(3)
+            elif how == "observe":
+                h.observe(2.0)
+            elif how == "set":
+                t.set("child")
+            elif how == "label":
+                fam.labels("parent").inc(2)
+            else:
+                fam.labels("child").inc(4)
+            os.write(w, json.dumps([how, pub.path]).encode())
+            os._exit(0)
+        os.close(w)
+        os.waitpid(pid, 0)
+        kids.append(json.loads(os.read(r, 4096)))
+        os.close(r)
+    out["kids"] = kids
+    # a forked child that updates from a thread while its main thread also does
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        def bump():
+            for _ in range(1000):
+                c.inc()
+        ths = [threading.Thread(target=bump) for _ in range(4)]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        os.write(w, pub.path.encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    out["threaded_kid"] = os.read(r, 4096).decode()
+    c.inc()
+    out["final"] = files()
+    print(json.dumps(out))
+    pub.close()
+    """
+)
+
+
+def test_fork_without_updates_creates_no_file(statdir: str) -> None:
+    out = run_python(FORK_WITHOUT_UPDATES, statdir, "20", timeout=300)
+    got = json.loads(out.stdout)
+    parent = os.path.basename(got["parent"])
+    assert got["after_exec"] == [parent], "fork + exec left files behind"
+    assert got["after_idle_forks"] == [parent], "children that never updated left files"
+    assert got["after_threads"] == [parent]
+    kids = {how: path for how, path in got["kids"]}
+    assert len(set(kids.values()) | {got["parent"], got["threaded_kid"]}) == 7
+    assert sorted(got["final"]) == sorted(
+        os.path.basename(p) for p in [got["parent"], got["threaded_kid"], *kids.values()]
+    )
+    zero_h = (0, 0.0)
+    for how, path in kids.items():
+        v = _values(path)
+        assert v[("c", ())] == (3 if how == "inc" else 0), (how, v)
+        h = v[("h", ())]
+        assert (h.count, h.sum) == ((1, 2.0) if how == "observe" else zero_h), (how, v)  # type: ignore[attr-defined]
+        assert v[("t", ())] == ("child" if how == "set" else ""), (how, v)
+        assert v[("fam", ("parent",))] == (2 if how == "label" else 0), (how, v)
+        assert v.get(("fam", ("child",))) == (4 if how == "new_label" else None), (how, v)
+    threaded = _values(got["threaded_kid"])
+    if statmap.backend == "c":
+        assert threaded[("c", ())] == 4000
+    else:  # pure cells may lose concurrent increments of one series, never invent any
+        assert 0 < threaded[("c", ())] <= 4000  # type: ignore[operator]
+    parent_values = _values(got["parent"])
+    assert parent_values[("c", ())] == 6 and parent_values[("t", ())] == "parent"
+    assert ("fam", ("child",)) not in parent_values

@@ -98,7 +98,30 @@ typedef struct {
     double *bounds;  /* histogram: finite upper bounds */
     Py_ssize_t nbounds;
     Py_ssize_t capacity; /* text: byte capacity */
+    /* Set while the cell writes into private memory in a forked child whose
+     * file does not exist yet: the first update calls it to create the file
+     * (which re-points every cell and clears this) before it writes. */
+    PyObject *pending;
 } Cell;
+
+/* The check on every write path: one load and a branch that is never taken
+ * once the file exists. After it, self->p may point into the new file. */
+static int cell_materialise(Cell *self)
+{
+    PyObject *create = self->pending;
+    Py_INCREF(create);
+    PyObject *r = PyObject_CallNoArgs(create);
+    Py_DECREF(create);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+#define CELL_READY(self, fail)                                                                                 \
+    do {                                                                                                       \
+        if (__builtin_expect((self)->pending != NULL, 0) && cell_materialise(self) < 0)                        \
+            return fail;                                                                                       \
+    } while (0)
 
 static int cell_attach(Cell *self, PyObject *buffer, Py_ssize_t offset, Py_ssize_t size)
 {
@@ -126,17 +149,31 @@ static void cell_dealloc(Cell *self)
     if (self->view.obj)
         PyBuffer_Release(&self->view);
     PyMem_Free(self->bounds);
+    Py_CLEAR(self->pending);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* _rebind(buffer[, offset[, pending]]): pending (a callable, or None) is
+ * called by the first update before it writes; see Cell.pending. */
 static PyObject *cell_rebind(Cell *self, PyObject *args)
 {
-    PyObject *buffer;
+    PyObject *buffer, *offset_arg = Py_None, *pending = Py_None;
     Py_ssize_t offset = self->offset;
-    if (!PyArg_ParseTuple(args, "O|n", &buffer, &offset))
+    if (!PyArg_ParseTuple(args, "O|OO", &buffer, &offset_arg, &pending))
         return NULL;
+    if (offset_arg != Py_None) {
+        offset = PyLong_AsSsize_t(offset_arg);
+        if (offset == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (pending != Py_None && !PyCallable_Check(pending)) {
+        PyErr_SetString(PyExc_TypeError, "pending must be callable or None");
+        return NULL;
+    }
     if (cell_attach(self, buffer, offset, self->size) < 0)
         return NULL;
+    Py_XINCREF(pending == Py_None ? NULL : pending);
+    Py_XSETREF(self->pending, pending == Py_None ? NULL : pending);
     Py_RETURN_NONE;
 }
 
@@ -221,6 +258,7 @@ static int counter_add(Cell *self, PyObject *arg)
                      Py_TYPE(arg)->tp_name);
         return -1;
     }
+    CELL_READY(self, -1);
     __atomic_fetch_add(self->p, n, __ATOMIC_RELAXED);
     return 0;
 }
@@ -228,6 +266,7 @@ static int counter_add(Cell *self, PyObject *arg)
 static PyObject *counter_inc(Cell *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (nargs == 0 && !kwnames) {
+        CELL_READY(self, NULL);
         __atomic_fetch_add(self->p, 1, __ATOMIC_RELAXED);
         Py_RETURN_NONE;
     }
@@ -287,6 +326,7 @@ static int fcounter_add(Cell *self, PyObject *arg, double dflt, int has)
         PyErr_SetString(PyExc_ValueError, "counters only go up: increment must be finite and not negative");
         return -1;
     }
+    CELL_READY(self, -1);
     return add_f64(self->p, d);
 }
 
@@ -299,6 +339,7 @@ static PyObject *fcounter_inc(Cell *self, PyObject *const *args, Py_ssize_t narg
         PyErr_SetString(PyExc_ValueError, "counters only go up: increment must be finite and not negative");
         return NULL;
     }
+    CELL_READY(self, NULL);
     add_f64(self->p, d);
     Py_RETURN_NONE;
 }
@@ -329,6 +370,7 @@ static PyObject *gauge_set(Cell *self, PyObject *arg)
         if (d == -1.0 && PyErr_Occurred())
             return NULL;
     }
+    CELL_READY(self, NULL);
     store_relaxed(self->p, dbl_bits(d));
     Py_RETURN_NONE;
 }
@@ -338,6 +380,7 @@ static PyObject *gauge_inc(Cell *self, PyObject *const *args, Py_ssize_t nargs, 
     double d;
     if (parse_amount(args, nargs, kwnames, &d, 1.0) < 0)
         return NULL;
+    CELL_READY(self, NULL);
     add_f64(self->p, d);
     Py_RETURN_NONE;
 }
@@ -347,6 +390,7 @@ static PyObject *gauge_dec(Cell *self, PyObject *const *args, Py_ssize_t nargs, 
     double d;
     if (parse_amount(args, nargs, kwnames, &d, 1.0) < 0)
         return NULL;
+    CELL_READY(self, NULL);
     add_f64(self->p, -d);
     Py_RETURN_NONE;
 }
@@ -356,6 +400,7 @@ static PyObject *gauge_iadd(PyObject *self, PyObject *arg)
     double d = PyFloat_AsDouble(arg);
     if (d == -1.0 && PyErr_Occurred())
         return NULL;
+    CELL_READY((Cell *)self, NULL);
     add_f64(((Cell *)self)->p, d);
     Py_INCREF(self);
     return self;
@@ -366,6 +411,7 @@ static PyObject *gauge_isub(PyObject *self, PyObject *arg)
     double d = PyFloat_AsDouble(arg);
     if (d == -1.0 && PyErr_Occurred())
         return NULL;
+    CELL_READY((Cell *)self, NULL);
     add_f64(((Cell *)self)->p, -d);
     Py_INCREF(self);
     return self;
@@ -385,6 +431,7 @@ static PyObject *gauge_set_to_current_time(Cell *self, PyObject *unused)
     Py_DECREF(now);
     if (d == -1.0 && PyErr_Occurred())
         return NULL;
+    CELL_READY(self, NULL);
     store_relaxed(self->p, dbl_bits(d));
     Py_RETURN_NONE;
 }
@@ -418,6 +465,7 @@ static PyObject *enum_set_index(Cell *self, PyObject *arg)
         PyErr_Format(PyExc_ValueError, "state index %zd out of range 0..%zd", i, self->capacity - 1);
         return NULL;
     }
+    CELL_READY(self, NULL);
     store_relaxed(self->p, (uint64_t)i);
     Py_RETURN_NONE;
 }
@@ -455,6 +503,7 @@ static PyObject *summary_observe(Cell *self, PyObject *arg)
         PyErr_SetString(PyExc_ValueError, "cannot observe NaN");
         return NULL;
     }
+    CELL_READY(self, NULL);
     uint64_t *seq = self->p + SEQ_OFF / 8;
     uint64_t *c0 = self->p + COPIES_OFF / 8, *c1 = c0 + SUMMARY_COPY / 8;
     uint64_t s = latch_begin(seq);
@@ -551,6 +600,7 @@ static PyObject *histogram_observe(Cell *self, PyObject *arg)
         PyErr_SetString(PyExc_ValueError, "cannot observe NaN");
         return NULL;
     }
+    CELL_READY(self, NULL);
     Py_ssize_t b = bucket_of(self, d), words = self->nbounds + 3;
     uint64_t *seq = self->p + SEQ_OFF / 8;
     uint64_t *c0 = self->p + COPIES_OFF / 8, *c1 = c0 + words;
@@ -670,6 +720,7 @@ static PyObject *text_set(Cell *self, PyObject *arg)
         while (len > 0 && ((unsigned char)data[len] & 0xC0) == 0x80)
             len--;
     }
+    CELL_READY(self, NULL);
     Py_ssize_t words = 1 + ((self->capacity + 7) / 8);
     uint64_t *seq = self->p + SEQ_OFF / 8;
     uint64_t *c0 = self->p + COPIES_OFF / 8, *c1 = c0 + words;
@@ -1251,6 +1302,76 @@ done:
     return out;
 }
 
+static PyTypeObject CounterType, FloatCounterType, GaugeType, EnumType, SummaryType, HistogramType, TextType;
+
+/* move_cells(cells, dst, src, start, end): copy src[start:end] into dst, then
+ * re-point every cell at the same offset in dst and clear its pending
+ * callable. One C call with the GIL held throughout: no Python code (a
+ * signal handler, another thread) runs between the copy and the last
+ * re-pointing, so no update made to src before it is lost and none made
+ * after it lands in src. */
+static PyObject *move_cells(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "move_cells(cells, dst, src, start, end)");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[3]), end = PyLong_AsSsize_t(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *list = PySequence_Fast(args[0], "cells must be a sequence");
+    if (!list)
+        return NULL;
+    Py_buffer dst, src;
+    if (PyObject_GetBuffer(args[1], &dst, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[2], &src, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&dst);
+        Py_DECREF(list);
+        return NULL;
+    }
+    PyObject *out = NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(list);
+    if (start < 0 || start > end || end > dst.len || end > src.len) {
+        PyErr_Format(PyExc_ValueError, "range %zd..%zd outside the buffers (%zd and %zd bytes)", start, end, dst.len,
+                     src.len);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) { /* check everything before changing anything */
+        PyObject *c = PySequence_Fast_GET_ITEM(list, i);
+        if (!PyObject_TypeCheck(c, &CounterType) && !PyObject_TypeCheck(c, &FloatCounterType) &&
+            !PyObject_TypeCheck(c, &GaugeType) && !PyObject_TypeCheck(c, &EnumType) &&
+            !PyObject_TypeCheck(c, &SummaryType) && !PyObject_TypeCheck(c, &HistogramType) &&
+            !PyObject_TypeCheck(c, &TextType)) {
+            PyErr_Format(PyExc_TypeError, "not a value cell: %.100s", Py_TYPE(c)->tp_name);
+            goto done;
+        }
+        Cell *cell = (Cell *)c;
+        if (cell->offset > dst.len - cell->size || (uintptr_t)dst.buf % 8) {
+            PyErr_Format(PyExc_ValueError, "value area %zd+%zd does not fit an aligned buffer of %zd bytes",
+                         cell->offset, cell->size, dst.len);
+            goto done;
+        }
+    }
+    memcpy((char *)dst.buf + start, (const char *)src.buf + start, (size_t)(end - start));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Cell *cell = (Cell *)PySequence_Fast_GET_ITEM(list, i);
+        if (cell_attach(cell, args[1], cell->offset, cell->size) < 0) /* checked above: cannot fail but for memory */
+            goto done;
+        Py_CLEAR(cell->pending);
+    }
+    out = Py_None;
+    Py_INCREF(out);
+done:
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    Py_DECREF(list);
+    return out;
+}
+
 /* ---------------------------- Type tables --------------------------- */
 
 #define OFFSET_GETTER {"offset", (getter)cell_get_offset, NULL, "offset of the value area in the mapping", NULL}
@@ -1268,7 +1389,8 @@ static PyGetSetDef text_getset[] = {
 
 #define COMMON_METHODS                                                                                         \
     {"_rebind", (PyCFunction)cell_rebind, METH_VARARGS,                                                         \
-     "_rebind(buffer[, offset]): point the cell at the same value in another mapping"}
+     "_rebind(buffer[, offset[, pending]]): point the cell at the same value in another mapping; "               \
+     "pending, if given, is called by the first update before it writes"}
 
 static PyMethodDef counter_methods[] = {
     {"inc", (PyCFunction)(void (*)(void))counter_inc, METH_FASTCALL | METH_KEYWORDS, "add n (default 1)"},
@@ -1357,6 +1479,8 @@ static PyMethodDef module_methods[] = {
      "load_words(buffer, offsets) -> list of u64"},
     {"sum_latches", (PyCFunction)(void (*)(void))sum_latches, METH_FASTCALL,
      "sum_latches(buffers, offsets, sizes) -> list of (count, sum, buckets...) summed across the buffers, or None"},
+    {"move_cells", (PyCFunction)(void (*)(void))move_cells, METH_FASTCALL,
+     "move_cells(cells, dst, src, start, end): copy src[start:end] into dst and re-point the cells there, at once"},
     {"sum_words", (PyCFunction)(void (*)(void))sum_words, METH_FASTCALL,
      "sum_words(buffers, offsets) -> list of the sums of the u64 words at each offset across the buffers"},
     {NULL, NULL, 0, NULL},

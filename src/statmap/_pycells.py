@@ -61,13 +61,65 @@ class _Cell:
     def offset(self) -> int:
         return self._offset
 
-    def _rebind(self, buffer: Any, offset: int | None = None) -> None:
-        # The old views are not released: another thread may be in the middle
-        # of an update that loaded them before this swap (close() runs while
-        # updates go on). They are freed, and the mapping's export with them,
-        # when the last method using them returns; until then the mapping
-        # stays valid (the publisher cannot unmap it while a view exists).
+    def _rebind(self, buffer: Any, offset: int | None = None, pending: Any = None) -> None:
+        """Point the cell at the same value in ``buffer``; ``pending``: see ``_Pending``."""
+        old = (self._q, self._d)
         self._attach(buffer, self._offset if offset is None else offset, self._size)
+        if pending is not None:
+            self._q, self._d = _Pending(self._q, pending), _Pending(self._d, pending)  # type: ignore[assignment]
+        views: tuple[Any, Any] = old
+        for view, new in zip(views, (self._q, self._d), strict=True):
+            if isinstance(view, _Pending):  # an update may hold it in a local: it now writes here
+                view._retarget(new)
+        # The other old views are not released: another thread may be in the
+        # middle of an update that loaded them before this swap (close() runs
+        # while updates go on). They are freed, and the mapping's export with
+        # them, when the last method using them returns; until then the
+        # mapping stays valid (the publisher cannot unmap it while a view exists).
+
+
+class _Pending:
+    """A cell's view of private memory in a forked child whose file does not exist yet.
+
+    Reads go to the private memory; the first store calls ``create`` (which
+    creates the file and re-points every cell, retargeting this view) and
+    then goes to wherever the cell now points. Cells with a file never see
+    one of these, so their write path costs nothing more.
+    """
+
+    __slots__ = ("_create", "_view")
+
+    def __init__(self, view: Any, create: Any) -> None:
+        self._view = view
+        self._create = create
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._view[i]
+
+    def __setitem__(self, i: Any, value: Any) -> None:
+        create = self._create
+        if create is not None:
+            create()  # retargets us unless creation is already under way in this thread
+        self._view[i] = value
+
+    def _retarget(self, view: Any) -> None:
+        self._view = view._view if isinstance(view, _Pending) else view
+        self._create = view._create if isinstance(view, _Pending) else None
+
+    def release(self) -> None:
+        pass
+
+
+def move_cells(cells: Any, dst: Any, src: Any, start: int, end: int) -> None:
+    """Copy ``src[start:end]`` into ``dst``, then re-point every cell at the same offset in ``dst``.
+
+    (The C version does it all in one call; here a signal handler can run
+    between the copy and the re-pointing and its update to a cell not yet
+    re-pointed is lost: see docs/reliability.md.)
+    """
+    memoryview(dst)[start:end] = memoryview(src)[start:end]
+    for cell in cells:
+        _Cell._rebind(cell, dst)  # not _Latched's: its queue and lock stay (we may be inside its _apply)
 
 
 class Counter(_Cell):
@@ -203,11 +255,11 @@ class _Latched(_Cell):
         self._lock = threading.Lock()
         self._attach(buffer, offset, 8 + 2 * copy_size)
 
-    def _rebind(self, buffer: Any, offset: int | None = None) -> None:
+    def _rebind(self, buffer: Any, offset: int | None = None, pending: Any = None) -> None:
         # After fork the lock may be held by a thread that no longer exists.
         self._queue = deque()
         self._lock = threading.Lock()
-        super()._rebind(buffer, offset)
+        super()._rebind(buffer, offset, pending)
 
     def _submit(self, item: Any) -> None:
         queue, lock = self._queue, self._lock

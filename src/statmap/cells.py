@@ -57,6 +57,9 @@ if TYPE_CHECKING:  # both implementations share _pycells' interface
         load_words as load_words,
     )
     from ._pycells import (
+        move_cells as move_cells,
+    )
+    from ._pycells import (
         read_latch as read_latch,
     )
     from ._pycells import (
@@ -78,6 +81,7 @@ else:
     Histogram = impl.Histogram
     Text = impl.Text
     read_latch = impl.read_latch
+    move_cells = impl.move_cells
     load_u64 = impl.load_u64
     store_u64 = impl.store_u64
     load_words = impl.load_words

@@ -57,17 +57,39 @@ def new_identity(publisher: str) -> L.Identity:
     )
 
 
-def _reserve(fd: int, size: int) -> None:
-    """Allocate disk space up to ``size`` now, so later stores never SIGBUS."""
+def _reserve(fd: int, start: int, end: int) -> None:
+    """Allocate disk space for bytes ``start..end`` now, so later stores never SIGBUS.
+
+    Only that range is touched: bytes before ``start`` are live (readers and
+    this process's cells use them) and are never rewritten, even where the
+    filesystem has no fallocate. (glibc then emulates it by writing a byte per
+    block of the range asked for; musl does not emulate, and we do.)
+    """
     try:
-        os.posix_fallocate(fd, 0, size)
+        os.posix_fallocate(fd, start, end - start)
     except OSError as exc:
         if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
             raise
-        # Filesystems without fallocate: extend, then touch every block.
-        os.ftruncate(fd, size)
-        for pos in range(0, size, 4096):
-            os.pwrite(fd, b"\0", pos)
+        _reserve_by_writing(fd, start, end)
+
+
+def _reserve_by_writing(fd: int, start: int, end: int) -> None:
+    """No fallocate: extend, then write a zero into each block of ``start..end`` that holds no data."""
+    size = os.fstat(fd).st_size
+    if size < end:
+        os.ftruncate(fd, end)
+    pos = start
+    while pos < end:
+        if pos < size:  # the file already had bytes here (an earlier attempt): skip its data, fill its holes
+            try:
+                hole = os.lseek(fd, pos, os.SEEK_HOLE)
+            except OSError:  # no SEEK_HOLE: treat it all as data, never overwrite it
+                hole = size
+            if hole > pos:
+                pos = min(end, (hole + 4095) // 4096 * 4096)
+                continue
+        os.pwrite(fd, b"\0", pos)  # a hole, or beyond the old end: nothing there to lose
+        pos += 4096
 
 
 class Binding:
@@ -115,8 +137,14 @@ class Publisher:
         self._deferred: list[tuple[tuple[str, Any], bytes, int, Binding]] = []
         self._bindings: dict[tuple[str, Any], Binding] = {}  # (name, labels) -> its value: one record each
         self._maps: list[mmap.mmap] = []
+        self._end = L.HEADER_SIZE
+        # A forked child's private memory, until its first update creates its file (see _after_fork_in_child).
+        self._pending: mmap.mmap | None = None
+        self._materialising = False
+        self._owns_file = True  # False in a forked child until it has its own file
         self._create(_identity or new_identity(name))
         _live.add(self)
+        _hook_multiprocessing()
 
     # -- the file ------------------------------------------------------
 
@@ -145,12 +173,18 @@ class Publisher:
         os.unlink(temp, dir_fd=dir_fd)
         raise PublishError(f"{self.directory}: could not find a free file name for {self.name!r}")
 
-    def _create(self, identity: L.Identity, body: bytes = b"") -> None:
-        """Build a new file holding ``body`` (records), mark it ready, publish it under its final name."""
+    def _create(self, identity: L.Identity, body: bytes = b"", adopt: mmap.mmap | None = None) -> None:
+        """Build a new file holding ``body`` (records), mark it ready, publish it under its final name.
+
+        ``adopt``: private memory with this publisher's layout (a forked
+        child's); its records and values are copied and every cell is
+        re-pointed into the file while it is still hidden.
+        """
         final = file_name(self.name, identity.pid, identity.instance_id)
         temp = "." + final + TEMP_SUFFIX
+        size = len(body) if adopt is None else self._end - L.HEADER_SIZE
         capacity = self._initial_capacity
-        while L.HEADER_SIZE + len(body) > capacity:
+        while L.HEADER_SIZE + size > capacity:
             capacity *= 2
         dir_fd = open_directory(self.directory)
         fd = -1
@@ -166,14 +200,19 @@ class Publisher:
                 raise PublishError(f"{self.directory}/{temp}: cannot create: {exc.strerror}") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                _reserve(fd, capacity)
+                _reserve(fd, 0, capacity)
                 m = mmap.mmap(fd, capacity)
             except OSError as exc:
                 os.unlink(temp, dir_fd=dir_fd)
                 raise PublishError(f"{self.directory}/{temp}: cannot reserve {capacity} bytes: {exc.strerror}") from exc
             m[: L.HEADER_SIZE] = L.encode_header(identity, capacity)
-            end = L.HEADER_SIZE + len(body)
-            m[L.HEADER_SIZE : end] = body
+            end = L.HEADER_SIZE + size
+            if adopt is None:
+                m[L.HEADER_SIZE : end] = body
+            else:
+                # One C call: no update (another thread's, a signal handler's) falls between the copy and
+                # the re-pointing, so none is lost; later ones land in this file, published below.
+                cells.move_cells(self._cells, m, adopt, L.HEADER_SIZE, end)
             cells.store_u64(m, L.OFF_END, end)
             cells.store_u64(m, L.OFF_STATE, L.State.READY)
             identity, final = self._publish(dir_fd, temp, final, identity, m)
@@ -183,24 +222,29 @@ class Publisher:
             raise
         finally:
             os.close(dir_fd)
-        self.identity = identity
-        self.path = os.path.join(self.directory, final)
+        self._identity = identity
+        self._path = os.path.join(self.directory, final)
+        self._owns_file = True
         self._fd = fd
         self._maps = [m]
         self._capacity = capacity
         self._end = end
+        if adopt is not None:
+            for binding in self._bindings.values():
+                if binding.buffer is adopt:  # a series known from the parent: its value now lives here
+                    binding.buffer = m
 
     def _grow(self, needed: int) -> None:
         capacity = self._capacity
         while capacity < needed:
             capacity *= 2
         if capacity > MAX_FILE_SIZE:
-            raise PublishError(f"{self.path}: would grow past {MAX_FILE_SIZE} bytes")
+            raise PublishError(f"{self._path}: would grow past {MAX_FILE_SIZE} bytes")
         try:
-            _reserve(self._fd, capacity)
+            _reserve(self._fd, self._capacity, capacity)
             m = mmap.mmap(self._fd, capacity)
         except OSError as exc:
-            raise PublishError(f"{self.path}: cannot grow to {capacity} bytes: {exc.strerror}") from exc
+            raise PublishError(f"{self._path}: cannot grow to {capacity} bytes: {exc.strerror}") from exc
         # Existing cells keep writing through the older mappings of the same file.
         cells.store_u64(m, L.OFF_CAPACITY, capacity)
         self._maps.append(m)
@@ -228,8 +272,10 @@ class Publisher:
         key = (spec.name, spec.labels)
         data, value_rel = L.encode_record(spec)
         with self._lock:
+            if self._pending is not None and not self._appending:
+                self._materialise()  # a forked child's first new series: now it needs its file
             if self._closed:
-                raise PublishError(f"{self.path}: publisher is closed")
+                raise PublishError(f"{self._path}: publisher is closed")
             found = self._bindings.get(key)
             if found is not None:
                 return found
@@ -316,29 +362,52 @@ class Publisher:
     # -- fork ------------------------------------------------------------
 
     def _after_fork_in_child(self) -> None:
-        """Give the child its own file: same records, zeroed values, new identity."""
+        """Park the child's cells in private memory: same layout, zeroed values, no file yet.
+
+        Most forks exec at once (subprocess) or never update a metric; their
+        file would be dead weight. The first update (or new series) creates
+        the file from this memory (``_materialise``).
+        """
         self._lock = threading.RLock()
-        if self._closed:
-            return
+        self._materialising = False
+        if self._closed or self._pending is not None:
+            return  # closed, or a child of a child that never updated: the private memory was copied by fork
         old_fd, old_maps = self._fd, self._maps
-        body = bytearray(old_maps[-1][L.HEADER_SIZE : self._end])
+        private = mmap.mmap(-1, self._capacity, flags=mmap.MAP_PRIVATE)  # private: not shared with our own forks
+        private[: self._end] = old_maps[-1][: self._end]
         for value_offset, size in self._records:
-            start = value_offset - L.HEADER_SIZE
-            body[start : start + size] = bytes(size)
-        try:
-            self._create(new_identity(self.name), bytes(body))
-            target: Any = self._maps[0]
-        except (PublishError, DirectoryError, OSError) as exc:
-            # Never write into the parent's file: park the cells in private memory.
-            sys.stderr.write(f"statmap: child {os.getpid()} cannot create its file ({exc}); not publishing\n")
-            self._closed = True
-            target = bytearray(max(m.size() for m in old_maps))
+            private[value_offset : value_offset + size] = bytes(size)
+        self._pending, self._fd, self._maps, self._owns_file = private, -1, [], False
         for cell in self._cells:
-            cell._rebind(target)
+            cell._rebind(private, None, self._materialise)
         for binding in self._bindings.values():
-            binding.buffer = target  # same offsets in the child's file (or its private memory)
+            binding.buffer = private  # same offsets; moved into the file by _create(adopt=...)
         os.close(old_fd)
         _close_maps(old_maps)
+
+    def _materialise(self) -> None:
+        """A forked child's first update or new series: create its own file now."""
+        with self._lock:
+            private = self._pending
+            if private is None or self._materialising:
+                return  # done (by another thread), or under way in this thread (a signal handler)
+            self._materialising, appending = True, self._appending
+            self._appending = True  # series declared meanwhile (by a signal handler) wait in _deferred
+            try:
+                try:
+                    self._create(new_identity(self.name), adopt=private)
+                except (PublishError, DirectoryError, OSError) as exc:
+                    # Never write into the parent's file: keep the cells in private memory.
+                    sys.stderr.write(f"statmap: child {os.getpid()} cannot create its file ({exc}); not publishing\n")
+                    self._closed = True
+                    for cell in self._cells:
+                        cell._rebind(private)
+                    _live.discard(self)
+                self._pending = None
+                while self._deferred and not self._closed:
+                    self._publish_deferred(*self._deferred.pop(0))
+            finally:
+                self._materialising, self._appending = False, appending
 
     # -- lifetime -------------------------------------------------------
 
@@ -353,6 +422,13 @@ class Publisher:
             if self._closed:
                 return
             self._closed = True
+            if self._pending is not None:  # a forked child that never updated: it has no file
+                self._pending = None
+                scratch = bytearray(self._capacity)
+                for cell in self._cells:
+                    cell._rebind(scratch)
+                _live.discard(self)
+                return
             m = self._maps[-1]
             cells.store_u64(m, L.OFF_CLOSED_NS, time.time_ns() if _closed_ns is None else _closed_ns)
             cells.store_u64(m, L.OFF_STATE, L.State.CLOSED)
@@ -372,14 +448,30 @@ class Publisher:
     def remove(self) -> None:
         """Close and delete the file."""
         self.close()
+        if not self._owns_file:  # a forked child closed before its first update: the file is its parent's
+            return
         try:
-            os.unlink(self.path)
+            os.unlink(self._path)
         except FileNotFoundError:
             pass
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def path(self) -> str:
+        """The file's path. In a forked child that has not updated a metric yet, asking creates its file."""
+        if self._pending is not None:
+            self._materialise()
+        return self._path
+
+    @property
+    def identity(self) -> L.Identity:
+        """Who writes the file (pid, start time, instance id...); as ``path``, creates a forked child's file."""
+        if self._pending is not None:
+            self._materialise()
+        return self._identity
 
     def __enter__(self) -> Publisher:
         return self
@@ -388,7 +480,8 @@ class Publisher:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<statmap.Publisher {self.name!r} at {self.path!r}>"
+        where = "(no file yet: forked, not updated)" if self._pending is not None else repr(self._path)
+        return f"<statmap.Publisher {self.name!r} at {where}>"
 
     # -- the procedural API ----------------------------------------------
 
@@ -448,11 +541,17 @@ _live: set[Publisher] = set()
 
 
 _forking: list[Publisher] = []
+# Serialises forks from several threads: each fork's hooks use _forking, and
+# CPython runs the "before" hooks before it takes its own fork lock. (Without
+# it, one thread's "after" hook cleared the list another thread had filled,
+# and that thread never released the locks it took: every later fork hung.)
+_fork_lock = threading.Lock()
 
 
 def _before_fork() -> None:
     # Hold every publisher's lock across fork, so the child never inherits a
     # lock that another thread held mid-append.
+    _fork_lock.acquire()
     _forking[:] = list(_live)
     for pub in _forking:
         pub._lock.acquire()
@@ -462,15 +561,50 @@ def _after_fork_in_parent() -> None:
     for pub in _forking:
         pub._lock.release()
     _forking.clear()
+    _fork_lock.release()
 
 
 def _after_fork_in_child() -> None:
+    global _fork_lock
+    _fork_lock = threading.Lock()
     for pub in _forking:
         pub._after_fork_in_child()
     _forking.clear()
+    _hook_multiprocessing()
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+
+
+# multiprocessing's children (Pool workers, uvicorn --workers, ...) leave
+# through os._exit, which skips atexit; they run multiprocessing's finalizers
+# first. A child clears the finalizers it inherited before it runs, then runs
+# its "after fork" callbacks (even under spawn and forkserver): that callback
+# registers our finalizer again in the child.
+_mp_hooked_pid = 0
+
+
+class _MultiprocessingToken:
+    """Kept alive for ``register_after_fork`` (which holds it weakly)."""
+
+
+_MP_TOKEN = _MultiprocessingToken()
+
+
+def _hook_multiprocessing() -> None:
+    global _mp_hooked_pid
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _mp_hooked_pid == os.getpid():
+        return  # multiprocessing not in use (its children import it first), or done in this process
+    _mp_hooked_pid = os.getpid()
+    util.Finalize(None, _close_all, exitpriority=-100)  # low: after the finalizers that may still update
+    util.register_after_fork(_MP_TOKEN, _rehook_multiprocessing)
+
+
+def _rehook_multiprocessing(_token: object) -> None:
+    global _mp_hooked_pid
+    _mp_hooked_pid = 0
+    _hook_multiprocessing()
 
 
 @atexit.register
