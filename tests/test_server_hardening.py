@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+
 import pytest
 
 from statmap.server import Response, StatmapApp, StatmapHTTPServer
