@@ -253,7 +253,9 @@ def _add_ops_commands(sub: Any) -> None:
         "--interval", "-n", type=float, default=1.0, metavar="SECONDS", help="refresh interval (default 1)"
     )
     top.add_argument("--count", "-c", type=int, default=None, help="stop after this many samples (implies --plain)")
-    top.add_argument("--match", metavar="REGEX", help="only series whose metric name matches")
+    top.add_argument(
+        "--match", metavar="PATTERN", help="only series whose metric name matches (docs/serve.md#patterns)"
+    )
     top.add_argument("--sort", choices=("name", "value", "rate"), default="name")
     top.add_argument("--reverse", action="store_true", help="reverse the sort order")
     top.add_argument(

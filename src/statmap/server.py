@@ -5,12 +5,13 @@ Routes (GET and HEAD):
 * ``/metrics``: the aggregated view as OpenMetrics 1.0 or Prometheus text
   0.0.4, chosen from the ``Accept`` header (``?format=openmetrics|prometheus``
   overrides it), gzip-compressed when ``Accept-Encoding`` asks for it;
-  ``?match=REGEX`` keeps the metrics whose name matches;
+  ``?match=PATTERN`` keeps the metrics whose name matches (``statmap.pattern``:
+  linear time, never ``re``);
 * ``/api/processes``: JSON, one entry per file of the directory (file name,
   publisher name, pid, state, age, ...); file names only, never paths;
 * ``/api/series``: JSON, every aggregated series with its value, the
   per-second rate of counters and of histogram/summary counts, and the
-  p50/p90/p99 of histograms over the last second; ``match=REGEX`` (metric
+  p50/p90/p99 of histograms over the last second; ``match=PATTERN`` (metric
   names), ``q=WORDS`` (every word in the series' name or labels),
   ``pin=ID`` (repeatable: always included), ``limit=N``;
 * ``/healthz``: ``ok`` while the directory can be read;
@@ -26,8 +27,9 @@ time.
 The core, ``StatmapApp``, is independent of any server: ``WSGIApp`` and
 ``ASGIApp`` adapt it to WSGI and ASGI (plain callables, no framework), so an
 existing Flask, Django or FastAPI application can mount the exporter and
-the dashboard; ``serve()`` runs it in the standard library's
-``ThreadingHTTPServer``.
+the dashboard; ``serve()`` runs it in ``StatmapHTTPServer``: one selector
+thread for every socket plus a fixed pool of workers, with timeouts and a
+connection cap (docs/serve.md, "Limits").
 
 One collection is shared by every request for ``max_age`` seconds (0.5 by
 default), and the rendered bodies with it: 50 clients polling cost one
