@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .directory import default_directory
@@ -80,9 +81,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         return cmd_show_aggregate(args)
     snapshots, errors = read_snapshots(target_paths(args))
     if getattr(args, "match", None):
-        import re
+        from .pattern import compile_pattern
 
-        rx = re.compile(args.match)
+        rx = compile_pattern(args.match)
         snapshots = [
             Snapshot(s.path, s.status, s.identity, [x for x in s.series if rx.search(x.name)], s.version, s.size)
             for s in snapshots
@@ -216,12 +217,11 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    import re
-
+    from .pattern import compile_pattern
     from .top import TopModel, run_curses, run_plain
 
     if args.match:
-        re.compile(args.match)
+        compile_pattern(args.match)
     with _collector(args) as collector:
         model = TopModel(collector)
         interactive = sys.stdout.isatty() and not args.plain and args.count is None
@@ -244,7 +244,11 @@ def _add_ops_commands(sub: Any) -> None:
     export = sub.add_parser("export", help="print the aggregated metrics as OpenMetrics, Prometheus text or JSON")
     export.add_argument("--dir", help=dir_help)
     export.add_argument("--format", choices=("openmetrics", "prometheus", "json"), default="openmetrics")
-    export.add_argument("--match", metavar="REGEX", help="only metrics whose name matches")
+    export.add_argument(
+        "--match",
+        metavar="PATTERN",
+        help="only metrics whose name matches (a regular expression, docs/serve.md#patterns)",
+    )
     export.add_argument("--publisher", action="append", metavar="NAME", help="only this publisher name (repeatable)")
     export.add_argument(
         "--publisher-label", choices=("auto", "always"), default="auto",
@@ -271,7 +275,9 @@ def _add_ops_commands(sub: Any) -> None:
         "--interval", "-n", type=float, default=1.0, metavar="SECONDS", help="refresh interval (default 1)"
     )
     top.add_argument("--count", "-c", type=int, default=None, help="stop after this many samples (implies --plain)")
-    top.add_argument("--match", metavar="REGEX", help="only series whose metric name matches")
+    top.add_argument(
+        "--match", metavar="PATTERN", help="only series whose metric name matches (docs/serve.md#patterns)"
+    )
     top.add_argument("--sort", choices=("name", "value", "rate"), default="name")
     top.add_argument("--reverse", action="store_true", help="reverse the sort order")
     top.add_argument(
@@ -287,11 +293,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(
         args.dir or default_directory(), args.host, args.port, token=args.token, access_log=args.access_log,
         max_age=args.max_age, publishers=args.publisher or None, publisher_label=args.publisher_label,
-        include_text=args.include_text,
+        include_text=args.include_text, header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
+        write_timeout=args.write_timeout, max_connections=args.max_connections, threads=args.threads,
     )  # fmt: skip
 
 
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """An argparse type: a number above zero (the error names the option)."""
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0 or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    return convert
+
+
 def _add_serve_command(sub: Any) -> None:
+    from . import server as S
     from .server import DEFAULT_HOST, DEFAULT_PORT
 
     serve = sub.add_parser("serve", help="serve /metrics (Prometheus, OpenMetrics), a JSON API and a live dashboard")
@@ -311,6 +334,27 @@ def _add_serve_command(sub: Any) -> None:
     serve.add_argument("--publisher-label", choices=("auto", "always"), default="auto")
     serve.add_argument("--include-text", action="store_true", help="also export text metrics (as info)")
     serve.add_argument("--access-log", action="store_true", help="log every request on stderr")
+    limits = serve.add_argument_group("limits (docs/serve.md#limits)")
+    limits.add_argument(
+        "--header-timeout", type=_positive(float), default=S.DEFAULT_HEADER_TIMEOUT, metavar="SECONDS",
+        help=f"time for a client to send a request head (default {S.DEFAULT_HEADER_TIMEOUT:g})",
+    )  # fmt: skip
+    limits.add_argument(
+        "--idle-timeout", type=_positive(float), default=S.DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+        help=f"close keep-alive connections idle this long (default {S.DEFAULT_IDLE_TIMEOUT:g})",
+    )  # fmt: skip
+    limits.add_argument(
+        "--write-timeout", type=_positive(float), default=S.DEFAULT_WRITE_TIMEOUT, metavar="SECONDS",
+        help=f"time for a client to take a response (default {S.DEFAULT_WRITE_TIMEOUT:g})",
+    )  # fmt: skip
+    limits.add_argument(
+        "--max-connections", type=_positive(int), default=S.DEFAULT_MAX_CONNECTIONS, metavar="N",
+        help=f"open connections at most (default {S.DEFAULT_MAX_CONNECTIONS}, at most half the descriptor limit)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--threads", type=_positive(int), default=S.DEFAULT_THREADS, metavar="N",
+        help=f"worker threads (default {S.DEFAULT_THREADS})",
+    )  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 
 
@@ -329,7 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--dir", help=f"statmap directory (default: $STATMAP_DIR or {default_directory()})")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.add_argument("--aggregate", action="store_true", help="the aggregated view of every process in --dir")
-    show.add_argument("--match", metavar="REGEX", help="only metrics whose name matches")
+    show.add_argument(
+        "--match",
+        metavar="PATTERN",
+        help="only metrics whose name matches (a regular expression, docs/serve.md#patterns)",
+    )
     show.add_argument("--publisher", action="append", metavar="NAME", help="with --aggregate: only this publisher name")
     show.set_defaults(func=cmd_show)
     _add_ops_commands(sub)
@@ -347,9 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .pattern import PatternError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except PatternError as exc:  # --match: a pattern statmap refuses (docs/serve.md#patterns)
+        print(f"statmap: --match: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

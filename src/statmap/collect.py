@@ -29,7 +29,6 @@ absorbed is not counted again (see ``archive.py`` for why that is enough).
 from __future__ import annotations
 
 import os
-import re
 import struct
 import time
 from collections.abc import Iterable, Iterator
@@ -40,6 +39,7 @@ from typing import Any
 from . import _layout as L
 from . import cells
 from .errors import FormatError
+from .pattern import compile_pattern
 from .reader import ALIVE, CLOSED, DEAD, NOT_READY, TYPE_NAMES, HistogramValue, Reader, SummaryValue
 
 #: Status of a file that failed validation, and of an archive file.
@@ -871,11 +871,16 @@ def collect(directory: str, **options: Any) -> Collection:
 
 
 def match_families(families: Iterable[MetricFamily], pattern: str | None) -> Iterator[MetricFamily]:
-    """Families whose name (or ``publisher:name``) matches the regular expression (re.search)."""
+    """Families whose name (or ``publisher:name``) matches ``pattern`` anywhere (as ``re.search``).
+
+    ``pattern`` is a statmap pattern (``statmap.pattern``): it often comes
+    from an HTTP client, so it is matched in linear time, never by ``re``;
+    ``PatternError`` (a ``re.error``) for one it refuses.
+    """
     if not pattern:
         yield from families
         return
-    rx = re.compile(pattern)
+    rx = compile_pattern(pattern)
     for fam in families:
         if rx.search(fam.name) or rx.search(f"{fam.publisher}:{fam.name}"):
             yield fam

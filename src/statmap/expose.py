@@ -146,7 +146,7 @@ class Exposer:
 
     ``publisher_label``: "auto" (only where several publisher names share a
     metric name) or "always". ``include_text``: expose text metrics as info.
-    ``match``: a regular expression; only families whose name matches.
+    ``match``: a pattern (``statmap.pattern``, linear time); only families whose name matches.
     """
 
     def __init__(self, *, publisher_label: str = "auto", include_text: bool = False, match: str | None = None) -> None:

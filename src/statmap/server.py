@@ -5,12 +5,13 @@ Routes (GET and HEAD):
 * ``/metrics``: the aggregated view as OpenMetrics 1.0 or Prometheus text
   0.0.4, chosen from the ``Accept`` header (``?format=openmetrics|prometheus``
   overrides it), gzip-compressed when ``Accept-Encoding`` asks for it;
-  ``?match=REGEX`` keeps the metrics whose name matches;
+  ``?match=PATTERN`` keeps the metrics whose name matches (``statmap.pattern``:
+  linear time, never ``re``);
 * ``/api/processes``: JSON, one entry per file of the directory (file name,
   publisher name, pid, state, age, ...); file names only, never paths;
 * ``/api/series``: JSON, every aggregated series with its value, the
   per-second rate of counters and of histogram/summary counts, and the
-  p50/p90/p99 of histograms over the last second; ``match=REGEX`` (metric
+  p50/p90/p99 of histograms over the last second; ``match=PATTERN`` (metric
   names), ``q=WORDS`` (every word in the series' name or labels),
   ``pin=ID`` (repeatable: always included), ``limit=N``;
 * ``/healthz``: ``ok`` while the directory can be read;
@@ -26,8 +27,9 @@ time.
 The core, ``StatmapApp``, is independent of any server: ``WSGIApp`` and
 ``ASGIApp`` adapt it to WSGI and ASGI (plain callables, no framework), so an
 existing Flask, Django or FastAPI application can mount the exporter and
-the dashboard; ``serve()`` runs it in the standard library's
-``ThreadingHTTPServer``.
+the dashboard; ``serve()`` runs it in ``StatmapHTTPServer``: one selector
+thread for every socket plus a fixed pool of workers, with timeouts and a
+connection cap (docs/serve.md, "Limits").
 
 One collection is shared by every request for ``max_age`` seconds (0.5 by
 default), and the rendered bodies with it: 50 clients polling cost one
@@ -40,6 +42,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import email.utils
+import errno
 import gzip
 import hashlib
 import hmac
@@ -48,7 +53,10 @@ import json
 import math
 import mimetypes
 import os
+import queue
 import re
+import resource
+import selectors
 import signal
 import socket
 import sys
@@ -56,7 +64,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -64,6 +71,7 @@ from urllib.parse import parse_qs
 from .collect import Collection, Collector, match_families
 from .directory import default_directory
 from .expose import OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, Exposer
+from .pattern import compile_pattern
 from .reader import HistogramValue, SummaryValue
 
 DEFAULT_HOST = "127.0.0.1"
@@ -72,6 +80,12 @@ TOKEN_ENV = "STATMAP_TOKEN"
 ASSET_DIR = Path(__file__).resolve().parent / "dashboard"
 QUANTILES = (0.5, 0.9, 0.99)
 RATE_WINDOW = 1.0  # seconds: rates and percentiles are over (about) the last second
+# The standalone server's limits (docs/serve.md, "Limits"): slow or idle clients cannot hold it.
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds to send a whole request head
+DEFAULT_IDLE_TIMEOUT = 60.0  # seconds a keep-alive connection may wait for its next request
+DEFAULT_WRITE_TIMEOUT = 30.0  # seconds to take a whole response
+DEFAULT_MAX_CONNECTIONS = 256  # open connections (at most half the descriptor limit)
+DEFAULT_THREADS = 8  # workers running requests (collections are shared, so few are needed)
 
 JSON_TYPE = "application/json; charset=utf-8"
 TEXT_TYPE = "text/plain; charset=utf-8"
@@ -117,6 +131,15 @@ def _text(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) ->
 def _json(doc: Any, status: int = 200) -> Response:
     body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
     return Response(status, body, [("Content-Type", JSON_TYPE), ("Cache-Control", "no-store")])
+
+
+def _bad_pattern(pattern: str) -> Response | None:
+    """A 400 naming the problem if statmap refuses ``pattern`` (statmap.pattern: linear time, no backtracking)."""
+    try:
+        compile_pattern(pattern)
+    except re.error as exc:
+        return _text(400, f"match: bad regular expression: {exc} (the pattern language: docs/serve.md#patterns)")
+    return None
 
 
 # -- content negotiation ------------------------------------------------------
@@ -403,17 +426,13 @@ class StatmapApp:
         if not fmt:
             fmt = "openmetrics" if wants_openmetrics(headers.get("accept")) else "prometheus"
         compressed = wants_gzip(headers.get("accept-encoding"))
-        snap = self.snapshot()
         match = (params.get("match") or [""])[-1]
+        if match and (problem := _bad_pattern(match)):
+            return problem
+        snap = self.snapshot()
         if match:
-            try:
-                exposer = Exposer(match=match, **self._exposer_options)  # type: ignore[arg-type]
-            except re.error as exc:
-                return _text(400, f"match: bad regular expression: {exc}")
-            try:
-                body = exposer.render(snap.collection, fmt).encode()
-            except re.error as exc:
-                return _text(400, f"match: bad regular expression: {exc}")
+            exposer = Exposer(match=match, **self._exposer_options)  # type: ignore[arg-type]
+            body = exposer.render(snap.collection, fmt).encode()
             if compressed:
                 body = gzip.compress(body, 6)
         else:
@@ -562,11 +581,10 @@ class StatmapApp:
             limit = int((params.get("limit") or ["0"])[-1])
         except ValueError:
             return _text(400, "limit: a number")
+        if match and (problem := _bad_pattern(match)):
+            return problem
         snap = self.snapshot()
-        try:
-            allowed = {(f.publisher, f.name) for f in match_families(snap.collection.families, match or None)}
-        except re.error as exc:
-            return _text(400, f"match: bad regular expression: {exc}")
+        allowed = {(f.publisher, f.name) for f in match_families(snap.collection.families, match or None)}
         selected: list[dict[str, Any]] = []
         pinned: list[dict[str, Any]] = []
         total = 0
@@ -735,66 +753,479 @@ def _loopback_hosts(port: int) -> set[str]:
     return names | {f"{n}:{port}" for n in names}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: Prometheus and the dashboard reuse their connection
-    server_version = "statmap"
-    app: StatmapApp
-    access_log = False
+# The standalone server: one I/O thread and a fixed pool of worker threads.
+#
+# Why not ThreadingHTTPServer: it gives every connection a thread that blocks
+# in recv() with no timeout, so idle or slowly dribbling clients pin threads
+# and descriptors until none is left (then accept() fails with EMFILE in a
+# busy loop), and it writes headers and body in two send() calls, which with
+# Nagle's algorithm and the client's delayed ACK costs every keep-alive
+# response ~40 ms. Here one thread owns every socket through a selector: it
+# accepts, reads request heads (with deadlines), writes what a worker could
+# not send at once, times out idle keep-alive connections and caps their
+# number. Workers only run ``StatmapApp.handle`` and send the response in one
+# write (TCP_NODELAY is set on every accepted socket). Threads are bounded:
+# 1 + ``threads``, whatever the clients do.
 
-    def _serve(self) -> None:
-        path, _, query = self.path.partition("?")
-        if not path.startswith("/"):  # absolute-form ("http://...") or "*": not for this server
-            self.send_error(400)
-            return
-        headers: dict[str, str] = {}
-        for k, v in self.headers.items():
-            name = k.lower()
-            headers[name] = headers[name] + ", " + v if name in headers else v
-        resp = self.app.handle(self.command, path, query, headers)
-        self.send_response(resp.status, REASONS.get(resp.status))
-        for k, v in resp.headers:
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(resp.body)))
-        self.end_headers()
-        if self.command != "HEAD" and resp.body:
-            self.wfile.write(resp.body)
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
-
-    def version_string(self) -> str:
-        return "statmap"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.access_log:
-            sys.stderr.write(f"statmap serve: {self.address_string()} {format % args}\n")
-
-    def log_error(self, format: str, *args: Any) -> None:
-        pass  # timeouts and bad request lines get a response; no need to fill the log
+MAX_HEAD = 64 * 1024  # bytes of request line + headers
+MAX_HEADERS = 100
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VERSION = re.compile(r"HTTP/1\.[0-9]")
+_READING, _BUSY, _WRITING = 0, 1, 2
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-class StatmapHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True  # keep-alive connections must not delay a shutdown
-    request_queue_size = 128
-    block_on_close = False
+def _plain_response(status: int, message: str) -> bytes:
+    """A complete response that closes the connection (refusals written without a worker)."""
+    body = (message + "\n").encode()
+    return (
+        f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nServer: statmap\r\n"
+        f"Content-Type: {TEXT_TYPE}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+        + ("Retry-After: 1\r\n" if status == 503 else "")
+        + "\r\n"
+    ).encode() + body
 
-    def __init__(self, address: tuple[str, int], app: StatmapApp, *, access_log: bool = False) -> None:
-        host = address[0]
-        if ":" in host.strip("[]"):
-            self.address_family = socket.AF_INET6
-            address = (host.strip("[]"), address[1])
-        handler = type("Handler", (_Handler,), {"app": app, "access_log": access_log})
-        super().__init__(address, handler)
+
+REASONS.update({408: "Request Timeout", 413: "Content Too Large", 431: "Request Header Fields Too Large"})
+REASONS.update({505: "HTTP Version Not Supported"})
+_REFUSE_BUSY = _plain_response(503, "too many connections, try again")
+_TIMEOUT = _plain_response(408, "request head not received in time")
+
+
+class _Conn:
+    """One client connection; owned by the I/O thread, or by one worker while ``_BUSY``."""
+
+    __slots__ = ("buf", "deadline", "keep", "out", "peer", "since", "sock", "state")
+
+    def __init__(self, sock: socket.socket, peer: Any, deadline: float) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.buf = b""
+        self.out = b""
+        self.state = _READING
+        self.deadline = deadline
+        self.since = time.monotonic()  # when it last became idle (the oldest idle one is evicted first)
+        self.keep = True
+
+
+class _Request:
+    __slots__ = ("conn", "headers", "keep", "method", "path", "query", "target", "version")
+
+    def __init__(
+        self, conn: _Conn, method: str, target: str, version: str, headers: dict[str, str], keep: bool
+    ) -> None:
+        self.conn = conn
+        self.method = method
+        self.target = target
+        self.path, _, self.query = target.partition("?")
+        self.version = version
+        self.headers = headers
+        self.keep = keep
+
+
+def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]] | tuple[int, str]:
+    """(method, target, version, headers) or (status, problem) for a request head we refuse."""
+    lines = head.decode("latin-1").split("\n")
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    while lines and not lines[0]:
+        lines.pop(0)  # RFC 9112: a server ignores empty lines before the request line
+    if not lines:
+        return 400, "empty request"
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1]:
+        return 400, "bad request line"
+    method, target, version = parts
+    if not _VERSION.fullmatch(version):
+        return (505, "HTTP/1.x only") if version.startswith("HTTP/") else (400, "bad request line")
+    headers: dict[str, str] = {}
+    if len(lines) - 1 > MAX_HEADERS:
+        return 431, "too many header fields"
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not _TOKEN.fullmatch(name):
+            return 400, "bad header field"  # obs-fold (leading white space) included
+        name = name.lower()
+        value = value.strip(" \t")
+        headers[name] = headers[name] + ", " + value if name in headers else value
+    return method, target, version, headers
+
+
+class StatmapHTTPServer:
+    """An HTTP/1.1 server for ``StatmapApp``: bounded threads, timeouts and a connection cap.
+
+    ``header_timeout``: seconds for a client to send a whole request head
+    (from its connection, or from the first byte of a later request);
+    ``idle_timeout``: seconds a keep-alive connection may wait for its next
+    request; ``write_timeout``: seconds for the client to take a whole
+    response; ``max_connections``: open connections at most (lowered to half
+    the process' descriptor limit so the collector keeps the rest); a new
+    connection beyond it closes the longest idle one, or, when every
+    connection has a request in progress, gets a 503 with ``Connection:
+    close``; ``threads``: worker threads running requests.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        app: StatmapApp,
+        *,
+        access_log: bool = False,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        threads: int = DEFAULT_THREADS,
+    ) -> None:
+        for name, value in (
+            ("header_timeout", header_timeout),
+            ("idle_timeout", idle_timeout),
+            ("write_timeout", write_timeout),
+        ):
+            if not value > 0 or not math.isfinite(value):
+                raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        for name, count in (("max_connections", max_connections), ("threads", threads)):
+            if not isinstance(count, int) or count < 1:
+                raise ValueError(f"{name} must be at least 1, not {count!r}")
         self.app = app
+        self.access_log = access_log
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.write_timeout = write_timeout
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_connections = (
+            max_connections if soft == resource.RLIM_INFINITY else min(max_connections, max(1, soft // 2))
+        )
+        host = address[0]
+        family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind((host.strip("[]"), address[1]))
+            self.socket.listen(128)
+            self.socket.setblocking(False)
+        except OSError:
+            self.socket.close()
+            raise
+        self.server_address = self.socket.getsockname()
+        self._conns: dict[int, _Conn] = {}
+        self._sel: selectors.BaseSelector | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._done: deque[tuple[_Conn, bytes, bool]] = deque()
+        self._work: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._paused_until = 0.0  # accepting paused (out of descriptors) until then
+        self._reserve: int | None = os.open(os.devnull, os.O_RDONLY)  # freed to refuse a client at EMFILE
+        self._workers = [
+            threading.Thread(target=self._worker, name=f"statmap-serve-{i}", daemon=True) for i in range(threads)
+        ]
+        for t in self._workers:
+            t.start()
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        if isinstance(host, bytes):
-            host = host.decode()
         shown = f"[{host}]" if ":" in str(host) else str(host)
         if str(host) in ("0.0.0.0", "::"):
             shown = "127.0.0.1" if str(host) == "0.0.0.0" else "[::1]"
         return f"http://{shown}:{port}/"
+
+    # -- the I/O thread ---------------------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until ``shutdown()``; ``poll_interval`` bounds how late a timeout or a shutdown is noticed."""
+        self._stopped.clear()
+        sel = self._sel = selectors.DefaultSelector()
+        try:
+            sel.register(self.socket, selectors.EVENT_READ, None)
+            sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+            listening = True
+            next_sweep = 0.0
+            while not self._stop.is_set():
+                for key, mask in sel.select(min(poll_interval, 0.25)):
+                    if key.data is None:
+                        self._accept()
+                    elif key.data == "wake":
+                        self._drain_wake()
+                    else:
+                        conn: _Conn = key.data
+                        if mask & selectors.EVENT_READ and conn.state == _READING:
+                            self._readable(conn)
+                        elif mask & selectors.EVENT_WRITE and conn.state == _WRITING:
+                            self._writable(conn)
+                self._finish_done()
+                now = time.monotonic()
+                paused = now < self._paused_until
+                if paused and listening:
+                    sel.unregister(self.socket)
+                    listening = False
+                elif not paused and not listening:
+                    sel.register(self.socket, selectors.EVENT_READ, None)
+                    listening = True
+                if now >= next_sweep:
+                    next_sweep = now + 0.1
+                    for conn in [c for c in self._conns.values() if c.state != _BUSY and c.deadline <= now]:
+                        if conn.state == _READING and conn.buf:
+                            self._close(conn, _TIMEOUT)
+                        else:
+                            self._close(conn)
+            # Stopping: no more accepting; idle connections go now, requests in progress may finish.
+            if listening:
+                sel.unregister(self.socket)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                for conn in [c for c in self._conns.values() if c.state == _READING]:
+                    self._close(conn)
+                if not self._conns:
+                    break
+                for key, mask in sel.select(0.05):
+                    if key.data == "wake":
+                        self._drain_wake()
+                    elif key.data is not None and mask & selectors.EVENT_WRITE:
+                        self._writable(key.data)
+                self._finish_done()
+            for conn in [c for c in self._conns.values() if c.state != _BUSY]:
+                self._close(conn)
+        finally:
+            self._sel = None
+            sel.close()
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop ``serve_forever`` (from another thread) and wait until it has returned."""
+        self._stop.set()
+        self._wake()
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        self._stop.set()
+        self.socket.close()
+        for _ in self._workers:
+            self._work.put(None)
+        for t in self._workers:
+            t.join(timeout=5)
+        for conn in list(self._conns.values()):
+            with contextlib.suppress(OSError):
+                conn.sock.close()
+        self._conns.clear()
+        self._wake_r.close()
+        self._wake_w.close()
+        if self._reserve is not None:
+            os.close(self._reserve)
+            self._reserve = None
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
+            self._wake_w.send(b"\0")
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+
+    def _accept(self) -> None:
+        for _ in range(64):  # then let the other sockets have their turn
+            try:
+                sock, peer = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_FDS:
+                    continue  # ECONNABORTED and the like: that client is gone
+                if self._evict():
+                    continue  # a descriptor is free again
+                self._refuse_without_descriptor()
+                return
+            sock.setblocking(False)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one write per response, sent now
+            if len(self._conns) >= self.max_connections and not self._evict():
+                self._send_and_close(sock, _REFUSE_BUSY)
+                continue
+            conn = _Conn(sock, peer, time.monotonic() + self.header_timeout)
+            self._conns[sock.fileno()] = conn
+            assert self._sel is not None
+            self._sel.register(sock, selectors.EVENT_READ, conn)
+            self._readable(conn)  # its request is often here already: then it is busy, not evictable
+
+    def _evict(self) -> bool:
+        """Close the connection idle (or reading a head) the longest, to make room; False if none is."""
+        idle = [c for c in self._conns.values() if c.state == _READING]
+        if not idle:
+            return False
+        self._close(min(idle, key=lambda c: c.since))
+        return True
+
+    def _refuse_without_descriptor(self) -> None:
+        """Out of descriptors and nothing to evict: refuse one client with the reserve, then pause."""
+        if self._reserve is not None:
+            os.close(self._reserve)
+            self._reserve = None
+            try:
+                sock, _ = self.socket.accept()
+                self._send_and_close(sock, _REFUSE_BUSY)
+            except OSError:
+                pass
+            with contextlib.suppress(OSError):
+                self._reserve = os.open(os.devnull, os.O_RDONLY)
+        self._paused_until = time.monotonic() + 0.25  # no busy loop on EMFILE
+
+    @staticmethod
+    def _send_and_close(sock: socket.socket, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            sock.setblocking(False)
+            sock.send(data)  # one try, never blocks: a client that does not read just loses it
+            sock.shutdown(socket.SHUT_WR)
+        sock.close()
+
+    def _close(self, conn: _Conn, farewell: bytes = b"") -> None:
+        self._conns.pop(conn.sock.fileno(), None)
+        if self._sel is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(conn.sock)
+        if farewell:
+            self._send_and_close(conn.sock, farewell)
+        else:
+            conn.sock.close()
+
+    def _readable(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not data:
+            self._close(conn)
+            return
+        if not conn.buf:
+            conn.deadline = time.monotonic() + self.header_timeout  # a request has begun
+        conn.buf += data
+        self._next_request(conn)
+
+    def _next_request(self, conn: _Conn) -> None:
+        """Start the request whose head is complete in ``conn.buf``, if any."""
+        found = _HEAD_END.search(conn.buf, 0, MAX_HEAD + 4)
+        if found is None:
+            if len(conn.buf) > MAX_HEAD:
+                self._close(conn, _plain_response(431, "request head too large"))
+            return
+        head, conn.buf = conn.buf[: found.start()], conn.buf[found.end() :]
+        parsed = _parse_head(head)
+        if len(parsed) == 2:
+            status, problem = parsed
+            self._close(conn, _plain_response(status, problem))
+            return
+        method, target, version, headers = parsed
+        tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+        keep = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+        if headers.get("content-length", "0").strip() != "0" or "transfer-encoding" in headers:
+            # No route takes a body: answer, then close rather than read (and never mis-frame) it.
+            keep = False
+            conn.buf = b""
+        conn.state = _BUSY
+        assert self._sel is not None
+        self._sel.unregister(conn.sock)
+        self._work.put(_Request(conn, method, target, version, headers, keep))
+
+    def _writable(self, conn: _Conn) -> None:
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        conn.out = conn.out[sent:]
+        if not conn.out:
+            self._response_sent(conn)
+
+    def _finish_done(self) -> None:
+        """Take back the connections whose request a worker has finished."""
+        while self._done:
+            conn, rest, failed = self._done.popleft()
+            if failed:
+                self._close(conn)
+            elif rest:
+                conn.out = rest
+                conn.state = _WRITING
+                conn.deadline = time.monotonic() + self.write_timeout
+                assert self._sel is not None
+                self._sel.register(conn.sock, selectors.EVENT_WRITE, conn)
+            else:
+                assert self._sel is not None
+                self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+                self._response_sent(conn)
+
+    def _response_sent(self, conn: _Conn) -> None:
+        if not conn.keep or self._stop.is_set():
+            self._close(conn)
+            return
+        now = time.monotonic()
+        conn.state = _READING
+        conn.since = now
+        conn.deadline = now + (self.header_timeout if conn.buf else self.idle_timeout)
+        assert self._sel is not None
+        if conn.out == b"" and self._sel.get_key(conn.sock).events != selectors.EVENT_READ:
+            self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+        if conn.buf:
+            self._next_request(conn)  # pipelined
+
+    # -- the workers ------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        while (req := self._work.get()) is not None:
+            conn = req.conn
+            rest, failed = b"", False
+            try:
+                data, keep = self._respond(req)
+                conn.keep = keep
+                try:
+                    sent = conn.sock.send(data)  # headers and body: one write
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                rest = data[sent:]
+            except Exception:  # noqa: BLE001 - a client that went away, or a bug: drop this connection only
+                failed = True
+            self._done.append((conn, rest, failed))
+            self._wake()
+
+    def _respond(self, req: _Request) -> tuple[bytes, bool]:
+        keep = req.keep and not self._stop.is_set()
+        if not req.path.startswith("/"):  # absolute-form ("http://...") or "*": not for this server
+            resp = _text(400, "bad request target")
+        else:
+            resp = self.app.handle(req.method, req.path, req.query, req.headers)
+        lines = [f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, '')}", "Server: statmap", f"Date: {_http_date()}"]
+        lines += [f"{k}: {v}" for k, v in resp.headers]
+        lines.append(f"Content-Length: {len(resp.body)}")
+        if not keep:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if self.access_log:
+            sys.stderr.write(
+                f'statmap serve: {req.conn.peer[0]} "{req.method} {req.target} {req.version}" '
+                f"{resp.status} {len(resp.body)}\n"
+            )
+        return (head if req.method == "HEAD" else head + resp.body), keep
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.formatdate(now, usegmt=True))
+    return _date_cache[1]
 
 
 def make_server(
@@ -805,15 +1236,35 @@ def make_server(
     token: str | None = None,
     access_log: bool = False,
     check_host: bool = True,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    threads: int = DEFAULT_THREADS,
     **options: Any,
 ) -> StatmapHTTPServer:
-    """A ``ThreadingHTTPServer`` for the exporter and dashboard, bound but not serving yet.
+    """A ``StatmapHTTPServer`` for the exporter and dashboard, bound but not serving yet.
 
     On loopback, requests whose ``Host`` is not a loopback name are refused
     (``check_host``), which stops a web page from reaching it through DNS rebinding.
+    The timeouts, ``max_connections`` and ``threads``: see ``StatmapHTTPServer``;
+    the other options go to ``StatmapApp``.
     """
     app = StatmapApp(directory, token=token, **options)
-    server = StatmapHTTPServer((host, port), app, access_log=access_log)
+    try:
+        server = StatmapHTTPServer(
+            (host, port),
+            app,
+            access_log=access_log,
+            header_timeout=header_timeout,
+            idle_timeout=idle_timeout,
+            write_timeout=write_timeout,
+            max_connections=max_connections,
+            threads=threads,
+        )
+    except BaseException:
+        app.close()
+        raise
     if check_host and is_loopback(host) and app.allowed_hosts is None:
         app.allowed_hosts = frozenset(_loopback_hosts(server.server_address[1]))
     return server
