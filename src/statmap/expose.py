@@ -118,6 +118,19 @@ def _free(name: str, taken: Iterable[str]) -> str:
     return name
 
 
+def histogram_has_sum(value: HistogramValue) -> bool:
+    """Whether a histogram exposes ``_count`` and ``_sum``, in every format.
+
+    OpenMetrics 1.0: a sum is a counter, so it is left out when a bucket bound
+    is negative, and when the sum is negative or NaN (negative observations in
+    non-negative buckets, or both infinities observed); and ``_count`` appears
+    if and only if ``_sum`` does. The +Inf bucket still holds the count. The
+    Prometheus text format follows the same rule so both formats give the same
+    series (docs/serve.md, "Histograms and summaries whose sum is not a counter").
+    """
+    return value.buckets[0][0] >= 0 and value.sum >= 0
+
+
 class _Out:
     """One family as it will be written."""
 
@@ -252,7 +265,8 @@ class Exposer:
                     elif t == "summary":
                         assert isinstance(value, SummaryValue)
                         yield f"{name}_count{braces} {value.count}\n"
-                        yield f"{name}_sum{braces} {format_float(value.sum)}\n"
+                        if value.sum >= 0:  # a counter: not negative, not NaN (see histogram_has_sum)
+                            yield f"{name}_sum{braces} {format_float(value.sum)}\n"
                         if openmetrics and created_text:
                             yield f"{name}_created{braces} {created_text}\n"
                     elif t == "enum":
@@ -281,9 +295,8 @@ class Exposer:
         sep = "," if text else ""
         for bound, cumulative in value.buckets:
             yield f'{name}_bucket{{{text}{sep}le="{format_float(bound)}"}} {cumulative}\n'
-        yield f"{name}_count{braces} {value.count}\n"
-        # OpenMetrics forbids _sum next to negative buckets; there the sum is left out.
-        if not (value.buckets and value.buckets[0][0] < 0):
+        if histogram_has_sum(value):
+            yield f"{name}_count{braces} {value.count}\n"
             yield f"{name}_sum{braces} {format_float(value.sum)}\n"
         if created:
             yield f"{name}_created{braces} {created}\n"
@@ -369,13 +382,15 @@ class StatmapCollector:
                             metric.add_sample(
                                 name + "_bucket", {**labels, "le": format_float(bound)}, float(cumulative)
                             )
-                        metric.add_sample(name + "_count", labels, float(value.count))
-                        metric.add_sample(name + "_sum", labels, value.sum)
+                        if histogram_has_sum(value):
+                            metric.add_sample(name + "_count", labels, float(value.count))
+                            metric.add_sample(name + "_sum", labels, value.sum)
                         if created:
                             metric.add_sample(name + "_created", labels, created)
                     elif t == "summary":
                         metric.add_sample(name + "_count", labels, float(value.count))
-                        metric.add_sample(name + "_sum", labels, value.sum)
+                        if value.sum >= 0:
+                            metric.add_sample(name + "_sum", labels, value.sum)
                         if created:
                             metric.add_sample(name + "_created", labels, created)
                     elif t == "enum":
