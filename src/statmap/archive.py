@@ -36,7 +36,12 @@ How it stays exact:
   collection may take between listing the directory and reading the archive).
 
 Gauges, text, enum and info of an ended process are not archived: they
-describe a process that no longer exists.
+describe a process that no longer exists. A gauge summed across processes
+(``aggregate="sum"``) leaves its declaration, as an ordinary gauge record
+holding 0 that collectors do not count: the sum over no process is 0, and a
+collector started while no process is alive still knows the family (so
+``http_requests_in_flight`` reads 0 instead of vanishing). Older collectors
+that add that 0 in get the same sum.
 """
 
 from __future__ import annotations
@@ -63,6 +68,11 @@ STALE_TEMP_SECONDS = 60.0  # a hidden temporary file unlocked for this long was 
 
 PUBLISHER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")  # as publisher.NAME_RE
 _ARCHIVED = (L.MetricType.COUNTER, L.MetricType.HISTOGRAM, L.MetricType.SUMMARY)
+
+
+def _declared_only(spec: L.RecordSpec) -> bool:
+    """A summed gauge: the archive keeps its declaration (value 0), not its value."""
+    return spec.mtype == L.MetricType.GAUGE and spec.aggregation & 0xFF == L.Aggregation.SUM
 
 
 def archive_path(directory: str, publisher: str) -> str:
@@ -101,10 +111,11 @@ class _Entry:
     __slots__ = ("buckets", "count", "spec", "sum")
 
     def __init__(self, spec: L.RecordSpec) -> None:
-        # The archive keeps what identifies the series, and its metadata; not aggregation modes.
+        # The archive keeps what identifies the series, and its metadata; aggregation modes only
+        # for a declared gauge (process files must find the same mode: collect.py checks it).
         self.spec = L.RecordSpec(
             mtype=spec.mtype, name=spec.name, help=spec.help, unit=spec.unit, labels=spec.labels,
-            flags=spec.flags, bounds=spec.bounds,
+            flags=spec.flags, bounds=spec.bounds, aggregation=spec.aggregation if _declared_only(spec) else 0,
         )  # fmt: skip
         self.count: Any = 0.0 if spec.mtype == L.MetricType.COUNTER and spec.flags & L.FLAG_FLOAT else 0
         self.sum = 0.0
@@ -140,6 +151,8 @@ def _latch_bytes(copy: bytes) -> bytes:
 
 def _value_bytes(entry: _Entry) -> bytes:
     spec = entry.spec
+    if spec.mtype == L.MetricType.GAUGE:
+        return struct.pack("<d", 0.0)  # a declaration (see the module's docstring)
     if spec.mtype == L.MetricType.COUNTER:
         if spec.flags & L.FLAG_FLOAT:
             return struct.pack("<d", float(entry.count))
@@ -267,7 +280,11 @@ def read_archive(path: str) -> tuple[dict[_Key, _Entry], dict[bytes, int], int, 
                 absorbed = parse_absorbed(series.value or "")
             elif spec.name == PROCESSES_SERIES:
                 processes = int(series.value or 0)
-            elif spec.name.startswith(ARCHIVE_PREFIX) or spec.mtype not in _ARCHIVED:
+            elif spec.name.startswith(ARCHIVE_PREFIX):
+                continue
+            elif _declared_only(spec):
+                entries.setdefault((spec.name, spec.labels), _Entry(spec))
+            elif spec.mtype not in _ARCHIVED:
                 continue
             else:
                 if series.value is None:
@@ -338,9 +355,13 @@ def fold(
                 report.kept.append((path, f"{snap.status} less than {older_than:g}s ago"))
                 continue
             additions: list[tuple[_Entry, Any]] = []
+            declared: list[L.RecordSpec] = []
             problem = None
             for series in snap.series:
                 spec = series.record.spec
+                if _declared_only(spec):
+                    declared.append(spec)
+                    continue
                 if spec.mtype not in _ARCHIVED:
                     continue
                 if series.value is None:
@@ -348,7 +369,7 @@ def fold(
                     break
                 key = (spec.name, spec.labels)
                 entry = entries.get(key)
-                if entry is None:
+                if entry is None or _declared_only(entry.spec):  # a declaration gives way to values
                     entry = _Entry(spec)
                 else:
                     problem = entry.compatible(spec)
@@ -360,9 +381,12 @@ def fold(
                 report.errors.append((path, f"cannot fold into {apath}: {problem}"))
                 continue
             for entry, value in additions:
-                key = (entry.spec.name, entry.spec.labels)
-                entries.setdefault(key, entry)
+                entries[(entry.spec.name, entry.spec.labels)] = entry
                 entry.add(value)
+            for spec in declared:  # the latest declaration of a summed gauge, unless values hold its name
+                current = entries.get((spec.name, spec.labels))
+                if current is None or _declared_only(current.spec):
+                    entries[(spec.name, spec.labels)] = _Entry(spec)
             absorbed[ident.instance_id] = time.time_ns()
             processes += 1
             if ident.created_ns and (not created_ns or ident.created_ns < created_ns):

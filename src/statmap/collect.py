@@ -13,6 +13,8 @@ Aggregation happens within a publisher name (the processes of one program):
 * gauges follow the mode recorded with the metric: one series per process
   (a ``pid`` label is added), sum, max, min or last (the value of the most
   recently created process); with ``live_only`` only live processes count;
+  a sum over no process is 0 (a family seen once stays while its publisher
+  has a file or an archive here: families do not come and go with workers);
 * text, enum and info stay per process (with a ``pid`` label).
 
 A ``Collector`` keeps one reader per file and remembers what it parsed, so a
@@ -488,8 +490,9 @@ class Collector:
                     src.int_off.append(record.value_offset)
                     src.int_slot.append(slot.index)
             elif mtype == _GAUGE:
-                src.gauge_off.append(record.value_offset)
-                src.gauge_slot.append(slot.index)
+                if not src.is_archive:  # an archive's gauge only declares the family (archive.py): no value
+                    src.gauge_off.append(record.value_offset)
+                    src.gauge_slot.append(slot.index)
             elif mtype == _ENUM:
                 src.enums.append((record.value_offset, slot.index, spec.extras))
             elif mtype == _INFO:
@@ -742,12 +745,22 @@ class Collector:
             acc[s] = parts[0] if len(parts) == 1 else [sum(column) for column in zip(*parts, strict=False)]
         pid_labels = self._pid_labels(readings)
         out: dict[tuple[str, str], MetricFamily] = {}
-        for s in sorted(present | per_process.keys()):
-            slot = self._slots[s]
+        # Every family this collector has seen stays while its publisher has a file or an archive
+        # here, even when no file has a value for it now (workers replaced): families do not come
+        # and go with worker churn, and a summed gauge nobody contributes to reads 0.
+        publishers = {src.publisher for src, _info, _values in readings}
+        for s, slot in enumerate(self._slots):
             fam = slot.family
+            if fam.publisher not in publishers:
+                continue
             mf = out.get((fam.publisher, fam.name))
             if mf is None:
                 mf = out[(fam.publisher, fam.name)] = _family_view(fam)
+            summed_gauge = fam.mtype == _GAUGE and fam.aggregation & 0xFF == L.Aggregation.SUM
+            if s not in present and s not in per_process:
+                if summed_gauge:
+                    mf.samples.append(Sample(slot.label_dict, 0.0, None, slot.labels))
+                continue
             if s in present:
                 value = acc[s]
                 if fam.mtype == _HISTOGRAM:
@@ -762,6 +775,8 @@ class Collector:
                 contributions = [(i, v) for i, v in contributions if i.status == ALIVE]
             if mode and fam.mtype == _GAUGE:
                 if not contributions:
+                    if summed_gauge:  # the sum over no process
+                        mf.samples.append(Sample(slot.label_dict, 0.0, None, slot.labels))
                     continue
                 vals = [v for _, v in contributions]
                 if mode == L.Aggregation.SUM:
@@ -781,7 +796,7 @@ class Collector:
                 labels = dict(slot.labels)
                 labels["pid"] = pid
                 mf.samples.append(Sample(labels, value, info.pid, (slot.labels, pid)))
-        families = [mf for mf in out.values() if mf.samples]
+        families = list(out.values())  # with families that have no series now (see above)
         families.sort(key=lambda m: (m.name, m.publisher))
         return families
 
