@@ -125,6 +125,9 @@ def scenario(request: pytest.FixtureRequest, statdir: str) -> Any:
         other = statmap.Publisher("api", statdir)  # shares names with web: a publisher label
         declare_everything(other)
         pubs.append(other)
+        gone = statmap.Publisher("batch", statdir)  # nobody alive: live-only gauges have no series
+        declare_everything(gone)
+        gone.close()
     yield statdir
     for p in pubs:
         p.close()
@@ -135,6 +138,9 @@ def test_exposer_output_passes_strict_parsers(scenario: str, include_text: bool)
     exposer = Exposer(include_text=include_text)
     collection = collect(scenario)
     assert not collection.errors, collection.errors
+    if any(f.publisher == "batch" for f in collection.families):
+        empty = [f.name for f in collection.families if f.publisher == "batch" and not f.samples]
+        assert "g_max_1" in empty  # a family with no series is exposed too
     families = check_openmetrics(exposer.openmetrics(collection))
     assert exposer.problems == [], exposer.problems
     check_promtool(exposer.prometheus(collection))

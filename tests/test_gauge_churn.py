@@ -18,6 +18,7 @@ import sys
 
 import pytest
 
+import statmap
 from statmap.archive import clean
 from statmap.collect import Collector, collect
 from statmap.expose import openmetrics
@@ -95,3 +96,25 @@ def test_summed_gauges_read_zero_when_no_worker_is_alive(statdir: str) -> None:
         assert collect(statdir).value("queue_depth") is not None
     finally:
         server.close()
+
+
+def test_a_declaration_in_the_archive_gives_way_when_the_program_changes_the_gauge(statdir: str) -> None:
+    old = statmap.Publisher("web", statdir)
+    old.gauge("busy", "x", aggregate="sum").set(3)
+    old.close()
+    clean(statdir)
+    with Collector(statdir) as server:
+        assert server.collect().value("busy") == 0.0  # known from the archive only
+        new = statmap.Publisher("web", statdir)  # a new version: a max gauge of the same name
+        try:
+            new.gauge("busy", "x", aggregate="max").set(5)
+            for collection in (server.collect(), collect(statdir)):
+                assert not collection.errors, collection.errors
+                assert collection.value("busy") == 5
+                family = collection.family("busy")
+                assert family is not None and family.aggregation == "max"
+        finally:
+            new.close()
+        clean(statdir)
+        collection = collect(statdir)  # the outdated declaration is gone from the archive
+        assert not collection.errors and collection.family("busy") is None

@@ -359,8 +359,8 @@ def fold(
             problem = None
             for series in snap.series:
                 spec = series.record.spec
-                if _declared_only(spec):
-                    declared.append(spec)
+                if _declared_only(spec) or spec.mtype == L.MetricType.GAUGE:
+                    declared.append(spec)  # other gauges: only to drop an outdated declaration
                     continue
                 if spec.mtype not in _ARCHIVED:
                     continue
@@ -385,8 +385,12 @@ def fold(
                 entry.add(value)
             for spec in declared:  # the latest declaration of a summed gauge, unless values hold its name
                 current = entries.get((spec.name, spec.labels))
-                if current is None or _declared_only(current.spec):
+                if current is not None and not _declared_only(current.spec):
+                    continue
+                if _declared_only(spec):
                     entries[(spec.name, spec.labels)] = _Entry(spec)
+                elif current is not None:
+                    del entries[(spec.name, spec.labels)]  # no longer summed: nothing to declare
             absorbed[ident.instance_id] = time.time_ns()
             processes += 1
             if ident.created_ns and (not created_ns or ident.created_ns < created_ns):

@@ -241,6 +241,7 @@ class _Family:
     __slots__ = (
         "aggregation",
         "bounds",
+        "declared_only",
         "first_path",
         "flags",
         "help",
@@ -268,6 +269,7 @@ class _Family:
         self.slots: dict[tuple[tuple[str, str], ...], _Slot] = {}
         self.order = order
         self.states = spec.extras if spec.mtype == _ENUM else ()
+        self.declared_only = False  # known only from an archive's gauge declaration so far
 
     def mismatch(self, spec: L.RecordSpec) -> str | None:
         """Why a record cannot be aggregated with this family (None if it can)."""
@@ -463,18 +465,30 @@ class Collector:
             # Readers share decoded metadata between files, so the same spec object
             # comes back for every process of a program: check it once.
             known = self._spec_slots.get(id(spec))
-            if known is not None and known[0] is spec and known[1].family.publisher == publisher:
+            fkey = (publisher, spec.name)
+            if (
+                known is not None
+                and known[0] is spec
+                and known[1].family.publisher == publisher
+                and self._families.get(fkey) is known[1].family
+            ):
                 slot = known[1]
             else:
-                fkey = (publisher, spec.name)
                 fam = self._families.get(fkey)
+                declaration = src.is_archive and spec.mtype == _GAUGE  # a summed gauge's declaration (archive.py)
+                if fam is not None and fam.mismatch(spec) is not None:
+                    if declaration:
+                        continue  # an outdated declaration: the processes' metric wins, nothing is lost
+                    if fam.declared_only:
+                        fam = None  # the program now declares it otherwise: its processes redefine it
+                    else:
+                        src.rejected.append(f"{spec.name}: {fam.mismatch(spec)} in {fam.first_path}; left out")
+                        continue
                 if fam is None:
                     fam = self._families[fkey] = _Family(publisher, spec, src.path, len(self._families))
-                else:
-                    problem = fam.mismatch(spec)
-                    if problem is not None:
-                        src.rejected.append(f"{spec.name}: {problem} in {fam.first_path}; left out")
-                        continue
+                    fam.declared_only = declaration
+                elif not declaration:
+                    fam.declared_only = False
                 found = fam.slots.get(spec.labels)
                 if found is None:
                     found = fam.slots[spec.labels] = _Slot(len(self._slots), fam, spec.labels)
@@ -749,10 +763,11 @@ class Collector:
         # here, even when no file has a value for it now (workers replaced): families do not come
         # and go with worker churn, and a summed gauge nobody contributes to reads 0.
         publishers = {src.publisher for src, _info, _values in readings}
+        families_now = self._families
         for s, slot in enumerate(self._slots):
             fam = slot.family
-            if fam.publisher not in publishers:
-                continue
+            if fam.publisher not in publishers or families_now.get((fam.publisher, fam.name)) is not fam:
+                continue  # not here now, or a declaration its processes redefined
             mf = out.get((fam.publisher, fam.name))
             if mf is None:
                 mf = out[(fam.publisher, fam.name)] = _family_view(fam)
