@@ -45,7 +45,12 @@ How it stays exact:
   of ``clean()``: it is reported, and the files stay for a later clean.
 
 Gauges, text, enum and info of an ended process are not archived: they
-describe a process that no longer exists.
+describe a process that no longer exists. A gauge summed across processes
+(``aggregate="sum"``) leaves its declaration, as an ordinary gauge record
+holding 0 that collectors do not count: the sum over no process is 0, and a
+collector started while no process is alive still knows the family (so
+``http_requests_in_flight`` reads 0 instead of vanishing). Older collectors
+that add that 0 in get the same sum.
 """
 
 from __future__ import annotations
@@ -134,6 +139,11 @@ def _open_regular(path: str, flags: int) -> int:
     return fd
 
 
+def _declared_only(spec: L.RecordSpec) -> bool:
+    """A summed gauge: the archive keeps its declaration (value 0), not its value."""
+    return spec.mtype == L.MetricType.GAUGE and spec.aggregation & 0xFF == L.Aggregation.SUM
+
+
 def archive_path(directory: str, publisher: str) -> str:
     return os.path.join(directory, publisher + ARCHIVE_SUFFIX)
 
@@ -170,10 +180,11 @@ class _Entry:
     __slots__ = ("buckets", "count", "spec", "sum")
 
     def __init__(self, spec: L.RecordSpec) -> None:
-        # The archive keeps what identifies the series, and its metadata; not aggregation modes.
+        # The archive keeps what identifies the series, and its metadata; aggregation modes only
+        # for a declared gauge (process files must find the same mode: collect.py checks it).
         self.spec = L.RecordSpec(
             mtype=spec.mtype, name=spec.name, help=spec.help, unit=spec.unit, labels=spec.labels,
-            flags=spec.flags, bounds=spec.bounds,
+            flags=spec.flags, bounds=spec.bounds, aggregation=spec.aggregation if _declared_only(spec) else 0,
         )  # fmt: skip
         self.count: Any = 0.0 if spec.mtype == L.MetricType.COUNTER and spec.flags & L.FLAG_FLOAT else 0
         self.sum = 0.0
@@ -209,6 +220,8 @@ def _latch_bytes(copy: bytes) -> bytes:
 
 def _value_bytes(entry: _Entry) -> bytes:
     spec = entry.spec
+    if spec.mtype == L.MetricType.GAUGE:
+        return struct.pack("<d", 0.0)  # a declaration (see the module's docstring)
     if spec.mtype == L.MetricType.COUNTER:
         if spec.flags & L.FLAG_FLOAT:
             return struct.pack("<d", float(entry.count))
@@ -373,7 +386,11 @@ def read_archive(path: str) -> tuple[dict[_Key, _Entry], dict[bytes, int], int, 
                 processes = int(series.value or 0)
             elif spec.name == GONE_SERIES:
                 gone = parse_absorbed(series.value or "")
-            elif spec.name.startswith(ARCHIVE_PREFIX) or spec.mtype not in _ARCHIVED:
+            elif spec.name.startswith(ARCHIVE_PREFIX):
+                continue
+            elif _declared_only(spec):
+                entries.setdefault((spec.name, spec.labels), _Entry(spec))
+            elif spec.mtype not in _ARCHIVED:
                 continue
             else:
                 if series.value is None:
@@ -477,9 +494,13 @@ def fold(
                 report.kept.append((path, f"{snap.status} less than {older_than:g}s ago"))
                 continue
             additions: list[tuple[_Entry, Any]] = []
+            declared: list[L.RecordSpec] = []
             problem = None
             for series in snap.series:
                 spec = series.record.spec
+                if _declared_only(spec) or spec.mtype == L.MetricType.GAUGE:
+                    declared.append(spec)  # other gauges: only to drop an outdated declaration
+                    continue
                 if spec.mtype not in _ARCHIVED:
                     continue
                 if series.value is None:
@@ -487,7 +508,7 @@ def fold(
                     break
                 key = (spec.name, spec.labels)
                 entry = entries.get(key)
-                if entry is None:
+                if entry is None or _declared_only(entry.spec):  # a declaration gives way to values
                     entry = _Entry(spec)
                 else:
                     problem = entry.compatible(spec)
@@ -500,9 +521,20 @@ def fold(
                 continue
             for entry, value in additions:
                 key = (entry.spec.name, entry.spec.labels)
-                # setdefault's result: a file with two records for one series
-                # (docs/format.md, "Duplicate records") adds both to one entry
-                entries.setdefault(key, entry).add(value)
+                # A file with two records for one series (docs/format.md, "Duplicate
+                # records") adds both to one entry; a declaration gives way to values.
+                current = entries.get(key)
+                if current is None or (current is not entry and _declared_only(current.spec)):
+                    entries[key] = current = entry
+                current.add(value)
+            for spec in declared:  # the latest declaration of a summed gauge, unless values hold its name
+                current = entries.get((spec.name, spec.labels))
+                if current is not None and not _declared_only(current.spec):
+                    continue
+                if _declared_only(spec):
+                    entries[(spec.name, spec.labels)] = _Entry(spec)
+                elif current is not None:
+                    del entries[(spec.name, spec.labels)]  # no longer summed: nothing to declare
             absorbed[ident.instance_id] = int(now * 1e9)
             processes += 1
             if ident.created_ns and (not created_ns or ident.created_ns < created_ns):

@@ -13,6 +13,8 @@ Aggregation happens within a publisher name (the processes of one program):
 * gauges follow the mode recorded with the metric: one series per process
   (a ``pid`` label is added), sum, max, min or last (the value of the most
   recently created process); with ``live_only`` only live processes count;
+  a sum over no process is 0 (a family seen once stays while its publisher
+  has a file or an archive here: families do not come and go with workers);
 * text, enum and info stay per process (with a ``pid`` label).
 
 A ``Collector`` keeps one reader per file and remembers what it parsed, so a
@@ -239,6 +241,7 @@ class _Family:
     __slots__ = (
         "aggregation",
         "bounds",
+        "declared_only",
         "first_path",
         "flags",
         "help",
@@ -266,6 +269,7 @@ class _Family:
         self.slots: dict[tuple[tuple[str, str], ...], _Slot] = {}
         self.order = order
         self.states = spec.extras if spec.mtype == _ENUM else ()
+        self.declared_only = False  # known only from an archive's gauge declaration so far
 
     def mismatch(self, spec: L.RecordSpec) -> str | None:
         """Why a record cannot be aggregated with this family (None if it can)."""
@@ -462,18 +466,30 @@ class Collector:
             # Readers share decoded metadata between files, so the same spec object
             # comes back for every process of a program: check it once.
             known = self._spec_slots.get(id(spec))
-            if known is not None and known[0] is spec and known[1].family.publisher == publisher:
+            fkey = (publisher, spec.name)
+            if (
+                known is not None
+                and known[0] is spec
+                and known[1].family.publisher == publisher
+                and self._families.get(fkey) is known[1].family
+            ):
                 slot = known[1]
             else:
-                fkey = (publisher, spec.name)
                 fam = self._families.get(fkey)
+                declaration = src.is_archive and spec.mtype == _GAUGE  # a summed gauge's declaration (archive.py)
+                if fam is not None and fam.mismatch(spec) is not None:
+                    if declaration:
+                        continue  # an outdated declaration: the processes' metric wins, nothing is lost
+                    if fam.declared_only:
+                        fam = None  # the program now declares it otherwise: its processes redefine it
+                    else:
+                        src.rejected.append(f"{spec.name}: {fam.mismatch(spec)} in {fam.first_path}; left out")
+                        continue
                 if fam is None:
                     fam = self._families[fkey] = _Family(publisher, spec, src.path, len(self._families))
-                else:
-                    problem = fam.mismatch(spec)
-                    if problem is not None:
-                        src.rejected.append(f"{spec.name}: {problem} in {fam.first_path}; left out")
-                        continue
+                    fam.declared_only = declaration
+                elif not declaration:
+                    fam.declared_only = False
                 found = fam.slots.get(spec.labels)
                 if found is None:
                     found = fam.slots[spec.labels] = _Slot(len(self._slots), fam, spec.labels)
@@ -498,9 +514,10 @@ class Collector:
                     src.int_off.append(record.value_offset)
                     src.int_slot.append(slot.index)
             elif mtype == _GAUGE:
-                src.kept[slot.index] = len(src.gauge_off)
-                src.gauge_off.append(record.value_offset)
-                src.gauge_slot.append(slot.index)
+                if not src.is_archive:  # an archive's gauge only declares the family (archive.py): no value
+                    src.kept[slot.index] = len(src.gauge_off)
+                    src.gauge_off.append(record.value_offset)
+                    src.gauge_slot.append(slot.index)
             elif mtype == _ENUM:
                 src.kept[slot.index] = len(src.enums)
                 src.enums.append((record.value_offset, slot.index, spec.extras))
@@ -773,12 +790,23 @@ class Collector:
             acc[s] = parts[0] if len(parts) == 1 else [sum(column) for column in zip(*parts, strict=False)]
         pid_labels = self._pid_labels(readings)
         out: dict[tuple[str, str], MetricFamily] = {}
-        for s in sorted(present | per_process.keys()):
-            slot = self._slots[s]
+        # Every family this collector has seen stays while its publisher has a file or an archive
+        # here, even when no file has a value for it now (workers replaced): families do not come
+        # and go with worker churn, and a summed gauge nobody contributes to reads 0.
+        publishers = {src.publisher for src, _info, _values in readings}
+        families_now = self._families
+        for s, slot in enumerate(self._slots):
             fam = slot.family
+            if fam.publisher not in publishers or families_now.get((fam.publisher, fam.name)) is not fam:
+                continue  # not here now, or a declaration its processes redefined
             mf = out.get((fam.publisher, fam.name))
             if mf is None:
                 mf = out[(fam.publisher, fam.name)] = _family_view(fam)
+            summed_gauge = fam.mtype == _GAUGE and fam.aggregation & 0xFF == L.Aggregation.SUM
+            if s not in present and s not in per_process:
+                if summed_gauge:
+                    mf.samples.append(Sample(slot.label_dict, 0.0, None, slot.labels))
+                continue
             if s in present:
                 value = acc[s]
                 if fam.mtype == _HISTOGRAM:
@@ -793,6 +821,8 @@ class Collector:
                 contributions = [(i, v) for i, v in contributions if i.status == ALIVE]
             if mode and fam.mtype == _GAUGE:
                 if not contributions:
+                    if summed_gauge:  # the sum over no process
+                        mf.samples.append(Sample(slot.label_dict, 0.0, None, slot.labels))
                     continue
                 vals = [v for _, v in contributions]
                 if mode == L.Aggregation.SUM:
@@ -812,7 +842,7 @@ class Collector:
                 labels = dict(slot.labels)
                 labels["pid"] = pid
                 mf.samples.append(Sample(labels, value, info.pid, (slot.labels, pid)))
-        families = [mf for mf in out.values() if mf.samples]
+        families = list(out.values())  # with families that have no series now (see above)
         families.sort(key=lambda m: (m.name, m.publisher))
         return families
 

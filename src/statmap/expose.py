@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -42,6 +43,7 @@ OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
+_PREFIX_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_FOR = {"histogram": ("le",), "summary": ("quantile",)}
 
 
@@ -118,6 +120,19 @@ def _free(name: str, taken: Iterable[str]) -> str:
     return name
 
 
+def histogram_has_sum(value: HistogramValue) -> bool:
+    """Whether a histogram exposes ``_count`` and ``_sum``, in every format.
+
+    OpenMetrics 1.0: a sum is a counter, so it is left out when a bucket bound
+    is negative, and when the sum is negative or NaN (negative observations in
+    non-negative buckets, or both infinities observed); and ``_count`` appears
+    if and only if ``_sum`` does. The +Inf bucket still holds the count. The
+    Prometheus text format follows the same rule so both formats give the same
+    series (docs/serve.md, "Histograms and summaries whose sum is not a counter").
+    """
+    return value.buckets[0][0] >= 0 and value.sum >= 0
+
+
 class _Out:
     """One family as it will be written."""
 
@@ -147,11 +162,22 @@ class Exposer:
     ``publisher_label``: "auto" (only where several publisher names share a
     metric name) or "always". ``include_text``: expose text metrics as info.
     ``match``: a pattern (``statmap.pattern``, linear time); only families whose name matches.
+    ``prefix``: put in front of every exposed family name (``statmap_``).
     """
 
-    def __init__(self, *, publisher_label: str = "auto", include_text: bool = False, match: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        publisher_label: str = "auto",
+        include_text: bool = False,
+        match: str | None = None,
+        prefix: str = "",
+    ) -> None:
         if publisher_label not in ("auto", "always"):
             raise ValueError("publisher_label must be 'auto' or 'always'")
+        if not isinstance(prefix, str) or (prefix and not _PREFIX_RE.match(prefix)):
+            raise ValueError(f"prefix {prefix!r} must match [A-Za-z_][A-Za-z0-9_]* (e.g. 'statmap_')")
+        self.prefix = prefix
         self.publisher_label = publisher_label
         self.include_text = include_text
         self.match = match
@@ -166,11 +192,11 @@ class Exposer:
         families = [f for f in match_families(collection.families, self.match) if f.type != "text" or self.include_text]
         publishers_by_name: dict[str, set[str]] = {}
         for fam in families:
-            publishers_by_name.setdefault(family_name(fam), set()).add(fam.publisher)
+            publishers_by_name.setdefault(self.prefix + family_name(fam), set()).add(fam.publisher)
         outs: dict[str, _Out] = {}
         used: dict[str, str] = {}  # sample name -> the family name that produces it
         for fam in families:
-            name = family_name(fam)
+            name = self.prefix + family_name(fam)
             shared = len(publishers_by_name[name]) > 1 or self.publisher_label == "always"
             out = outs.get(name)
             if out is not None:
@@ -252,7 +278,8 @@ class Exposer:
                     elif t == "summary":
                         assert isinstance(value, SummaryValue)
                         yield f"{name}_count{braces} {value.count}\n"
-                        yield f"{name}_sum{braces} {format_float(value.sum)}\n"
+                        if value.sum >= 0:  # a counter: not negative, not NaN (see histogram_has_sum)
+                            yield f"{name}_sum{braces} {format_float(value.sum)}\n"
                         if openmetrics and created_text:
                             yield f"{name}_created{braces} {created_text}\n"
                     elif t == "enum":
@@ -281,9 +308,8 @@ class Exposer:
         sep = "," if text else ""
         for bound, cumulative in value.buckets:
             yield f'{name}_bucket{{{text}{sep}le="{format_float(bound)}"}} {cumulative}\n'
-        yield f"{name}_count{braces} {value.count}\n"
-        # OpenMetrics forbids _sum next to negative buckets; there the sum is left out.
-        if not (value.buckets and value.buckets[0][0] < 0):
+        if histogram_has_sum(value):
+            yield f"{name}_count{braces} {value.count}\n"
             yield f"{name}_sum{braces} {format_float(value.sum)}\n"
         if created:
             yield f"{name}_created{braces} {created}\n"
@@ -323,35 +349,80 @@ def to_json(collection: Collection, **options: Any) -> str:
     return Exposer(**options).json(collection)
 
 
+#: Sample names prometheus_client's registry reserves for a family of each type (as its _get_names).
+_CLIENT_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "summary": ("_sum", "_count", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+    "info": ("_info",),
+}
+
+
 class StatmapCollector:
     """A prometheus_client collector of a statmap directory's aggregated metrics.
 
     One line in an application that already serves prometheus_client's
-    registry::
+    registry (``register`` below does this and checks names)::
 
-        REGISTRY.register(statmap.expose.StatmapCollector("/dev/shm/statmap-1000"))
+        statmap.expose.register("/dev/shm/statmap-1000", prefix="statmap_")
 
     Each scrape collects the directory (reusing cached readers) and yields
     prometheus_client metric families with the names of this module.
+    ``describe()`` announces the families found when it is called, so the
+    registry refuses a clash with a metric already registered (or registered
+    later). A family that appears after registration and whose names another
+    collector of ``registry`` announced is left out of the scrape with a
+    ``RuntimeWarning``: two families of one name would make the whole scrape
+    invalid.
     """
 
-    def __init__(self, directory: str, *, publishers: Iterable[str] | None = None, **options: Any) -> None:
+    def __init__(
+        self, directory: str, *, publishers: Iterable[str] | None = None, registry: Any = None, **options: Any
+    ) -> None:
         from .collect import Collector
 
+        self.directory = directory
+        self.registry = registry
         self._collector = Collector(directory, publishers=publishers)
         self._exposer = Exposer(**options)
+        self._warned: set[str] = set()
 
     def describe(self) -> list[Any]:
-        return []  # unknown until collected: prometheus_client then does not call collect() at registration
+        # Called by the registry (under its lock) at registration: the families as they are now.
+        return list(self._metrics(set()))
 
     def collect(self) -> Iterator[Any]:
+        return self._metrics(self._taken())
+
+    def _taken(self) -> set[str]:
+        """Names that other collectors of the registry announced."""
+        registry = self.registry
+        owners = getattr(registry, "_names_to_collectors", None)  # prometheus_client's own bookkeeping
+        if not isinstance(owners, dict):
+            return set()
+        return {name for name, owner in dict(owners).items() if owner is not self}
+
+    def _metrics(self, taken: set[str]) -> Iterator[Any]:
         from prometheus_client.metrics_core import Metric
 
         collection = self._collector.collect()
         for out in self._exposer._plan(collection):
             om_type = {"enum": "stateset", "text": "info"}.get(out.type, out.type)
-            metric = Metric(out.name, out.help, om_type, out.unit)
             name = out.name
+            if taken:
+                clash = sorted(taken.intersection((name, *(name + x for x in _CLIENT_SUFFIXES.get(om_type, ())))))
+                if clash:
+                    if name not in self._warned:
+                        self._warned.add(name)
+                        warnings.warn(
+                            f"statmap {self.directory}: family {name} left out: {', '.join(clash)} "
+                            "already registered by another collector (register with a prefix)",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                    continue
+            metric = Metric(name, out.help, om_type, out.unit)
             for fam in out.fam:
                 created = collection.created.get(fam.publisher)
                 for sample in fam.samples:
@@ -369,13 +440,15 @@ class StatmapCollector:
                             metric.add_sample(
                                 name + "_bucket", {**labels, "le": format_float(bound)}, float(cumulative)
                             )
-                        metric.add_sample(name + "_count", labels, float(value.count))
-                        metric.add_sample(name + "_sum", labels, value.sum)
+                        if histogram_has_sum(value):
+                            metric.add_sample(name + "_count", labels, float(value.count))
+                            metric.add_sample(name + "_sum", labels, value.sum)
                         if created:
                             metric.add_sample(name + "_created", labels, created)
                     elif t == "summary":
                         metric.add_sample(name + "_count", labels, float(value.count))
-                        metric.add_sample(name + "_sum", labels, value.sum)
+                        if value.sum >= 0:
+                            metric.add_sample(name + "_sum", labels, value.sum)
                         if created:
                             metric.add_sample(name + "_created", labels, created)
                     elif t == "enum":
@@ -393,12 +466,26 @@ class StatmapCollector:
             yield metric
 
 
-def register(directory: str, registry: Any = None, **options: Any) -> StatmapCollector:
-    """Register a ``StatmapCollector`` for ``directory`` in ``registry`` (default: prometheus_client's REGISTRY)."""
+def register(directory: str, registry: Any = None, *, prefix: str = "", **options: Any) -> StatmapCollector:
+    """Register a ``StatmapCollector`` for ``directory`` in ``registry`` (default: prometheus_client's REGISTRY).
+
+    ``prefix`` goes in front of every statmap family name (``prefix="statmap_"``
+    gives ``statmap_http_requests_total``). A statmap family whose names are
+    already registered is a ``ValueError`` naming them: the registry would
+    otherwise serve two families of one name, and scrapers reject the scrape.
+    """
     if registry is None:
         from prometheus_client import REGISTRY
 
         registry = REGISTRY
-    collector = StatmapCollector(directory, **options)
-    registry.register(collector)
+    collector = StatmapCollector(directory, registry=registry, prefix=prefix, **options)
+    try:
+        registry.register(collector)
+    except ValueError as exc:  # prometheus_client's DuplicateTimeseries
+        names = ", ".join(sorted(getattr(exc, "duplicates", ()))) or str(exc)
+        raise ValueError(
+            f"statmap directory {directory}: its metrics would clash with metrics already registered "
+            f"({names}); register them under a prefix, e.g. "
+            f"statmap.expose.register({directory!r}, registry, prefix='statmap_')"
+        ) from exc
     return collector
