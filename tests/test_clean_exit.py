@@ -117,11 +117,11 @@ def test_multiprocessing_child_killed_still_reads_dead(statdir: str, tmp_path: P
 
 APP = textwrap.dedent(
     """
-    import os, statmap
+    import os, statmap, statmap.middleware
     pub = statmap.Publisher("uv", os.environ["APP_STATDIR"])
     hits = pub.counter("hits", "Requests")
 
-    async def app(scope, receive, send):
+    async def raw_app(scope, receive, send):
         if scope["type"] == "lifespan":
             while True:
                 message = await receive()
@@ -133,6 +133,20 @@ APP = textwrap.dedent(
         hits.inc()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": str(os.getpid()).encode()})
+
+    if os.environ.get("APP_MIDDLEWARE") == "1":  # statmap's middleware closes the files at lifespan shutdown
+        app = statmap.middleware.ASGIMiddleware(raw_app, publisher=pub)
+    else:  # a bare ASGI app closes them itself
+        async def app(scope, receive, send):
+            if scope["type"] != "lifespan":
+                return await raw_app(scope, receive, send)
+
+            async def closing_send(message):
+                await send(message)
+                if message["type"] == "lifespan.shutdown.complete":
+                    statmap.close_all()
+
+            await raw_app(scope, receive, closing_send)
     """
 )
 
@@ -143,21 +157,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed yet: uvicorn's workers, stopped by SIGTERM from their parent (which SIGINT or SIGTERM "
-    "to the parent sends), re-raise SIGTERM with the default disposition after their graceful shutdown "
-    "(Server.capture_signals), so they die of the signal before any finalizer or atexit handler runs",
-)
+@pytest.mark.parametrize("middleware", [True, False], ids=["middleware", "close_all"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_uvicorn_workers_close_their_files(statdir: str, tmp_path: Path, sig: signal.Signals) -> None:
+def test_uvicorn_workers_close_their_files(
+    statdir: str, tmp_path: Path, sig: signal.Signals, middleware: bool
+) -> None:
     pytest.importorskip("uvicorn", reason="needs uvicorn")
     (tmp_path / "uv_app.py").write_text(APP)
     port = _free_port()
     args = ["uv_app:app", "--workers", "2", "--host", "127.0.0.1", "--port", str(port), "--app-dir", str(tmp_path)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", *args, "--log-level", "warning"],
-        env=_env(statdir),
+        env={**_env(statdir), "APP_MIDDLEWARE": "1" if middleware else "0"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -32,7 +32,7 @@ from .metrics import (
     Timer,
 )
 from .model import Stats
-from .publisher import Publisher, program_name
+from .publisher import Publisher, close_all, program_name
 from .reader import Reader, Series, Snapshot, open  # noqa: A004 - statmap.open is the reader API
 
 #: Which value cells are in use: "c" (the compiled extension) or "python".
@@ -68,6 +68,7 @@ __all__ = [
     "Text",
     "Timer",
     "backend",
+    "close_all",
     "counter",
     "default_directory",
     "default_publisher",

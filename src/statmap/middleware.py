@@ -34,7 +34,7 @@ from typing import Any
 
 from .errors import StatmapError
 from .metrics import MAX_LABEL_VALUE, LogBuckets
-from .publisher import Publisher
+from .publisher import Publisher, close_all
 
 __all__ = [
     "DEFAULT_LATENCY_BUCKETS",
@@ -354,14 +354,35 @@ class ASGIMiddleware(_Middleware):
     matched (its ``path_format``, with the prefix of any Mount) is used.
     Other options as for :class:`WSGIMiddleware`.
 
+    ``close_at_shutdown`` (default True): when the application has finished
+    its ASGI lifespan shutdown, every publisher of this process is closed
+    (``statmap.close_all()``), so that servers whose workers end by a signal
+    after a graceful shutdown (uvicorn ``--workers``) leave files that read
+    *closed*, not *dead*. Updates after that go to private memory.
+
     Latency runs until the application returns, so it includes streaming the
     body. An exception is counted as a 5xx and re-raised; an application
     that returns without starting a response is counted as a 5xx (the server
     answers 500).
     """
 
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        /,
+        *,
+        route: Callable[[dict[str, Any]], str | None] | None = None,
+        metrics: HTTPMetrics | None = None,
+        close_at_shutdown: bool = True,
+        **options: Any,
+    ) -> None:
+        super().__init__(app, route=route, metrics=metrics, **options)
+        self.close_at_shutdown = close_at_shutdown
+
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan" and self.close_at_shutdown:
+                send = _ClosingAtShutdown(send)
             await self.app(scope, receive, send)
             return
         metrics = self.metrics
@@ -385,6 +406,26 @@ class ASGIMiddleware(_Middleware):
             code = sender.status
             status = "5xx" if failed or not code else _ASGI_CLASSES[code // 100] if 100 <= code < 600 else OTHER
             metrics.record(scope.get("method"), route, status, elapsed)
+
+
+class _ClosingAtShutdown:
+    """Wraps a lifespan ``send``: once the application has finished its shutdown, close every publisher.
+
+    The server is ending the process. uvicorn's ``--workers`` then re-raise
+    the SIGTERM they caught, with its default action, so neither atexit nor
+    any finalizer runs: without this their files would read *dead* after every
+    clean restart.
+    """
+
+    __slots__ = ("send",)
+
+    def __init__(self, send: Callable[..., Any]) -> None:
+        self.send = send
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        await self.send(message)
+        if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            close_all()
 
 
 class _ASGISend:

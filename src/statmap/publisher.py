@@ -607,6 +607,18 @@ def _rehook_multiprocessing(_token: object) -> None:
     _hook_multiprocessing()
 
 
+def close_all() -> None:
+    """Close every open publisher of this process (their files read *closed*, not *dead*).
+
+    Runs at interpreter exit, in multiprocessing children before ``os._exit``,
+    and at an ASGI server's lifespan shutdown (``ASGIMiddleware``). Call it
+    yourself where a process ends without those: e.g. uvicorn ``--workers``
+    re-raise SIGTERM after their graceful shutdown, which kills them before
+    atexit, so an ASGI app without the middleware calls it on lifespan shutdown.
+    """
+    _close_all()
+
+
 @atexit.register
 def _close_all() -> None:
     for pub in list(_live):
