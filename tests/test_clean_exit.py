@@ -159,9 +159,7 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize("middleware", [True, False], ids=["middleware", "close_all"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_uvicorn_workers_close_their_files(
-    statdir: str, tmp_path: Path, sig: signal.Signals, middleware: bool
-) -> None:
+def test_uvicorn_workers_close_their_files(statdir: str, tmp_path: Path, sig: signal.Signals, middleware: bool) -> None:
     pytest.importorskip("uvicorn", reason="needs uvicorn")
     (tmp_path / "uv_app.py").write_text(APP)
     port = _free_port()
