@@ -142,7 +142,7 @@ def test_growth_without_fallocate_keeps_the_live_file_readable(
 def test_fallback_never_overwrites_data_even_past_the_start(tmp_path: Path) -> None:
     """statmap's own fallback, called directly: where the file already has bytes in the
     range (an earlier, interrupted growth), it fills only holes and leaves data alone."""
-    from statmap.publisher import _reserve_by_writing
+    from statmap.owner import _reserve_by_writing
 
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -22,7 +22,7 @@ from .errors import LabelLimitError, StatmapError
 if TYPE_CHECKING:
     from typing_extensions import Self, TypedDict, Unpack
 
-    from .publisher import Binding, Publisher
+    from .owner import Binding, FileOwner
 
     class _Options(TypedDict, total=False):
         """The options every declaration takes besides its help and labels."""
@@ -205,7 +205,7 @@ class Metric(Generic[_T]):
         # descriptor, so the instance __dict__ keeps winning.
         def __set__(self, obj: object, value: _T) -> None: ...
 
-    def bind(self, publisher: Publisher, name: str | None = None) -> _T:
+    def bind(self, publisher: FileOwner, name: str | None = None) -> _T:
         """Create this metric in ``publisher``: a live series, or a Family if it has labels.
 
         Typed: ``Counter("Jobs", labels=("queue",)).bind(pub, "jobs")`` is a
@@ -241,9 +241,8 @@ class Metric(Generic[_T]):
     def _spec_extra(self) -> dict[str, Any]:
         return {}
 
-    def _series(self, publisher: Publisher, name: str, labels: tuple[tuple[str, str], ...]) -> Any:
-        binding = publisher.add_record(self._spec(name, labels))
-        return publisher.adopt(self._cell(binding), binding)
+    def _series(self, publisher: FileOwner, name: str, labels: tuple[tuple[str, str], ...]) -> Any:
+        return publisher.add_series(self._spec(name, labels), self._cell)
 
     def _cell(self, binding: Binding) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -534,7 +533,7 @@ class Info(Metric[_T]):
         super().__init__(help, **options)
         self.values = dict(values) if values is not None else None
 
-    def _series(self, publisher: Publisher, name: str, labels: tuple[tuple[str, str], ...]) -> Any:
+    def _series(self, publisher: FileOwner, name: str, labels: tuple[tuple[str, str], ...]) -> Any:
         def publish(values: dict[str, str]) -> None:
             extras = tuple(s for kv in values.items() for s in kv)
             spec = L.RecordSpec(L.MetricType.INFO, name, self.help, self.unit, labels, extras=extras)
@@ -565,7 +564,7 @@ class _Children:
 
     __slots__ = ("_canonical", "_children", "_decl", "_publisher", "name")
 
-    def __init__(self, decl: Metric[Any], publisher: Publisher, name: str, children: dict[Any, Any]) -> None:
+    def __init__(self, decl: Metric[Any], publisher: FileOwner, name: str, children: dict[Any, Any]) -> None:
         self.name = name
         self._decl = decl
         self._publisher = publisher
@@ -583,7 +582,7 @@ class _Children:
         if len(values) != len(names):
             raise ValueError(f"{self.name}: expected {len(names)} label values {names}, got {len(values)}")
         key = tuple(v if isinstance(v, str) else str(v) for v in values)
-        with self._publisher._lock:
+        with self._publisher.lock:
             child = self._canonical.get(key)
             if child is None:
                 for value in key:
