@@ -52,6 +52,7 @@ from typing import Any
 
 import statmap
 from statmap.archive import clean
+from statmap.directory import ensure_directory
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
@@ -100,6 +101,11 @@ def on_reload(server: Any) -> None:
 
 def on_starting(server: Any) -> None:
     _bound_jitter(server)  # before the first worker is forked
+    try:
+        # statmap serve refuses a directory that does not exist: the workers create it only later
+        ensure_directory(STATMAP_DIR)
+    except statmap.StatmapError as exc:
+        server.log.warning("statmap: %s", exc)
     _fold(server, "at start")
     server.statmap_serve = None
     if SERVE_PORT in ("", "0"):

@@ -95,7 +95,9 @@ def test_config_file_follows_max_requests_however_set(limit: str, statdir: str) 
         assert jitter <= int(limit) // 10, (env, args, jitter)
 
 
-def test_example_file_loads(statdir: str) -> None:
-    assert Path(ROOT / "examples" / "gunicorn.conf.py").is_file()
-    limit, jitter = effective({}, ["-c", "gunicorn.conf.py", "flask_app:app"], statdir)
+def test_example_file_loads_and_creates_the_directory(statdir: str) -> None:
+    """Its on_starting makes STATMAP_DIR before starting statmap serve, which refuses a missing one."""
+    new = os.path.join(statdir, "new")
+    limit, jitter = effective({}, ["-c", "gunicorn.conf.py", "flask_app:app"], new)
     assert (limit, jitter) == (1000, 100)
+    assert Path(new).is_dir() and (Path(new).stat().st_mode & 0o777) == 0o700
