@@ -33,7 +33,10 @@ Settings read from the environment: ``STATMAP_DIR``, ``STATMAP_SERVE_PORT``,
 ``statmap serve``; a token is best passed as ``$STATMAP_TOKEN``, which it
 inherits), ``GUNICORN_BIND`` (127.0.0.1:8000),
 ``WEB_CONCURRENCY`` (workers, 4), ``GUNICORN_MAX_REQUESTS`` (1000; 0: never
-replace workers).
+replace workers; ``--max-requests N`` on the command line works too). The
+jitter on it is a tenth of max_requests, however max_requests was set: a
+jitter above max_requests would make the replacement interval swing wildly
+(``--max-requests 50`` with a jitter of 100 replaces after 50 to 150).
 """
 
 from __future__ import annotations
@@ -49,12 +52,13 @@ from typing import Any
 
 import statmap
 from statmap.archive import clean
+from statmap.directory import ensure_directory
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
 # Replacing workers now and then is safe for the totals: their files are archived.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "1000"))
-max_requests_jitter = max_requests // 10
+max_requests_jitter = max_requests // 10  # _bound_jitter corrects it if --max-requests overrides max_requests
 graceful_timeout = 10
 
 # One directory for everybody, fixed before any fork (created 0700 if missing).
@@ -83,7 +87,25 @@ def _die_with_parent() -> None:
         pass
 
 
+def _bound_jitter(server: Any) -> None:
+    """At most a tenth of the final max_requests (the command line is applied after this file)."""
+    cfg = server.cfg
+    bound = max(0, cfg.max_requests) // 10
+    if cfg.max_requests_jitter > bound:
+        cfg.set("max_requests_jitter", bound)
+
+
+def on_reload(server: Any) -> None:
+    _bound_jitter(server)
+
+
 def on_starting(server: Any) -> None:
+    _bound_jitter(server)  # before the first worker is forked
+    try:
+        # statmap serve refuses a directory that does not exist: the workers create it only later
+        ensure_directory(STATMAP_DIR)
+    except statmap.StatmapError as exc:
+        server.log.warning("statmap: %s", exc)
     _fold(server, "at start")
     server.statmap_serve = None
     if SERVE_PORT in ("", "0"):

@@ -10,6 +10,7 @@ how docs/dashboard.png is made: ``STATMAP_SCREENSHOT=docs/dashboard.png``).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,11 +23,11 @@ import pytest
 
 from .test_server_support import Server, Worker, wait_for
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 pytestmark = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    not (shutil.which("chromium") and shutil.which("chromedriver")),
     reason="needs Debian's chromium and chromium-driver",
 )
 
@@ -222,3 +223,54 @@ def test_dashboard_with_a_token(statdir: str, browser: Any) -> None:
     finally:
         worker.stop()
         server.stop()
+
+
+HOSTILE = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\x9b1m\u202etxt.exe\x7f\r\n"
+PUBLISH_HOSTILE = """
+import sys, statmap
+bad = sys.argv[2]
+pub = statmap.Publisher("evil", sys.argv[1])
+pub.counter("hits", "help " + bad, labels=("path",)).labels(bad).inc(3)
+pub.text("motd", "message of the day").set("hello " + bad)
+pub.info("build", "build", values={"version": bad})
+print("ready", flush=True)
+sys.stdin.read()
+"""
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def test_dashboard_escapes_control_characters(statdir: str, browser: Any) -> None:
+    """Labels, text and info values with escape sequences and bidi overrides are shown escaped, never raw."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PUBLISH_HOSTILE, statdir, HOSTILE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    server = Server(statdir, "--include-text")
+    try:
+        browser.get(server.url)
+        shown = (
+            "return Array.from(document.querySelectorAll('.card')).map(c => "
+            "[c.querySelector('.labels').textContent, c.querySelector('.metric').title, "
+            "(c.querySelector('.text-value') || c.querySelector('.value')).textContent]);"
+        )
+
+        def cards() -> list[list[str]]:
+            return browser.execute_script(shown)  # type: ignore[no-any-return]
+
+        wait_for(lambda: len(cards()) >= 3 and all(c[2] not in ("", "\u2013") for c in cards()), what="three cards")
+        texts = [t for card in cards() for t in card]
+        raw = [t for t in texts if UNSAFE.search(t)]
+        assert raw == [], raw
+        joined = " ".join(texts)
+        assert "\\x1b[31mred\\x9b1m\\u202etxt.exe\\x7f\\r\\n" in joined, texts  # labels
+        assert "hello \\x1b]0;owned\\x07" in joined, texts  # text value
+        assert "version=\\x1b]0;owned" in joined, texts  # info value
+        assert console_errors(browser) == []
+    finally:
+        server.stop()
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=60)

@@ -146,7 +146,7 @@ def test_json_is_strict_json(statdir: str) -> None:
     assert doc["files"][0]["state"] == "closed" or doc["files"][0]["state"] == "alive"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="needs promtool (Debian package prometheus)")
 def test_prometheus_text_passes_promtool(statdir: str) -> None:
     pub = publish_everything(statdir)
     try:

@@ -35,6 +35,8 @@ def full_disk(tmp_path: Path) -> Iterator[str]:
     """A 64 KiB tmpfs, mounted for this test; yields a private statmap directory on it."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
+    if shutil.which("mount") is None or shutil.which("umount") is None:
+        pytest.skip("needs mount and umount for a small tmpfs (Debian package mount)")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mnt)],

@@ -164,3 +164,20 @@ def test_top_filter_pause_and_sort_keys(statdir: str, terminal_of: Callable[...,
     term.type(b"q")
     assert term.proc.wait(timeout=15) == 0
     pub.close()
+
+
+def test_top_shows_control_characters_escaped(statdir: str, terminal_of: Callable[..., Terminal]) -> None:
+    """A label with escape sequences (title, clear screen, colour, C1 CSI) and a bidi override
+    reaches the terminal as visible escapes: the title is not set, the screen is not cleared."""
+    bad = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\x9b1m\u202etxt.exe\x7f"
+    pub = statmap.Publisher("web", statdir)
+    pub.counter("requests", "Requests " + bad, labels=("path",)).labels(bad).inc(5)
+    term = terminal_of("--interval", "0.3")
+    screen = term.wait_for(lambda s: "txt.exe" in s, "the hostile label")
+    assert "\\x1b]0;owned\\x07\\x1b[2J\\x1b[31mred\\x9b1m\\u202etxt.exe" in screen, screen
+    assert "owned" not in (term.screen.title or "")
+    assert "\u202e".encode() not in term.raw and "\x9b".encode() not in term.raw
+    assert b"\x1b]0;owned" not in term.raw and b"\x1b[31mred" not in term.raw
+    term.type(b"q")
+    assert term.proc.wait(timeout=15) == 0
+    pub.close()

@@ -16,12 +16,41 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .directory import default_directory
+from .directory import ENV_DIR, default_directory
 from .discover import statmap_files
-from .errors import FormatError
+from .errors import DirectoryError, FormatError
 from .reader import Series, Snapshot
 from .reader import open as open_reader
-from .render import value_text
+from .render import printable, printable_lines, value_text
+
+
+def readable_directory(args: argparse.Namespace) -> str:
+    """The directory a command reads (``--dir``, else the default), refused if missing or unreadable.
+
+    A mistyped ``--dir`` must not look like an idle system ("no statmap
+    files", an empty export): main() turns the DirectoryError into exit 2.
+    """
+    path = str(args.dir or default_directory())
+    where = "" if args.dir else f" (the default; set --dir or ${ENV_DIR})"
+    try:
+        with os.scandir(path):
+            pass
+    except FileNotFoundError:
+        raise DirectoryError(f"{path}: directory does not exist{where}") from None
+    except NotADirectoryError:
+        raise DirectoryError(f"{path}: not a directory") from None
+    except PermissionError:
+        raise DirectoryError(f"{path}: cannot read directory: permission denied") from None
+    except OSError as exc:
+        raise DirectoryError(f"{path}: cannot read directory: {exc.strerror}") from None
+    if not os.access(path, os.X_OK):
+        raise DirectoryError(f"{path}: cannot read directory: permission denied (no search permission)")
+    return path
+
+
+def error(message: object) -> None:
+    """One problem on stderr, escaped: messages quote file names and contents."""
+    print(f"statmap: {printable(str(message))}", file=sys.stderr)
 
 
 def read_snapshots(paths: Iterable[str]) -> tuple[list[Snapshot], list[FormatError]]:
@@ -38,9 +67,9 @@ def read_snapshots(paths: Iterable[str]) -> tuple[list[Snapshot], list[FormatErr
 
 def series_label(series: Series) -> str:
     if not series.labels:
-        return series.name
+        return printable(series.name)
     inner = ",".join(f'{k}="{v}"' for k, v in series.labels.items())
-    return f"{series.name}{{{inner}}}"
+    return printable(f"{series.name}{{{inner}}}")
 
 
 def format_value(series: Series) -> str:
@@ -67,13 +96,13 @@ def render_text(snapshots: Sequence[Snapshot], errors: Sequence[FormatError]) ->
         lines.append("")
     for err in errors:
         lines.append(f"corrupt: {err}")
-    return "\n".join(lines)
+    return printable_lines(lines)
 
 
 def target_paths(args: argparse.Namespace) -> list[str]:
     if args.paths:
         return list(args.paths)
-    return statmap_files(args.dir or default_directory())
+    return statmap_files(readable_directory(args))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -97,7 +126,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     else:
         if not snapshots and not errors:
             where = ", ".join(args.paths) if args.paths else args.dir or default_directory()
-            print(f"no statmap files in {where}")
+            print(printable(f"no statmap files in {where}"))
         else:
             print(render_text(snapshots, errors))
     return 1 if errors else 0
@@ -110,12 +139,12 @@ def _collector(args: argparse.Namespace, **options: Any) -> Any:
     from .collect import Collector
 
     publishers = getattr(args, "publisher", None) or None
-    return Collector(args.dir or default_directory(), publishers=publishers, **options)
+    return Collector(readable_directory(args), publishers=publishers, **options)
 
 
 def _report_errors(collection: Any) -> int:
     for err in collection.errors:
-        print(f"statmap: {err}", file=sys.stderr)
+        error(err)
     return 1 if collection.errors else 0
 
 
@@ -131,7 +160,7 @@ def cmd_show_aggregate(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(Exposer(match=args.match).json(collection) + "\n")
     else:
-        print("\n".join(aggregate_lines(collection, args.match)))
+        print(printable_lines(aggregate_lines(collection, args.match)))
     return 1 if collection.errors else 0
 
 
@@ -144,9 +173,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
         json.dump([f.to_json() for f in collection.files], sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
     elif not collection.files:
-        print(f"no statmap files in {collection.directory}")
+        print(printable(f"no statmap files in {collection.directory}"))
     else:
-        print("\n".join(ls_lines(collection)))
+        print(printable_lines(ls_lines(collection)))
     return 1 if any(f.status == "corrupt" for f in collection.files) else 0
 
 
@@ -154,18 +183,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .expose import Exposer
 
     exposer = Exposer(publisher_label=args.publisher_label, include_text=args.include_text, match=args.match)
+    if args.output:
+        writable_parent(args.output)  # before collecting (and cleaning): fail early, change nothing
     clean_errors = _clean_before_export(args) if args.clean else []
     with _collector(args) as collector:
         collection = collector.collect()
-    sys.stdout.write(exposer.render(collection, args.format))
+    text = exposer.render(collection, args.format)  # exact: exported formats are not escaped
+    if args.output:
+        write_atomically(args.output, text)
+    else:
+        sys.stdout.write(text)
     for problem in exposer.problems:
-        print(f"statmap: {problem}", file=sys.stderr)
+        error(problem)
     # A fold that failed (e.g. a full disk) loses nothing: the files stay and are exported
     # above. Say so on stderr, without changing the exit status: the metrics are complete.
     reported = {e.path for e in collection.errors}
     for path, problem in clean_errors:
         if path not in reported:
-            print(f"statmap: clean: {path}: {problem}", file=sys.stderr)
+            error(f"clean: {path}: {problem}")
     return _report_errors(collection)
 
 
@@ -181,15 +216,74 @@ def _clean_before_export(args: argparse.Namespace) -> list[tuple[str, str]]:
         return [(directory, str(exc))]
 
 
+def writable_parent(path: str) -> str:
+    """The directory ``path`` will be written into, refused (DirectoryError) if missing or not writable."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise DirectoryError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DirectoryError(f"cannot write {path}: directory {parent}: permission denied")
+    return parent
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Replace ``path`` with ``text`` all at once: a reader (node_exporter's textfile
+    collector) sees the old file or the new one, never a partial one.
+
+    A hidden temporary in the same directory (node_exporter reads only
+    ``*.prom``), written, fsynced, then renamed over ``path``; on any failure
+    the temporary is removed and the old file is left as it was. The new
+    file keeps the old one's mode, else gets the usual 0666 minus umask,
+    like a shell redirect: the reader is often another user.
+    """
+    import tempfile
+
+    parent = writable_parent(path)
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise DirectoryError(f"cannot write {path}: {parent}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise DirectoryError(f"cannot write {path}: {exc.strerror}") from None
+        raise
+    # the rename itself survives a crash only once the directory is synced
+    try:
+        dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     from .archive import clean
     from .errors import DirectoryError
 
-    directory = args.dir or default_directory()
+    directory = readable_directory(args)
     try:
         report = clean(directory, dry_run=args.dry_run, older_than=args.older_than, publishers=args.publisher or None)
     except DirectoryError as exc:
-        print(f"statmap: {exc}", file=sys.stderr)
+        error(exc)
         return 1
     except OSError as exc:  # the directory itself cannot be listed
         print(f"statmap: {directory}: cannot clean: {exc.strerror}", file=sys.stderr)
@@ -199,20 +293,22 @@ def cmd_clean(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         verb = "would fold" if args.dry_run else "folded"
-        for path in report.folded:
-            print(f"{verb} {os.path.basename(path)} into its archive{'' if args.dry_run else ' and removed it'}")
-        for path in report.removed:
-            print(
-                f"{'would remove' if args.dry_run else 'removed'} {os.path.basename(path)} (already archived or stale)"
-            )
-        for path, why in report.kept:
-            print(f"kept {os.path.basename(path)}: {why}")
-        for path in report.archives:
-            print(f"wrote {path}")
+        lines = [
+            f"{verb} {os.path.basename(path)} into its archive{'' if args.dry_run else ' and removed it'}"
+            for path in report.folded
+        ]
+        lines += [
+            f"{'would remove' if args.dry_run else 'removed'} {os.path.basename(path)} (already archived or stale)"
+            for path in report.removed
+        ]
+        lines += [f"kept {os.path.basename(path)}: {why}" for path, why in report.kept]
+        lines += [f"wrote {path}" for path in report.archives]
         if not (report.folded or report.removed or report.kept or report.errors):
-            print(f"nothing to clean in {directory}")
+            lines.append(f"nothing to clean in {directory}")
+        if lines:
+            print(printable_lines(lines))
     for path, problem in report.errors:
-        print(f"statmap: {path}: {problem}", file=sys.stderr)
+        error(f"{path}: {problem}")
     return 1 if report.errors else 0
 
 
@@ -256,6 +352,11 @@ def _add_ops_commands(sub: Any) -> None:
     )  # fmt: skip
     export.add_argument("--include-text", action="store_true", help="also export text metrics (as info)")
     export.add_argument("--clean", action="store_true", help="archive ended processes first (statmap clean)")
+    export.add_argument(
+        "--output", "-o", metavar="FILE",
+        help="write to FILE atomically (temporary file, fsync, rename) instead of stdout, "
+        "e.g. for node_exporter's textfile collector",
+    )  # fmt: skip
     export.set_defaults(func=cmd_export)
 
     clean = sub.add_parser("clean", help="fold the files of ended processes into archives and remove them")
@@ -288,14 +389,27 @@ def _add_ops_commands(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .cleaning import PeriodicCleaner
     from .server import serve
 
-    return serve(
-        args.dir or default_directory(), args.host, args.port, token=args.token, access_log=args.access_log,
-        max_age=args.max_age, publishers=args.publisher or None, publisher_label=args.publisher_label,
-        include_text=args.include_text, header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
-        write_timeout=args.write_timeout, max_connections=args.max_connections, threads=args.threads,
-    )  # fmt: skip
+    directory = readable_directory(args)
+    if args.clean_interval <= 0:
+        print("statmap serve: --clean-interval must be a positive number of seconds", file=sys.stderr)
+        return 2
+    # --clean: fold ended processes in a thread beside the HTTP server (its failures are logged, never fatal)
+    cleaner = PeriodicCleaner(directory, args.clean_interval, publishers=args.publisher or None) if args.clean else None
+    if cleaner is not None:
+        cleaner.start()
+    try:
+        return serve(
+            directory, args.host, args.port, token=args.token, access_log=args.access_log,
+            max_age=args.max_age, publishers=args.publisher or None, publisher_label=args.publisher_label,
+            include_text=args.include_text, header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
+            write_timeout=args.write_timeout, max_connections=args.max_connections, threads=args.threads,
+        )  # fmt: skip
+    finally:
+        if cleaner is not None:
+            cleaner.stop()
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
@@ -355,6 +469,15 @@ def _add_serve_command(sub: Any) -> None:
         "--threads", type=_positive(int), default=S.DEFAULT_THREADS, metavar="N",
         help=f"worker threads (default {S.DEFAULT_THREADS})",
     )  # fmt: skip
+    serve.add_argument(
+        "--clean", action="store_true",
+        help="fold the files of ended processes into archives every --clean-interval seconds "
+        "(as statmap clean; for servers without hooks that do it)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--clean-interval", type=float, default=10.0, metavar="SECONDS",
+        help="with --clean: seconds between cleanings (default 10)",
+    )  # fmt: skip
     serve.set_defaults(func=cmd_serve)
 
 
@@ -366,6 +489,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="statmap", description="Read what running programs publish with statmap.")
+    parser.add_argument("--version", action="version", version=f"statmap {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     show = sub.add_parser("show", help="print every series of every process file")
@@ -394,6 +518,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version() -> str:
+    """The installed distribution's version, else the package's own (running from a checkout)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("statmap")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .pattern import PatternError
 
@@ -401,7 +538,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except PatternError as exc:  # --match: a pattern statmap refuses (docs/serve.md#patterns)
-        print(f"statmap: --match: {exc}", file=sys.stderr)
+        error(f"--match: {exc}")
+    except DirectoryError as exc:
+        # a missing/unreadable --dir or --output directory: a usage error, like argparse's
+        error(exc)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -1,13 +1,47 @@
-"""Values as short human-readable text, for the terminal views (show, top, demo)."""
+"""Values as short human-readable text, for the terminal views (show, top, demo).
+
+``printable`` is the one place where text read from files (names, labels,
+help, units, text values, file names, error messages) is made safe for a
+terminal: a publisher must not be able to move the operator's cursor, set
+the window title or reorder what they read.
+"""
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from .reader import HistogramValue, SummaryValue
 
 PERCENTILES = (0.5, 0.9, 0.99)
+
+# C0 controls, DEL, C1 controls (incl. U+009B, a one-byte CSI), and the bidi
+# marks, embeddings, overrides and isolates that reorder what a reader sees.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    c = match.group()
+    if c in _NAMED:
+        return _NAMED[c]
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every control and bidi-override character written as a visible escape (``\\x1b``).
+
+    Backslashes are left alone, so escaping twice changes nothing. For human
+    output only: the exported formats (OpenMetrics, JSON) stay exact.
+    """
+    return _UNSAFE.sub(_escape, text)
+
+
+def printable_lines(lines: Iterable[str]) -> str:
+    """Lines for a terminal, each escaped (a newline inside one cannot fake another), joined."""
+    return "\n".join(printable(line) for line in lines)
 
 
 def number(value: Any) -> str:

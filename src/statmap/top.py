@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from .collect import ARCHIVE, CORRUPT, Collection, Collector, FileInfo, match_families
 from .reader import ALIVE, CLOSED, DEAD, NOT_READY, HistogramValue, SummaryValue
-from .render import number, value_text
+from .render import number, printable, printable_lines, value_text
 
 # -- small formatting helpers ----------------------------------------------------
 
@@ -46,9 +46,10 @@ def size(n: int) -> str:
 
 
 def sample_label(name: str, labels: dict[str, str]) -> str:
+    """``name{k="v",...}``, escaped for a terminal (here, so column widths are those shown)."""
     if not labels:
-        return name
-    return name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+        return printable(name)
+    return printable(name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}")
 
 
 # -- ls -----------------------------------------------------------------------
@@ -222,7 +223,7 @@ def run_plain(
         rows = model.sample(match, sort, reverse)
         assert model.collection is not None
         lines = top_header(model.collection, sort, match) + row_lines(rows) + [""]
-        out.write("\n".join(lines) + "\n")
+        out.write(printable_lines(lines) + "\n")
         out.flush()
         n += 1
         if count is not None and n >= count:
@@ -291,7 +292,7 @@ def run_curses(model: TopModel, *, interval: float, match: str | None, sort: str
         if paused:
             head[0] += "  [paused]"
         body = row_lines(rows[offset:], width - 1)
-        lines = head + body
+        lines = [printable(line) for line in head + body]
         for y, line in enumerate(lines[: height - 1]):
             attr = curses.A_BOLD if y < len(head) + 1 else curses.A_NORMAL
             if line.startswith("WARNING"):
@@ -300,7 +301,7 @@ def run_curses(model: TopModel, *, interval: float, match: str | None, sort: str
                 screen.addnstr(y, 0, line, width - 1, attr)
             except curses.error:
                 pass
-        help_line = message or "q quit  s sort  r reverse  / filter  space pause  arrows scroll"
+        help_line = printable(message) or "q quit  s sort  r reverse  / filter  space pause  arrows scroll"
         try:
             screen.addnstr(height - 1, 0, help_line, width - 1, curses.A_DIM)
         except curses.error:

@@ -50,7 +50,7 @@
       while (Math.abs(x) >= 1024 && i < steps.length - 1) { x /= 1024; i++; }
       return num(x) + " " + steps[i];
     }
-    return num(v) + (unit ? " " + unit : "");
+    return num(v) + (unit ? " " + visible(unit) : "");
   }
   function age(seconds) {
     if (seconds === null || seconds === undefined) return "–";
@@ -60,10 +60,23 @@
     if (s < 172800) return Math.floor(s / 3600) + "h";
     return Math.floor(s / 86400) + "d";
   }
+  // Text read from files (names, labels, text values, file names) is always set with
+  // textContent (never innerHTML) and passed through visible(): control characters
+  // and bidi overrides are shown as escapes (\x1b, \u202e), as in the terminal views
+  // (statmap.render.printable), so a publisher cannot disguise or reorder what is shown.
+  const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+  const NAMED = { "\t": "\\t", "\n": "\\n", "\r": "\\r" };
+  function visible(text) {
+    return String(text).replace(UNSAFE, (c) => {
+      if (NAMED[c]) return NAMED[c];
+      const code = c.charCodeAt(0);
+      return code < 0x100 ? "\\x" + code.toString(16).padStart(2, "0") : "\\u" + code.toString(16).padStart(4, "0");
+    });
+  }
   function el(tag, cls, text) {
     const e = document.createElement(tag);
     if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
+    if (text !== undefined) e.textContent = visible(text);
     return e;
   }
 
@@ -83,13 +96,13 @@
   }
   function setStatus(text, cls) {
     const s = $("status");
-    s.textContent = text;
+    s.textContent = visible(text);
     s.className = "status " + cls;
   }
 
   // -- processes ----------------------------------------------------------
   function renderProcesses(doc) {
-    $("directory").textContent = doc.directory ? "· " + doc.directory : "";
+    $("directory").textContent = doc.directory ? "· " + visible(doc.directory) : "";
     const counts = doc.counts || {};
     const parts = Object.keys(counts).sort().map((k) => counts[k] + " " + k);
     $("summary").textContent = parts.join(", ");
@@ -100,7 +113,7 @@
       const tr = el("tr");
       tr.dataset.pid = p.pid === null ? "" : String(p.pid);
       tr.dataset.name = p.name;
-      tr.title = p.file;
+      tr.title = visible(p.file);
       tr.appendChild(el("td", "", p.name || "?"));
       tr.appendChild(el("td", "num", p.pid === null ? "–" : String(p.pid)));
       const st = el("td");
@@ -145,7 +158,7 @@
     const head = el("div", "card-head");
     const title = el("div", "card-title");
     const metric = el("div", "metric", s.metric);
-    metric.title = s.id;
+    metric.title = visible(s.id);
     title.appendChild(metric);
     metric.appendChild(el("span", "publisher", s.publisher));
     const lt = labelText(s.labels);
@@ -228,7 +241,10 @@
       caption.textContent = "average · " + (s.rate === null || s.rate === undefined ? "–" : num(s.rate)) + "/s";
     } else {
       const v = s.value;
-      const text = v !== null && typeof v === "object" ? Object.keys(v).map((k) => k + "=" + v[k]).join("\n") : String(v);
+      // one line per info entry: the newlines between entries are the page's, those inside one are escaped
+      const text = v !== null && typeof v === "object"
+        ? Object.keys(v).map((k) => visible(k + "=" + v[k])).join("\n")
+        : visible(String(v));
       value.textContent = s.type === "enum" ? text : "";
       caption.textContent = "";
       const tv = card.querySelector(".text-value");
