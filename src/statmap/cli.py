@@ -539,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except PatternError as exc:  # --match: a pattern statmap refuses (docs/serve.md#patterns)
         error(f"--match: {exc}")
+        return 2
     except DirectoryError as exc:
         # a missing/unreadable --dir or --output directory: a usage error, like argparse's
         error(exc)
