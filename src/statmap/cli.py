@@ -12,16 +12,14 @@ import json
 import math
 import os
 import sys
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .directory import ENV_DIR, default_directory
 from .discover import statmap_files
-from .errors import DirectoryError, FormatError
-from .reader import Series, Snapshot
-from .reader import open as open_reader
-from .render import printable, printable_lines, value_text
+from .errors import DirectoryError
+from .reader import Snapshot
+from .render import printable, printable_lines, read_snapshots, render_text
 
 
 def readable_directory(args: argparse.Namespace) -> str:
@@ -51,52 +49,6 @@ def readable_directory(args: argparse.Namespace) -> str:
 def error(message: object) -> None:
     """One problem on stderr, escaped: messages quote file names and contents."""
     print(f"statmap: {printable(str(message))}", file=sys.stderr)
-
-
-def read_snapshots(paths: Iterable[str]) -> tuple[list[Snapshot], list[FormatError]]:
-    """Snapshots of every readable file; corrupt ones are returned as errors, not raised."""
-    snapshots, errors = [], []
-    for path in paths:
-        try:
-            with open_reader(path) as reader:
-                snapshots.append(reader.snapshot())
-        except FormatError as exc:
-            errors.append(exc)
-    return snapshots, errors
-
-
-def series_label(series: Series) -> str:
-    if not series.labels:
-        return printable(series.name)
-    inner = ",".join(f'{k}="{v}"' for k, v in series.labels.items())
-    return printable(f"{series.name}{{{inner}}}")
-
-
-def format_value(series: Series) -> str:
-    return value_text(series.value, missing="(unreadable: writer busy)")
-
-
-def describe(snapshot: Snapshot, now: float | None = None) -> str:
-    now = time.time() if now is None else now
-    ident = snapshot.identity
-    if ident is None:
-        return f"{snapshot.path}  {snapshot.status}"
-    age = now - ident.created_ns / 1e9
-    return f"{ident.publisher}  pid {ident.pid}  {snapshot.status}  age {age:.0f}s  {ident.program}  {snapshot.path}"
-
-
-def render_text(snapshots: Sequence[Snapshot], errors: Sequence[FormatError]) -> str:
-    lines: list[str] = []
-    for snap in snapshots:
-        lines.append(describe(snap))
-        width = max((len(series_label(s)) for s in snap.series), default=0)
-        for s in snap.series:
-            unit = f" {s.unit}" if s.unit else ""
-            lines.append(f"  {series_label(s):<{width}}  {s.type:<9}  {format_value(s)}{unit}")
-        lines.append("")
-    for err in errors:
-        lines.append(f"corrupt: {err}")
-    return printable_lines(lines)
 
 
 def target_paths(args: argparse.Namespace) -> list[str]:

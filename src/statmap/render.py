@@ -1,4 +1,4 @@
-"""Values as short human-readable text, for the terminal views (show, top, demo).
+"""Terminal text: values, series and files as short human-readable text (show, top, demo).
 
 ``printable`` is the one place where text read from files (names, labels,
 help, units, text values, file names, error messages) is made safe for a
@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .reader import HistogramValue, SummaryValue
+from .errors import FormatError
+from .reader import HistogramValue, Series, Snapshot, SummaryValue
+from .reader import open as open_reader
 
 PERCENTILES = (0.5, 0.9, 0.99)
 
@@ -73,3 +76,49 @@ def value_text(value: Any, missing: str = "(none)") -> str:
     if isinstance(value, str):
         return repr(value)
     return number(value)
+
+
+def read_snapshots(paths: Iterable[str]) -> tuple[list[Snapshot], list[FormatError]]:
+    """Snapshots of every readable file; corrupt ones are returned as errors, not raised."""
+    snapshots, errors = [], []
+    for path in paths:
+        try:
+            with open_reader(path) as reader:
+                snapshots.append(reader.snapshot())
+        except FormatError as exc:
+            errors.append(exc)
+    return snapshots, errors
+
+
+def series_label(series: Series) -> str:
+    if not series.labels:
+        return printable(series.name)
+    inner = ",".join(f'{k}="{v}"' for k, v in series.labels.items())
+    return printable(f"{series.name}{{{inner}}}")
+
+
+def format_value(series: Series) -> str:
+    return value_text(series.value, missing="(unreadable: writer busy)")
+
+
+def describe(snapshot: Snapshot, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    ident = snapshot.identity
+    if ident is None:
+        return f"{snapshot.path}  {snapshot.status}"
+    age = now - ident.created_ns / 1e9
+    return f"{ident.publisher}  pid {ident.pid}  {snapshot.status}  age {age:.0f}s  {ident.program}  {snapshot.path}"
+
+
+def render_text(snapshots: Sequence[Snapshot], errors: Sequence[FormatError]) -> str:
+    lines: list[str] = []
+    for snap in snapshots:
+        lines.append(describe(snap))
+        width = max((len(series_label(s)) for s in snap.series), default=0)
+        for s in snap.series:
+            unit = f" {s.unit}" if s.unit else ""
+            lines.append(f"  {series_label(s):<{width}}  {s.type:<9}  {format_value(s)}{unit}")
+        lines.append("")
+    for err in errors:
+        lines.append(f"corrupt: {err}")
+    return printable_lines(lines)
