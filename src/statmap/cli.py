@@ -17,7 +17,7 @@ from typing import Any
 
 from .directory import default_directory
 from .discover import statmap_files
-from .errors import FormatError
+from .errors import CollectionError, FormatError
 from .reader import Series, Snapshot
 from .reader import open as open_reader
 from .render import value_text
@@ -330,6 +330,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except CollectionError as exc:  # a collection that cannot read what it needs reports nothing partial
+        print(f"statmap: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # stdout closed early (e.g. piped into head): not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -63,6 +63,7 @@ from urllib.parse import parse_qs
 
 from .collect import Collection, Collector, match_families
 from .directory import default_directory
+from .errors import CollectionError
 from .expose import OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, Exposer
 from .reader import HistogramValue, SummaryValue
 
@@ -403,7 +404,11 @@ class StatmapApp:
         if not fmt:
             fmt = "openmetrics" if wants_openmetrics(headers.get("accept")) else "prometheus"
         compressed = wants_gzip(headers.get("accept-encoding"))
-        snap = self.snapshot()
+        try:
+            snap = self.snapshot()
+        except CollectionError as exc:  # incomplete totals would read as a counter reset: say so, serve none
+            print(f"statmap serve: /metrics: {exc}", file=sys.stderr)
+            return _text(503, f"collection failed: {exc}")
         match = (params.get("match") or [""])[-1]
         if match:
             try:
