@@ -14,7 +14,9 @@ import errno
 import fcntl
 import mmap
 import os
+import resource
 import stat
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,6 +190,18 @@ _decoded: dict[bytes, _Entry] = {}
 #: Errors of this process, not of a file: they fail a whole collection.
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
+#: Before Python 3.13 every mmap object keeps a duplicate of its file's
+#: descriptor. Readers then map at most half of the descriptor limit's worth
+#: of files and read the others through copies, which hold none.
+_TRACKFD = sys.version_info >= (3, 13)
+_mapped = 0  # mappings held by readers (each holding a descriptor before 3.13)
+
+
+def _map_budget() -> float:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return float("inf") if soft == resource.RLIM_INFINITY else soft // 2
+
+
 #: Copy mode: rounds of three whole copies before proving latches one by one.
 _COPY_ROUNDS = 20
 
@@ -288,12 +302,21 @@ class Reader:
         self._release_map()
         if size == 0:
             return 0
+        global _mapped
+        if not _TRACKFD and _mapped >= _map_budget():
+            self._copy = True  # no descriptor to spare for one more mapping: read through copies
+            return self._read_copies(size)
         try:
-            self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
+            if _TRACKFD:
+                self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ, trackfd=False)  # type: ignore[call-arg,unused-ignore]
+            else:
+                self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
+                _mapped += 1
         except OSError as exc:
-            if exc.errno in _RESOURCE_ERRNOS:
-                raise self._resource("map", exc) from None
-            raise self._fail(f"cannot map: {exc.strerror}") from None
+            if exc.errno not in _RESOURCE_ERRNOS:
+                raise self._fail(f"cannot map: {exc.strerror}") from None
+            self._copy = True  # out of descriptors or mappings: copies need neither
+            return self._read_copies(size)
         self._words = memoryview(self._map).cast("Q") if size % 8 == 0 else None
         return size
 
@@ -367,6 +390,9 @@ class Reader:
             self._words.release()
             self._words = None
         if isinstance(self._map, mmap.mmap):
+            if not _TRACKFD:
+                global _mapped
+                _mapped -= 1
             try:
                 self._map.close()
             except BufferError:
