@@ -189,7 +189,8 @@ MAX_TEXT_CAPACITY = 1 << 20
 #: file can cost a reader, whoever wrote it. A file over one is corrupt.
 MAX_FILE_SIZE = 1 << 30  # the reference writer never grows a file past this
 MAX_RECORDS = 1 << 17  # records in one file
-MAX_METADATA = 1 << 25  # bytes of record metadata (record header, bounds, strings) in one file
+MAX_METADATA = 1 << 23  # bytes of record metadata (record headers, bounds, strings) in one file
+MEMORY_PER_METADATA_BYTE = 16  # what a reader holds per metadata byte, at most (tests/test_fuzz.py checks it)
 
 
 def align8(n: int) -> int:

@@ -186,6 +186,7 @@ class _Entry:
 #: shared by all readers and counted: an entry lives as long as a reader
 #: holding its record, so memory follows the files that are open.
 _decoded: dict[bytes, _Entry] = {}
+_decoded_high = 0  # its size when last rebuilt or at its largest seen
 
 #: Errors of this process, not of a file: they fail a whole collection.
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
@@ -404,12 +405,17 @@ class Reader:
         self._close_fd()
         if not self._closed:
             self._closed = True
+            global _decoded, _decoded_high
+            _decoded_high = max(_decoded_high, len(_decoded))
             for entry in self._entries:
                 entry.refs -= 1
                 if entry.refs <= 0 and _decoded.get(entry.key) is entry:
                     del _decoded[entry.key]
-            self._entries = []
-            self._records = []
+            self._entries.clear()  # clear, not rebind: a traceback may still hold these lists
+            self._records.clear()
+            if len(_decoded) < _decoded_high // 4:  # a dict never shrinks its table: build a small one
+                _decoded = dict(_decoded)
+                _decoded_high = len(_decoded)
 
     def __enter__(self) -> Reader:
         return self
@@ -527,18 +533,17 @@ class Reader:
                     record = L.decode_record(m, offset, end)
                 except L.RecordError as exc:
                     raise self._fail(str(exc)) from None
-                rel = record.value_offset - offset
-                key = bytes(m[offset : offset + rel])
-                entry = cache.get(key)
-                if entry is None:
-                    entry = cache[key] = _Entry(key, record.spec, record.value_size, record.known)
-                entry.placed.setdefault(offset, record)
-            assert entry is not None
             self._metadata += record.value_offset - offset
             if self._metadata > L.MAX_METADATA:
                 raise self._fail(
                     f"more than {L.MAX_METADATA} bytes of record metadata: over the reader limit (format.md 11)"
                 )
+            if entry is None:
+                key = bytes(m[offset : record.value_offset])
+                entry = cache.get(key)
+                if entry is None:
+                    entry = cache[key] = _Entry(key, record.spec, record.value_size, record.known)
+                entry.placed.setdefault(offset, record)
             entry.refs += 1
             entries.append(entry)
             records.append(record)
