@@ -291,7 +291,14 @@ class Reader:
         if self._fd < 0:
             m = self._map
             if not self._copy and m is not None and self._final and not self._stale:
-                return len(m)  # a dead or closed file: no system call (growth sets _stale)
+                # A dead or closed file needs no descriptor (no liveness to probe):
+                # one stat says whether the mapping still matches the file.
+                try:
+                    st = os.stat(self.path, follow_symlinks=False)
+                except OSError:
+                    st = None
+                if st is not None and (st.st_dev, st.st_ino) == self._ident and st.st_size == len(m):
+                    return len(m)
             size = self._open_fd()
         else:
             size = os.fstat(self._fd).st_size
