@@ -319,3 +319,56 @@ def test_budget_and_memory(capsys: pytest.CaptureFixture[str]) -> None:
         assert COUNTS["inputs"] >= 50_000
     if "asan" not in os.environ.get("LD_PRELOAD", ""):  # AddressSanitizer's quarantine holds freed memory
         assert _rss_mb() - RSS_AT_START < MAX_RSS_GROWTH_MB
+
+
+def _crafted(path: Path, specs: list[L.RecordSpec]) -> None:
+    """A closed file holding these records: what a hostile writer can make cheaply."""
+    body = b"".join(L.encode_record(spec)[0] for spec in specs)
+    capacity = (L.HEADER_SIZE + len(body) + 4095) // 4096 * 4096
+    ident = L.Identity(1, 0, bytes(16), os.urandom(16), 1, "crafted", "crafted")
+    head = bytearray(L.encode_header(ident, capacity))
+    struct.pack_into("<QQQ", head, L.OFF_STATE, L.State.CLOSED, capacity, L.HEADER_SIZE + len(body))
+    path.write_bytes(bytes(head) + body + bytes(capacity - len(head) - len(body)))
+
+
+def _tiny(n: int, labels: int = 0) -> list[L.RecordSpec]:
+    pairs = tuple((f"k{j}", "") for j in range(labels))
+    return [L.RecordSpec(L.MetricType.COUNTER, f"m{i:x}", labels=pairs) for i in range(n)]
+
+
+def test_reader_memory_is_bounded_per_file(tmp_path: Path) -> None:
+    """10.11: crafted files cost a reader at most MEMORY_PER_METADATA_BYTE per byte of metadata (so at most
+    that times MAX_METADATA per file); a file over MAX_RECORDS or MAX_METADATA is a FormatError naming the
+    limit; the shared metadata cache lets go of a file's records when its reader closes."""
+    import tracemalloc
+
+    cases = {
+        "records": _tiny(L.MAX_RECORDS // 8),  # the smallest records
+        "labels": _tiny(1000, labels=120),  # many tiny strings: the costliest bytes
+        "over-records": _tiny(L.MAX_RECORDS + 1),
+        "over-metadata": [L.RecordSpec(L.MetricType.COUNTER, f"m{i}", help="h" * 60000) for i in range(150)],
+    }
+    for name, specs in cases.items():
+        path = tmp_path / f"{name}.statmap"
+        _crafted(path, specs)
+        before = len(statmap.reader._decoded)
+        traced = name != "over-records"  # tracing 131,073 records is slow; the others check the bound
+        if traced:
+            tracemalloc.start()
+        try:
+            with statmap.open(path) as reader:
+                if name.startswith("over-"):
+                    with pytest.raises(statmap.FormatError, match="over the reader limit"):
+                        reader.poll()
+                    metadata = L.MAX_METADATA
+                else:
+                    reader.poll()
+                    metadata = reader._metadata
+                    assert len(reader.records) == len(specs)
+            held, peak = tracemalloc.get_traced_memory() if traced else (0, 0)
+        finally:
+            tracemalloc.stop()
+        assert peak <= L.MEMORY_PER_METADATA_BYTE * metadata, (name, peak, metadata)
+        assert len(statmap.reader._decoded) == before, name  # nothing of the file is left in the cache
+        assert held < 1 << 20, (name, held)  # and nothing much else
+        path.unlink()

@@ -14,7 +14,15 @@ from . import cells as _cells
 from ._layout import MAJOR as FORMAT_MAJOR
 from ._layout import MINOR as FORMAT_MINOR
 from .directory import default_directory
-from .errors import DirectoryError, FormatError, LabelLimitError, PublishError, StatmapError
+from .errors import (
+    CollectionError,
+    DirectoryError,
+    FormatError,
+    LabelLimitError,
+    PublishError,
+    ResourceError,
+    StatmapError,
+)
 from .metrics import (
     DEFAULT_BUCKETS,
     Average,
@@ -45,6 +53,7 @@ __all__ = [
     "FORMAT_MAJOR",
     "FORMAT_MINOR",
     "Average",
+    "CollectionError",
     "Counter",
     "DirectoryError",
     "Enum",
@@ -60,6 +69,7 @@ __all__ = [
     "PublishError",
     "Publisher",
     "Reader",
+    "ResourceError",
     "Series",
     "Snapshot",
     "StatmapError",

@@ -185,6 +185,13 @@ MAX_STRINGS = 4096
 MAX_STRING = 65535
 MAX_TEXT_CAPACITY = 1 << 20
 
+#: Reader limits per file (docs/format.md section 11): they bound what one
+#: file can cost a reader, whoever wrote it. A file over one is corrupt.
+MAX_FILE_SIZE = 1 << 30  # the reference writer never grows a file past this
+MAX_RECORDS = 1 << 17  # records in one file
+MAX_METADATA = 1 << 23  # bytes of record metadata (record headers, bounds, strings) in one file
+MEMORY_PER_METADATA_BYTE = 16  # what a reader holds per metadata byte, at most (tests/test_fuzz.py checks it)
+
 
 def align8(n: int) -> int:
     return (n + 7) & ~7

@@ -17,7 +17,7 @@ from typing import Any
 
 from .directory import ENV_DIR, default_directory
 from .discover import statmap_files
-from .errors import DirectoryError
+from .errors import CollectionError, DirectoryError
 from .reader import Snapshot
 from .render import printable, printable_lines, read_snapshots, render_text
 
@@ -498,6 +498,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except CollectionError as exc:  # a collection that cannot read what it needs reports nothing partial
+        print(f"statmap: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # stdout closed early (e.g. piped into head): not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

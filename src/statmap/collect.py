@@ -30,6 +30,7 @@ absorbed is not counted again (see ``archive.py`` for why that is enough).
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import time
@@ -40,7 +41,7 @@ from typing import Any
 
 from . import _layout as L
 from . import cells
-from .errors import FormatError
+from .errors import CollectionError, FormatError, ResourceError
 from .pattern import compile_pattern
 from .reader import ALIVE, CLOSED, DEAD, NOT_READY, TYPE_NAMES, HistogramValue, Reader, SummaryValue
 
@@ -372,6 +373,13 @@ def parse_absorbed(text: str) -> dict[bytes, int]:
     return out
 
 
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path, follow_symlinks=False).st_ino
+    except OSError:
+        return None
+
+
 def is_archive_name(name: str) -> bool:
     return name.endswith(ARCHIVE_SUFFIX)
 
@@ -402,6 +410,7 @@ class Collector:
         self._slots: list[_Slot] = []
         self._interned: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._spec_slots: dict[int, tuple[L.RecordSpec, _Slot]] = {}  # id(spec) -> (spec, slot)
+        self._dropped = False  # a source was dropped since the last collection
 
     def close(self) -> None:
         for src in self._sources.values():
@@ -423,6 +432,9 @@ class Collector:
                 found = [(e.name, e.inode()) for e in it if e.name.endswith(FILE_SUFFIX) and not e.name.startswith(".")]
         except FileNotFoundError:
             return []
+        except OSError as exc:  # out of descriptors, permission...: not an empty directory
+            kind = ResourceError if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM) else CollectionError
+            raise kind(f"{self.directory}: cannot list the directory: {exc.strerror or exc}") from None
         found.sort()
         return found
 
@@ -442,6 +454,13 @@ class Collector:
         src = self._sources.pop(name, None)
         if src is not None:
             src.close()
+            self._dropped = True
+
+    def _forget_specs(self) -> None:
+        """Files went away: let go of the metadata only they held (the readers' shared cache did already)."""
+        self._dropped = False
+        live = {id(r.spec) for src in self._sources.values() for r in src.reader.records}
+        self._spec_slots = {k: v for k, v in self._spec_slots.items() if k in live}
 
     # -- records ---------------------------------------------------------
 
@@ -572,9 +591,12 @@ class Collector:
         for name in list(self._sources):
             if name not in present:
                 self._drop(name)
+        if self._dropped:
+            self._forget_specs()
         # Process files first, archives last (see the module's docstring).
         order = [e for e in scanned if not is_archive_name(e[0])] + [e for e in scanned if is_archive_name(e[0])]
         readings: list[tuple[_Source, FileInfo, tuple[Any, ...]]] = []
+        retries: dict[str, int] = {}
         for name, inode in order:
             path = os.path.join(self.directory, name)
             archive = is_archive_name(name)
@@ -598,7 +620,11 @@ class Collector:
                     continue
                 if archive:
                     if header.identity.pid != 0:
-                        raise FormatError(path, "named like an archive but has a pid; ignored")
+                        self._drop(name)
+                        problem = "named like an archive but has a pid; ignored"
+                        files.append(FileInfo(path, CORRUPT, error=problem))
+                        errors.append(CollectError(path, problem))
+                        continue
                     info.status = ARCHIVE
                 self._classify(src, publisher)
                 info.series = src.series
@@ -611,6 +637,15 @@ class Collector:
                 if not os.path.lexists(path):
                     continue  # removed since the listing (as above)
                 problem = exc.problem if isinstance(exc, FormatError) else str(exc)
+                if archive and retries.get(name, 0) < 3 and _inode(path) not in (inode, None):
+                    retries[name] = retries.get(name, 0) + 1
+                    order.append((name, 0))  # replaced by a newer archive while we read it: read that one
+                    continue
+                if archive:
+                    # Leaving an archive out would lower totals (a counter reset to
+                    # Prometheus): the collection fails and says why instead.
+                    why = f"{path}: archive unreadable, totals would be incomplete: {problem}"
+                    raise CollectionError(why) from None
                 info = FileInfo(path, CORRUPT, error=problem)
                 files.append(info)
                 errors.append(CollectError(path, problem))

@@ -26,3 +26,14 @@ class PublishError(StatmapError):
 
 class LabelLimitError(StatmapError, ValueError):
     """A labelled metric reached its limit on distinct label sets."""
+
+
+class CollectionError(StatmapError):
+    """A collection could not read what it needs (a directory, an archive, descriptors, memory).
+
+    Nothing partial is reported instead: lower totals would look like a counter reset.
+    """
+
+
+class ResourceError(CollectionError):
+    """This process ran out of descriptors, memory or mappings while reading a file."""

@@ -14,7 +14,9 @@ import errno
 import fcntl
 import mmap
 import os
+import resource
 import stat
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 from . import _layout as L
 from . import cells
 from ._proc import boot_id, pid_exists, process_start_time
-from .errors import FormatError
+from .errors import FormatError, ResourceError
 
 TYPE_NAMES = {
     L.MetricType.COUNTER: "counter",
@@ -33,6 +35,9 @@ TYPE_NAMES = {
     L.MetricType.INFO: "info",
     L.MetricType.ENUM: "enum",
 }
+
+#: Types whose value is a latch (format.md section 6).
+_LATCHED = (L.MetricType.HISTOGRAM, L.MetricType.SUMMARY, L.MetricType.TEXT)
 
 #: Liveness of a file's writer.
 ALIVE, CLOSED, DEAD, NOT_READY = "alive", "closed", "dead", "not-ready"
@@ -163,9 +168,47 @@ class Snapshot:
         }
 
 
-#: Decoded record metadata by its bytes (record start up to the value area), shared by all readers.
-_decoded: dict[bytes, tuple[L.RecordSpec, int, bool, dict[int, L.Record]]] = {}
-_DECODED_MAX = 100_000
+class _Entry:
+    """Decoded metadata of one distinct record, shared by every reader that holds a record with these bytes."""
+
+    __slots__ = ("key", "known", "placed", "refs", "spec", "vsize")
+
+    def __init__(self, key: bytes, spec: L.RecordSpec, vsize: int, known: bool) -> None:
+        self.key = key
+        self.spec = spec
+        self.vsize = vsize
+        self.known = known
+        self.placed: dict[int, L.Record] = {}  # the same record at the same offset: one shared object
+        self.refs = 0  # readers holding it; the entry goes when the last of them closes
+
+
+#: Decoded record metadata by its bytes (record start up to the value area),
+#: shared by all readers and counted: an entry lives as long as a reader
+#: holding its record, so memory follows the files that are open.
+_decoded: dict[bytes, _Entry] = {}
+_decoded_high = 0  # its size when last rebuilt or at its largest seen
+
+#: Errors of this process, not of a file: they fail a whole collection.
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+
+#: Before Python 3.13 every mmap object keeps a duplicate of its file's
+#: descriptor. Readers then map at most half of the descriptor limit's worth
+#: of files and read the others through copies, which hold none.
+_TRACKFD = sys.version_info >= (3, 13)
+_mapped = 0  # mappings held by readers (each holding a descriptor before 3.13)
+#: Readers of live files keep their descriptor between reads while descriptors
+#: are plentiful (within the same budget): probing liveness then costs one
+#: flock, not an open and a close (about 4 us per file and scrape).
+_held = 0
+
+
+def _map_budget() -> float:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return float("inf") if soft == resource.RLIM_INFINITY else soft // 2
+
+
+#: Copy mode: rounds of three whole copies before proving latches one by one.
+_COPY_ROUNDS = 20
 
 
 class _Grown(Exception):
@@ -173,67 +216,227 @@ class _Grown(Exception):
 
 
 class Reader:
-    """Reads one statmap file. Use ``statmap.open(path)``; call ``snapshot()`` as often as you like."""
+    """Reads one statmap file. Use ``statmap.open(path)``; call ``snapshot()`` as often as you like.
+
+    A reader holds no descriptor between reads: a mapping outlives its
+    descriptor, and liveness is probed by opening the file for a moment
+    (only while its writer may still be alive). Files owned by another user
+    than this process's effective user are never mapped: they are read
+    through copies (``pread``), so that user truncating them cannot kill
+    this process with SIGBUS (docs/reliability.md).
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._fd = -1
-        self._map: mmap.mmap | None = None
+        self._fd = -1  # open only during a read
+        self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file first opened
+        self._copy = False  # owned by another user: read through copies, never mapped
+        self._map: mmap.mmap | bytearray | None = None
         self._words: memoryview | None = None
+        self._copies: tuple[bytearray, bytearray] | None = None  # copy mode: the reads before and after
+        self._final = False  # closed, or its writer dead: liveness cannot change any more
+        self._holding = False  # keeps its descriptor between reads (see _held)
+        self._stale = False  # the header says the file grew beyond what we hold
         self._records: list[L.Record] = []
+        self._entries: list[_Entry] = []
+        self._metadata = 0  # bytes of record metadata parsed so far (bounded by MAX_METADATA)
         self._parsed_end = 0
         self._header: L.Header | None = None
         self._fixed: L.Header | None = None  # the validated header fields that never change
-        self._open()
+        self._closed = False
+        self._open_fd()  # kept until the first read, so that opening then reading opens once
 
     # -- file and mapping ---------------------------------------------------
 
     def _fail(self, problem: str) -> FormatError:
         return FormatError(self.path, problem)
 
-    def _open(self) -> None:
+    def _resource(self, what: str, exc: OSError) -> ResourceError:
+        return ResourceError(f"{self.path}: cannot {what}: {exc.strerror or exc} (errno {exc.errno})")
+
+    def _open_fd(self) -> int:
+        """Open the file for this read and check it; returns its size."""
         try:
             # O_NONBLOCK: opening a FIFO planted under a statmap name must not
             # wait for a writer; it is refused just below as not a regular file.
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
+            if exc.errno in _RESOURCE_ERRNOS:
+                raise self._resource("open", exc) from None
             if exc.errno == errno.ELOOP:
                 raise self._fail("is a symbolic link; refusing to follow it") from None
             raise self._fail(f"cannot open: {exc.strerror}") from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise self._fail("not a regular file")
+            ident = (st.st_dev, st.st_ino)
+            if self._ident is None:
+                self._ident = ident
+                self._copy = st.st_uid != os.geteuid()
+            elif ident != self._ident:
+                raise self._fail("replaced by another file since it was opened")
+            if st.st_size > L.MAX_FILE_SIZE:
+                raise self._fail(
+                    f"file size {st.st_size} exceeds the reader limit of {L.MAX_FILE_SIZE} bytes (format.md 11)"
+                )
+        except BaseException:
             os.close(fd)
-            raise self._fail("not a regular file")
+            raise
         self._fd = fd
+        return int(st.st_size)
 
-    def _remap(self) -> int:
-        """Map the whole file as it is now; return its size (0 if empty)."""
-        size = os.fstat(self._fd).st_size
+    def _close_fd(self) -> None:
+        self._hold(False)
+        if self._fd >= 0:
+            os.close(self._fd)  # also drops a liveness probe's shared lock
+            self._fd = -1
+
+    def _sync(self) -> int:
+        """Bring the mapping (or copy) up to the file as it is now; return the file size."""
+        if self._fd < 0:
+            m = self._map
+            if not self._copy and m is not None and self._final and not self._stale:
+                # A dead or closed file needs no descriptor (no liveness to probe):
+                # one stat says whether the mapping still matches the file.
+                try:
+                    st = os.stat(self.path, follow_symlinks=False)
+                except OSError:
+                    st = None
+                if st is not None and (st.st_dev, st.st_ino) == self._ident and st.st_size == len(m):
+                    return len(m)
+            size = self._open_fd()
+        else:
+            size = os.fstat(self._fd).st_size
+        self._stale = False
+        if self._copy:
+            return self._read_copies(size)
         if self._map is not None and size == len(self._map):
             return size
         self._release_map()
         if size == 0:
             return 0
-        self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
+        global _mapped
+        if not _TRACKFD and _mapped + _held >= _map_budget():
+            self._copy = True  # no descriptor to spare for one more mapping: read through copies
+            return self._read_copies(size)
+        try:
+            if _TRACKFD:
+                self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ, trackfd=False)  # type: ignore[call-arg,unused-ignore]
+            else:
+                self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
+                _mapped += 1
+        except OSError as exc:
+            if exc.errno not in _RESOURCE_ERRNOS:
+                raise self._fail(f"cannot map: {exc.strerror}") from None
+            self._copy = True  # out of descriptors or mappings: copies need neither
+            return self._read_copies(size)
         self._words = memoryview(self._map).cast("Q") if size % 8 == 0 else None
+        if not self._holding and not self._final and _mapped + _held < _map_budget():
+            self._hold(True)
         return size
+
+    def _hold(self, on: bool) -> None:
+        global _held
+        if on != self._holding:
+            self._holding = on
+            _held += 1 if on else -1
+
+    def _pread(self, n: int) -> bytearray:
+        buf = bytearray(n)
+        try:
+            got = os.preadv(self._fd, [buf], 0)
+        except OSError as exc:
+            if exc.errno in _RESOURCE_ERRNOS:
+                raise self._resource("read", exc) from None
+            raise self._fail(f"cannot read: {exc.strerror}") from None
+        if got < n:
+            del buf[got:]  # shrunk since fstat: the header checks see what is there
+        return buf
+
+    def _read_copies(self, size: int) -> int:
+        """Copy mode: three copies of the file up to its end of records (see _prove_latches)."""
+        head = self._pread(min(size, L.HEADER_SIZE))
+        n = len(head)
+        if n == L.HEADER_SIZE and head[: len(L.MAGIC)] == L.MAGIC:
+            end = cells.load_u64(head, L.OFF_END)
+            n = max(L.HEADER_SIZE, min(end, size))  # records before end are complete; end only grows
+        self._release_map()
+        first, middle, last = self._pread(n), self._pread(n), self._pread(n)
+        n = min(len(first), len(middle), len(last))
+        del first[n:], middle[n:], last[n:]
+        self._map, self._copies = middle, (first, last)
+        self._words = memoryview(middle).cast("Q") if n % 8 == 0 else None
+        return size if n == size or n >= L.HEADER_SIZE else n
+
+    def _prove_latches(self) -> None:
+        """Copy mode: make every latch in the middle copy one the writer did not touch while it was copied.
+
+        Three reads in a row, first/middle/last: a latch whose ``seq`` is the
+        same in the first and the last was not written at all while the
+        middle one was copied (``seq`` only grows, and the selected copy is
+        written only after ``seq`` moved), so the middle copy holds it whole.
+        Latches that moved are copied again; after a few rounds each is read
+        on its own with the latch protocol through ``pread`` and patched in.
+        """
+        latched = [r.value_offset for r in self._records if r.known and r.value_size and r.spec.mtype in _LATCHED]
+        for attempt in range(_COPY_ROUNDS + 1):
+            assert self._copies is not None
+            first, last = self._copies
+            moving = [off for off in latched if off + 8 <= len(first) and first[off : off + 8] != last[off : off + 8]]
+            if not moving or attempt == _COPY_ROUNDS:
+                break
+            time.sleep(0)
+            self._read_copies(os.fstat(self._fd).st_size)
+        middle = self._map
+        assert isinstance(middle, bytearray)
+        by_offset = {r.value_offset: r for r in self._records if r.known}
+        for off in moving:
+            record = by_offset[off]
+            copy_size = (record.value_size - 8) // 2
+            for _ in range(10_000):
+                s1 = os.pread(self._fd, 8, off)
+                which = cells.load_u64(bytearray(s1), 0) & 1 if len(s1) == 8 else 0
+                start = off + 8 + which * copy_size
+                data = os.pread(self._fd, copy_size, start)
+                if os.pread(self._fd, 8, off) == s1 and len(data) == copy_size:
+                    middle[off : off + 8] = s1
+                    middle[start : start + copy_size] = data
+                    break
+            # A writer that kept this value moving through every attempt: the
+            # middle copy stays, as a mapped read would give up and use the last value.
+        self._copies = None
 
     def _release_map(self) -> None:
         if self._words is not None:
             self._words.release()
             self._words = None
-        if self._map is not None:
+        if isinstance(self._map, mmap.mmap):
+            if not _TRACKFD:
+                global _mapped
+                _mapped -= 1
             try:
                 self._map.close()
             except BufferError:
                 pass  # a view of it is still referenced (e.g. by a traceback); it closes when that goes
-            self._map = None
+        self._map = None
 
     def close(self) -> None:
         self._release_map()
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._close_fd()
+        if not self._closed:
+            self._closed = True
+            global _decoded, _decoded_high
+            _decoded_high = max(_decoded_high, len(_decoded))
+            for entry in self._entries:
+                entry.refs -= 1
+                if entry.refs <= 0 and _decoded.get(entry.key) is entry:
+                    del _decoded[entry.key]
+            self._entries.clear()  # clear, not rebind: a traceback may still hold these lists
+            self._records.clear()
+            if len(_decoded) < _decoded_high // 4:  # a dict never shrinks its table: build a small one
+                _decoded = dict(_decoded)
+                _decoded_high = len(_decoded)
 
     def __enter__(self) -> Reader:
         return self
@@ -298,6 +501,8 @@ class Reader:
         if not header.header_size <= end <= capacity:
             raise self._fail(f"end of records {end} outside {header.header_size}..{capacity}")
         self._fixed = header
+        if self._copy:
+            end = min(end, len(m))  # the copies hold the records up to the end read just before them
         return L.Header(
             header.major, header.minor, header.header_size, state, capacity, end,
             header.identity, header.closed_ns,
@@ -306,10 +511,11 @@ class Reader:
     def _current_header(self) -> tuple[int, L.Header | None]:
         """Map the file as it is now and read its header, following growth."""
         for _ in range(3):
-            size = self._remap()
+            size = self._sync()
             try:
                 return size, self._read_header(size)
             except _Grown:
+                self._stale = True
                 continue  # the writer grew the file after our fstat: map again
         raise self._fail(
             f"capacity {cells.load_u64(self._map, L.OFF_CAPACITY)} exceeds the file size {size} (truncated?)"
@@ -322,33 +528,46 @@ class Reader:
         offset = self._parsed_end
         if header.end < offset:
             raise self._fail(f"end of records went backwards ({header.end} < {offset})")
-        m, end, cache = self._map, header.end, _decoded
+        m, end, cache, records, entries = self._map, header.end, _decoded, self._records, self._entries
+        copy = self._copy
         while offset < end:
+            if len(records) >= L.MAX_RECORDS:
+                raise self._fail(f"more than {L.MAX_RECORDS} records: over the reader limit (format.md 11)")
             # Files of one program hold the same records: decode each distinct
             # metadata once per process. A cached decode is reused only for
             # identical bytes at a position where the same checks pass.
-            record = None
+            record = entry = None
             if offset + L.RECORD_HEADER_SIZE <= end:
                 fields = L.RECORD_HEADER.unpack_from(m, offset)
                 size, value_rel = fields[0], fields[5]  # record_size, value_offset
                 if L.RECORD_HEADER_SIZE <= value_rel <= size <= end - offset:
-                    key = m[offset : offset + value_rel]
-                    hit = cache.get(key)
-                    if hit is not None:
-                        spec, vsize, known, placed = hit
-                        record = placed.get(offset)  # same record at the same place: share it (immutable)
+                    raw = m[offset : offset + value_rel]
+                    entry = cache.get(bytes(raw) if copy else raw)  # type: ignore[arg-type]
+                    if entry is not None:
+                        record = entry.placed.get(offset)  # same record at the same place: share it (immutable)
                         if record is None:
-                            record = placed[offset] = L.Record(offset, size, spec, offset + value_rel, vsize, known)
+                            record = entry.placed[offset] = L.Record(
+                                offset, size, entry.spec, offset + value_rel, entry.vsize, entry.known
+                            )
             if record is None:
                 try:
                     record = L.decode_record(m, offset, end)
                 except L.RecordError as exc:
                     raise self._fail(str(exc)) from None
-                if len(cache) >= _DECODED_MAX:
-                    cache.clear()
-                rel = record.value_offset - offset
-                cache[m[offset : offset + rel]] = (record.spec, record.value_size, record.known, {offset: record})
-            self._records.append(record)
+            self._metadata += record.value_offset - offset
+            if self._metadata > L.MAX_METADATA:
+                raise self._fail(
+                    f"more than {L.MAX_METADATA} bytes of record metadata: over the reader limit (format.md 11)"
+                )
+            if entry is None:
+                key = bytes(m[offset : record.value_offset])
+                entry = cache.get(key)
+                if entry is None:
+                    entry = cache[key] = _Entry(key, record.spec, record.value_size, record.known)
+                entry.placed.setdefault(offset, record)
+            entry.refs += 1
+            entries.append(entry)
+            records.append(record)
             offset += record.size
         self._parsed_end = offset
 
@@ -356,15 +575,23 @@ class Reader:
 
     def _liveness(self, header: L.Header) -> str:
         if header.state == L.State.CLOSED:
+            self._final = True
             return CLOSED
+        if self._final:
+            return DEAD  # no process takes a dead writer's lock again
+        # A shared lock on our own open of the file: it would block if the
+        # writer holds its exclusive lock; closing our descriptor drops it.
         try:
             fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return ALIVE  # the writer holds its exclusive lock
         except OSError:
-            return self._liveness_by_pid(header.identity)
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        return DEAD
+            status = self._liveness_by_pid(header.identity)
+        else:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            status = DEAD
+        self._final = status == DEAD
+        return status
 
     @staticmethod
     def _liveness_by_pid(identity: L.Identity) -> str:
@@ -435,15 +662,24 @@ class Reader:
         file is not ready. The parsed records are in ``records``. This is the
         cheap half of ``snapshot()``, for collectors that read values in bulk
         (``load_words``, ``read_latch``) and keep their own per-record caches.
+        Raises ``FormatError`` for a corrupt file and ``ResourceError`` when
+        this process is out of descriptors or memory.
         """
-        if self._fd < 0:
+        if self._closed:
             raise ValueError("reader is closed")
-        size, header = self._current_header()
-        if header is None:
-            return NOT_READY, None, size
-        self._header = header
-        self._parse_new_records(header)
-        return self._liveness(header), header, size
+        try:
+            size, header = self._current_header()
+            if header is None:
+                return NOT_READY, None, size
+            self._header = header
+            self._parse_new_records(header)
+            if self._copies is not None:
+                self._prove_latches()
+            return self._liveness(header), header, size
+        finally:
+            self._copies = None
+            if not self._holding or self._final:
+                self._close_fd()
 
     @property
     def records(self) -> list[L.Record]:
@@ -460,8 +696,10 @@ class Reader:
         """The current read-only mapping (valid until the next ``poll()``), for bulk reads with ``cells``."""
         return self._map
 
-    def fileno(self) -> int:
-        return self._fd
+    @property
+    def copied(self) -> bool:
+        """True when the file is read through copies (it belongs to another user), not mapped."""
+        return self._copy
 
     def load_words(self, offsets: list[int]) -> list[int]:
         """The u64 words at these absolute offsets (values of counters, gauges, enums)."""
@@ -481,13 +719,9 @@ class Reader:
 
     def snapshot(self) -> Snapshot:
         """Every series with a consistent value, the writer's identity and liveness."""
-        if self._fd < 0:
-            raise ValueError("reader is closed")
-        size, header = self._current_header()
+        status, header, size = self.poll()
         if header is None:
             return Snapshot(self.path, NOT_READY, None, [], None, size)
-        self._header = header
-        self._parse_new_records(header)
         series = [
             Series(
                 name=r.spec.name,
@@ -501,7 +735,7 @@ class Reader:
             for r in self._records
             if r.known
         ]
-        return Snapshot(self.path, self._liveness(header), header.identity, series, (header.major, header.minor), size)
+        return Snapshot(self.path, status, header.identity, series, (header.major, header.minor), size)
 
 
 def open(path: str | os.PathLike[str]) -> Reader:  # noqa: A001 - the plain name is the point

@@ -70,9 +70,11 @@ from urllib.parse import parse_qs
 
 from .collect import Collection, Collector, match_families
 from .directory import default_directory
+from .errors import CollectionError
 from .expose import OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, Exposer
 from .pattern import compile_pattern
 from .reader import HistogramValue, SummaryValue
+from .render import printable
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464  # the port Prometheus' registry of default ports gives statmap-like exporters
@@ -382,6 +384,9 @@ class StatmapApp:
     def handle(self, method: str, path: str, query: str, headers: dict[str, str]) -> Response:
         try:
             return self._handle(method, path, query, headers)
+        except CollectionError as exc:  # every route: incomplete totals are never served (a 503 says why)
+            print(f"statmap serve: {printable(path)}: {exc}", file=sys.stderr)
+            return _text(503, f"collection failed: {exc}")
         except Exception as exc:  # noqa: BLE001 - one request's failure must not stop the server
             print(f"statmap serve: {method} {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return _text(500, "internal error (see the server's log)")
@@ -429,7 +434,7 @@ class StatmapApp:
         match = (params.get("match") or [""])[-1]
         if match and (problem := _bad_pattern(match)):
             return problem
-        snap = self.snapshot()
+        snap = self.snapshot()  # a CollectionError is a 503 (handle): never totals that read as a reset
         if match:
             exposer = Exposer(match=match, **self._exposer_options)  # type: ignore[arg-type]
             body = exposer.render(snap.collection, fmt).encode()
