@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ import statmap
 from statmap import _layout as L
 from statmap.archive import RETENTION, archive_path, clean, read_archive
 from statmap.collect import collect
+from statmap.errors import CollectionError
 
 from .conftest import ROOT
 from .test_limits import full_disk  # noqa: F401 - the 64 KiB tmpfs fixture
@@ -186,12 +188,21 @@ def test_odd_entry_never_hangs_or_crashes_the_cleaner(statdir: str, tmp_path: Pa
     assert os.path.exists(archive_path(statdir, "other"))
     if where not in ("archive", "lock"):
         assert not os.path.exists(worker)  # folded despite the odd entry
+    exported = _statmap("export", "--clean", "--dir", statdir)
+    assert "Traceback" not in exported.stderr, exported.stderr
+    if where == "archive":
+        # Something unreadable where an archive's totals belong: collecting without
+        # them could report lower totals (a counter reset), so the collection fails
+        # loudly, naming it (P-R1), and exports nothing partial.
+        with pytest.raises(CollectionError, match=re.escape(NAMES[where])):
+            collect(statdir)
+        assert exported.returncode == 1 and NAMES[where] in exported.stderr, exported.stderr
+        assert "jobs_total" not in exported.stdout
+        return
     c = collect(statdir)
     assert c.value("other_jobs", {"kind": "a"}) == 4
     assert c.value("jobs", {"kind": "a"}) == 3  # from the archive or the kept file: never lost
     # export --clean finishes too, and prints both publishers.
-    exported = _statmap("export", "--clean", "--dir", statdir)
-    assert "Traceback" not in exported.stderr, exported.stderr
     assert 'other_jobs_total{kind="a"} 4' in exported.stdout
     assert 'jobs_total{kind="a"} 3' in exported.stdout
 

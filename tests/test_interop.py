@@ -18,6 +18,7 @@ STATMAP_REQUIRE_DEPS=1 (CI); a failed build is always a failure.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import random
@@ -648,6 +649,9 @@ def test_fuzz_c_reader(built_c: None) -> None:
         pytest.skip("fuzzing runs once, in the STATMAP_PURE=0 pass")
     if not shutil.which("clang"):
         pytest.skip("needs clang for the libFuzzer harness (Debian package clang)")
+    runtime = subprocess.run(["clang", "--print-runtime-dir"], capture_output=True, text=True).stdout.strip()
+    if not glob.glob(os.path.join(runtime, "libclang_rt.fuzzer*.a")):
+        pytest.skip(f"needs clang's libFuzzer runtime, not in {runtime!r} (Debian package libclang-rt-14-dev)")
     seconds = os.environ.get("STATMAP_FUZZ_SECONDS", "60")
     out = subprocess.run(
         ["make", "fuzz-run", f"FUZZ_SECONDS={seconds}", f"FUZZ_SEEDS={VECTORS}"],

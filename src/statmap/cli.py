@@ -441,7 +441,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="statmap", description="Read what running programs publish with statmap.")
-    parser.add_argument("--version", action="version", version=f"statmap {version()}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     show = sub.add_parser("show", help="print every series of every process file")
@@ -468,6 +468,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked: building the parser opens no file
+    (a process out of descriptors must still be able to report why)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(f"statmap {version()}")
+        parser.exit()
 
 
 def version() -> str:
