@@ -108,6 +108,15 @@ static inline void own_stable_copy(const Cell *self, Py_ssize_t words, uint64_t 
         ;
 }
 
+/* get()'s room for a stable copy: on the stack when it is small. */
+#define STACK_COPY_WORDS 64
+#define COPY_ROOM(words, stack) ((words) <= STACK_COPY_WORDS ? (stack) : PyMem_Malloc(sizeof(uint64_t) * (size_t)(words)))
+#define FREE_COPY_ROOM(room, stack)                                                                            \
+    do {                                                                                                       \
+        if ((room) != (stack))                                                                                 \
+            PyMem_Free(room);                                                                                  \
+    } while (0)
+
 static int cell_attach(Cell *self, PyObject *buffer, Py_ssize_t offset, Py_ssize_t size)
 {
     Py_buffer view;
@@ -587,7 +596,7 @@ static PyObject *histogram_observe(Cell *self, PyObject *arg)
         return NULL;
     }
     CELL_READY(self, NULL);
-    Py_ssize_t b = COPY_BUCKETS + bucket_of(self, d), words = HISTOGRAM_COPY_SIZE(self->nbounds) / 8;
+    Py_ssize_t b = COPY_BUCKETS + bucket_of(self, d), words = HISTOGRAM_COPY_WORDS(self->nbounds);
     uint64_t *seq = self->p + VALUE_SEQ / 8;
     uint64_t *c0 = self->p + VALUE_COPIES / 8, *c1 = c0 + words;
     /* copy 1 is complete; build copy 0 from it, then bring copy 1 level */
@@ -608,8 +617,8 @@ static PyObject *histogram_observe(Cell *self, PyObject *arg)
 static PyObject *histogram_get(Cell *self, PyObject *unused)
 {
     (void)unused;
-    Py_ssize_t n = self->nbounds + 1, words = HISTOGRAM_COPY_SIZE(self->nbounds) / 8;
-    uint64_t *c = PyMem_Malloc(sizeof(uint64_t) * (size_t)words);
+    Py_ssize_t n = self->nbounds + 1, words = HISTOGRAM_COPY_WORDS(self->nbounds);
+    uint64_t stack[STACK_COPY_WORDS], *c = COPY_ROOM(words, stack);
     if (!c)
         return PyErr_NoMemory();
     own_stable_copy(self, words, c);
@@ -624,7 +633,7 @@ static PyObject *histogram_get(Cell *self, PyObject *unused)
     }
     if (buckets)
         out = Py_BuildValue("(KdN)", (unsigned long long)c[COPY_COUNT], bits_dbl(c[COPY_SUM]), buckets);
-    PyMem_Free(c);
+    FREE_COPY_ROOM(c, stack);
     return out;
 }
 
@@ -703,7 +712,7 @@ static PyObject *text_set(Cell *self, PyObject *arg)
             len--;
     }
     CELL_READY(self, NULL);
-    Py_ssize_t words = TEXT_COPY_SIZE(self->capacity) / 8;
+    Py_ssize_t words = TEXT_COPY_WORDS(self->capacity);
     uint64_t *seq = self->p + VALUE_SEQ / 8;
     uint64_t *c0 = self->p + VALUE_COPIES / 8, *c1 = c0 + words;
     uint64_t s = latch_begin(seq);
@@ -716,8 +725,8 @@ static PyObject *text_set(Cell *self, PyObject *arg)
 static PyObject *text_get(Cell *self, PyObject *unused)
 {
     (void)unused;
-    Py_ssize_t words = TEXT_COPY_SIZE(self->capacity) / 8;
-    uint64_t *c = PyMem_Malloc(sizeof(uint64_t) * (size_t)words);
+    Py_ssize_t words = TEXT_COPY_WORDS(self->capacity);
+    uint64_t stack[STACK_COPY_WORDS], *c = COPY_ROOM(words, stack);
     if (!c)
         return PyErr_NoMemory();
     own_stable_copy(self, words, c);
@@ -725,7 +734,7 @@ static PyObject *text_get(Cell *self, PyObject *unused)
     if (len > (uint64_t)self->capacity)
         len = (uint64_t)self->capacity;
     PyObject *out = PyUnicode_DecodeUTF8((const char *)(c + TEXT_BYTES), (Py_ssize_t)len, "replace");
-    PyMem_Free(c);
+    FREE_COPY_ROOM(c, stack);
     return out;
 }
 

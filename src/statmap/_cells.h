@@ -28,9 +28,13 @@
 #define MAX_PARAMS 4096          /* histogram bounds */
 #define MAX_TEXT_CAPACITY (1 << 20)
 
-/* Copy sizes in bytes, as _layout's histogram_copy_size and text_copy_size. */
-#define HISTOGRAM_COPY_SIZE(nbounds) (8 * ((Py_ssize_t)(nbounds) + 3))
-#define TEXT_COPY_SIZE(capacity) (8 + (((Py_ssize_t)(capacity) + 7) & ~(Py_ssize_t)7))
+/* Copy sizes in words and in bytes, as _layout's histogram_copy_size and
+ * text_copy_size. (Words from the word counts: the build's -fwrapv keeps the
+ * compiler from simplifying bytes / 8 on the write path.) */
+#define HISTOGRAM_COPY_WORDS(nbounds) ((Py_ssize_t)(nbounds) + 3) /* count, sum, buckets and +Inf */
+#define TEXT_COPY_WORDS(capacity) (1 + ((Py_ssize_t)(capacity) + 7) / 8) /* length, bytes padded */
+#define HISTOGRAM_COPY_SIZE(nbounds) (8 * HISTOGRAM_COPY_WORDS(nbounds))
+#define TEXT_COPY_SIZE(capacity) (8 * TEXT_COPY_WORDS(capacity))
 /* A double-buffered value area: the sequence word and two copies. */
 #define LATCH_SIZE(copy_size) (VALUE_COPIES + 2 * (Py_ssize_t)(copy_size))
 /* Word indices inside one histogram or summary copy. */

@@ -174,8 +174,9 @@ static PyObject *sum_words(PyObject *mod, PyObject *const *args, Py_ssize_t narg
             PyBuffer_Release(&view);
             goto done;
         }
+        const char *base = view.buf; /* a local: stores to lo and hi cannot change it */
         for (Py_ssize_t i = 0; i < n; i++) {
-            uint64_t v = load_relaxed((const uint64_t *)((const char *)view.buf + at[i]));
+            uint64_t v = load_relaxed((const uint64_t *)(base + at[i]));
             lo[i] += v;
             hi[i] += lo[i] < v; /* carry */
         }
@@ -230,7 +231,7 @@ static PyObject *sum_latches(PyObject *mod, PyObject *const *args, Py_ssize_t na
     PyObject *szs = offs ? PySequence_Fast(args[2], "sizes must be a sequence") : NULL;
     PyObject *out = NULL;
     Py_ssize_t *at = NULL, *words = NULL, *first = NULL, total_words = 0, reach = 0;
-    uint64_t *acc = NULL, copy[HISTOGRAM_COPY_SIZE(MAX_PARAMS) / 8];
+    uint64_t *acc = NULL, copy[HISTOGRAM_COPY_WORDS(MAX_PARAMS)];
     int busy = 0;
     if (!szs)
         goto done;
