@@ -45,7 +45,9 @@ setup(
     ext_modules=[
         Extension(
             "statmap._cells",
-            sources=["src/statmap/_cells.c"],
+            # one extension from three files; the flags above apply to each
+            sources=["src/statmap/_cells.c", "src/statmap/_family.c", "src/statmap/_reads.c"],
+            depends=["src/statmap/_cells.h"],
             extra_compile_args=flags,
             extra_link_args=link,
             optional=True,

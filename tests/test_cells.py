@@ -1,14 +1,20 @@
-"""The cells' bulk read functions the collector sums with (same behaviour in C and pure Python)."""
+"""The cells' bulk read functions (same behaviour in C and pure Python), and the C module, its
+pure-Python twin, its stub and the format's layout agreeing."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import mmap
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 import statmap
 from statmap import _layout as L
-from statmap import cells
+from statmap import _pycells, cells
 
 
 def publisher_with_histograms(statdir: str, name: str, values: list[float]) -> statmap.Publisher:
@@ -62,3 +68,94 @@ def test_sum_words_is_exact_past_64_bits() -> None:
     assert cells.sum_words(bufs, [0, 8]) == [3 * (2**64 - 1), 15]
     with pytest.raises(ValueError):
         cells.sum_words(bufs, [60])
+
+
+# -- The two implementations, the stub and the format agree -----------------
+
+
+def _c_module() -> ModuleType:
+    try:
+        return importlib.import_module("statmap._cells")
+    except ImportError:
+        pytest.skip("needs the C cells built (python3 setup.py build_ext --inplace)")
+
+
+def _stub_names() -> tuple[set[str], dict[str, set[str]]]:
+    """The module-level names _cells.pyi declares, and each class's members."""
+    tree = ast.parse((Path(statmap.__file__).parent / "_cells.pyi").read_text())
+    names: set[str] = set()
+    members: dict[str, set[str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            names.add(node.name)
+            members[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef)}
+        elif isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names, members
+
+
+def _members(cls: type) -> set[str]:
+    """The names a class adds to object's, dunder methods but the in-place operators left out."""
+    return {n for n in dir(cls) if not hasattr(object, n) and (not n.startswith("__") or n in ("__iadd__", "__isub__"))}
+
+
+def test_c_module_pure_module_and_stub_export_the_same_names() -> None:
+    c_cells = _c_module()
+    c_names = {n for n in dir(c_cells) if not n.startswith("_")}
+    stub_names, stub_members = _stub_names()
+    assert set(_pycells.__all__) == c_names
+    assert stub_names == c_names
+    # nothing public defined in the pure module is missing from __all__
+    defined = {
+        n
+        for n, v in vars(_pycells).items()
+        if not n.startswith("_") and getattr(v, "__module__", None) == _pycells.__name__
+    }
+    assert defined <= set(_pycells.__all__)
+    for name in sorted(stub_members):
+        c_cls, py_cls = getattr(c_cells, name), getattr(_pycells, name)
+        # the stub types every member of the C class, and only those
+        assert _members(c_cls) == stub_members[name] - {"__init__"}, name
+        # the pure class has every one of them; beyond them only private helpers
+        assert _members(c_cls) <= _members(py_cls), name
+        assert {n for n in _members(py_cls) - _members(c_cls) if not n.startswith("_")} == set(), name
+
+
+def test_the_c_files_sizes_are_the_layouts() -> None:
+    c_cells = _c_module()
+    names = ["ALIGN", "VALUE_SEQ", "VALUE_COPIES", "SUMMARY_COPY_SIZE", "MAX_PARAMS", "MAX_TEXT_CAPACITY"]
+    for module in (c_cells, _pycells):
+        assert {n: getattr(module, n) for n in names} == {n: getattr(L, n) for n in names}, module.__name__
+
+
+@pytest.mark.parametrize(
+    ("mtype", "make", "params", "capacity"),
+    [
+        (L.MetricType.COUNTER, lambda b, o: cells.Counter(b, o), 0, 0),
+        (L.MetricType.COUNTER, lambda b, o: cells.FloatCounter(b, o), 0, 0),
+        (L.MetricType.GAUGE, lambda b, o: cells.Gauge(b, o), 0, 0),
+        (L.MetricType.ENUM, lambda b, o: cells.Enum(b, o, 3), 0, 0),
+        (L.MetricType.SUMMARY, lambda b, o: cells.Summary(b, o), 0, 0),
+        (L.MetricType.HISTOGRAM, lambda b, o: cells.Histogram(b, o, ()), 0, 0),
+        (L.MetricType.HISTOGRAM, lambda b, o: cells.Histogram(b, o, (1.0, 2.0, 5.0)), 3, 0),
+        (L.MetricType.TEXT, lambda b, o: cells.Text(b, o, 0), 0, 0),
+        (L.MetricType.TEXT, lambda b, o: cells.Text(b, o, 13), 0, 13),
+        (L.MetricType.TEXT, lambda b, o: cells.Text(b, o, L.MAX_TEXT_CAPACITY), 0, L.MAX_TEXT_CAPACITY),
+    ],
+)
+def test_each_cell_takes_the_value_size_the_layout_gives(
+    mtype: int, make: Callable[[mmap.mmap, int], object], params: int, capacity: int
+) -> None:
+    size = L.value_size(mtype, params, capacity)
+    buf = mmap.mmap(-1, size + 64)
+    make(buf, 64)  # ends exactly at the end of the buffer
+    with pytest.raises(ValueError, match="does not fit"):
+        make(buf, 72)  # one word past it
+
+
+def test_text_capacity_limit_is_the_layouts() -> None:
+    buf = mmap.mmap(-1, L.value_size(L.MetricType.TEXT, 0, L.MAX_TEXT_CAPACITY + 8))
+    with pytest.raises(ValueError, match=f"0..{L.MAX_TEXT_CAPACITY} bytes"):
+        cells.Text(buf, 0, L.MAX_TEXT_CAPACITY + 1)

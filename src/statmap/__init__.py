@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from . import cells as _cells
 from ._layout import MAJOR as FORMAT_MAJOR
 from ._layout import MINOR as FORMAT_MINOR
+from .cells import BACKEND as _BACKEND  # not `import cells as _cells`: that hides the C module
 from .directory import default_directory
 from .errors import (
     CollectionError,
@@ -44,7 +44,7 @@ from .publisher import Publisher, close_all, program_name
 from .reader import Reader, Series, Snapshot, open  # noqa: A004 - statmap.open is the reader API
 
 #: Which value cells are in use: "c" (the compiled extension) or "python".
-backend: str = _cells.BACKEND
+backend: str = _BACKEND
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,5 @@
-/* statmap value cells: every store into a live mapping.
+/* statmap value cells: every store into a live mapping, and the module
+ * statmap._cells (with _family.c's Family and _reads.c's bulk reads).
  *
  * Each cell owns a Py_buffer on the mapping (so the mapping outlives it) and
  * a pointer to its value area. The encodings are those of docs/format.md:
@@ -11,37 +12,25 @@
  * Every word is accessed with __atomic builtins, so there is no data race in
  * the C11 sense and the code is sound on weakly ordered CPUs (ARM64).
  * Writers are serialised by the GIL: a cell method never releases it.
+ * Besides the cells: store_u64 (the header words a writer publishes) and
+ * move_cells (re-point every cell at once).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <structmember.h>
+#include "_cells.h"
 #include <math.h>
-#include <stdint.h>
-#include <string.h>
-
-#define SEQ_OFF 0
-#define COPIES_OFF 8
-#define SUMMARY_COPY 16
-
-static inline uint64_t load_relaxed(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-static inline void store_relaxed(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
-
-static inline uint64_t dbl_bits(double d) { uint64_t u; memcpy(&u, &d, 8); return u; }
-static inline double bits_dbl(uint64_t u) { double d; memcpy(&d, &u, 8); return d; }
 
 /* Start rewriting copy 0, then copy 1, of a latch: see docs/format.md. */
 static inline uint64_t latch_begin(uint64_t *seq)
 {
     uint64_t s = load_relaxed(seq) + 1; /* odd: readers use copy 1 */
-    __atomic_store_n(seq, s, __ATOMIC_RELEASE);
+    store_release(seq, s);
     __atomic_thread_fence(__ATOMIC_RELEASE); /* seq before copy 0's stores */
     return s;
 }
 
 static inline void latch_switch(uint64_t *seq, uint64_t s)
 {
-    __atomic_store_n(seq, s + 1, __ATOMIC_RELEASE); /* even: readers use copy 0 */
-    __atomic_thread_fence(__ATOMIC_RELEASE);        /* seq before copy 1's stores */
+    store_release(seq, s + 1);               /* even: readers use copy 0 */
+    __atomic_thread_fence(__ATOMIC_RELEASE); /* seq before copy 1's stores */
 }
 
 /* ------------------------------------------------------------------ */
@@ -73,19 +62,6 @@ static PyObject *timing_of(PyObject *self, const char *method)
     PyObject *out = wrap_in("Timing", bound);
     Py_DECREF(bound);
     return out;
-}
-
-/* The stable copy of one of our own latches. Our writes happen under the GIL,
- * so no write of ours is in progress; the check only guards against misuse. */
-static const uint64_t *own_stable_copy(const uint64_t *value, Py_ssize_t words)
-{
-    for (;;) {
-        uint64_t s = __atomic_load_n(value, __ATOMIC_ACQUIRE);
-        const uint64_t *copy = value + 1 + (s & 1) * (uint64_t)words;
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (__atomic_load_n(value, __ATOMIC_RELAXED) == s)
-            return copy;
-    }
 }
 
 typedef struct {
@@ -123,13 +99,31 @@ static int cell_materialise(Cell *self)
             return fail;                                                                                       \
     } while (0)
 
+/* The stable copy of one of our own latches, into dst. Our writes happen
+ * under the GIL, so none is in progress and the first try succeeds; like the
+ * pure-Python cells, keep trying rather than fail. */
+static inline void own_stable_copy(const Cell *self, Py_ssize_t words, uint64_t *dst)
+{
+    while (!stable_copy(self->p + VALUE_SEQ / 8, words, dst, PY_SSIZE_T_MAX))
+        ;
+}
+
+/* get()'s room for a stable copy: on the stack when it is small. */
+#define STACK_COPY_WORDS 64
+#define COPY_ROOM(words, stack) ((words) <= STACK_COPY_WORDS ? (stack) : PyMem_Malloc(sizeof(uint64_t) * (size_t)(words)))
+#define FREE_COPY_ROOM(room, stack)                                                                            \
+    do {                                                                                                       \
+        if ((room) != (stack))                                                                                 \
+            PyMem_Free(room);                                                                                  \
+    } while (0)
+
 static int cell_attach(Cell *self, PyObject *buffer, Py_ssize_t offset, Py_ssize_t size)
 {
     Py_buffer view;
     if (PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE | PyBUF_SIMPLE) < 0)
         return -1;
-    if (offset < 0 || offset % 8 || size < 0 || offset > view.len - size ||
-        ((uintptr_t)view.buf % 8)) {
+    if (offset < 0 || offset % ALIGN || size < 0 || offset > view.len - size ||
+        ((uintptr_t)view.buf % ALIGN)) {
         PyBuffer_Release(&view);
         PyErr_Format(PyExc_ValueError, "value area %zd+%zd does not fit an aligned buffer of %zd bytes",
                      offset, size, view.len);
@@ -504,28 +498,29 @@ static PyObject *summary_observe(Cell *self, PyObject *arg)
         return NULL;
     }
     CELL_READY(self, NULL);
-    uint64_t *seq = self->p + SEQ_OFF / 8;
-    uint64_t *c0 = self->p + COPIES_OFF / 8, *c1 = c0 + SUMMARY_COPY / 8;
+    uint64_t *seq = self->p + VALUE_SEQ / 8;
+    uint64_t *c0 = self->p + VALUE_COPIES / 8, *c1 = c0 + SUMMARY_COPY_SIZE / 8;
     uint64_t s = latch_begin(seq);
-    store_relaxed(c0, load_relaxed(c1) + 1);
-    store_relaxed(c0 + 1, dbl_bits(bits_dbl(load_relaxed(c1 + 1)) + d));
+    store_relaxed(c0 + COPY_COUNT, load_relaxed(c1 + COPY_COUNT) + 1);
+    store_relaxed(c0 + COPY_SUM, dbl_bits(bits_dbl(load_relaxed(c1 + COPY_SUM)) + d));
     latch_switch(seq, s);
-    store_relaxed(c1, load_relaxed(c0));
-    store_relaxed(c1 + 1, load_relaxed(c0 + 1));
+    store_relaxed(c1 + COPY_COUNT, load_relaxed(c0 + COPY_COUNT));
+    store_relaxed(c1 + COPY_SUM, load_relaxed(c0 + COPY_SUM));
     Py_RETURN_NONE;
 }
 
 static PyObject *summary_get(Cell *self, PyObject *unused)
 {
     (void)unused;
-    const uint64_t *c = own_stable_copy(self->p, SUMMARY_COPY / 8);
-    return Py_BuildValue("(Kd)", (unsigned long long)load_relaxed(c), bits_dbl(load_relaxed(c + 1)));
+    uint64_t c[SUMMARY_COPY_SIZE / 8];
+    own_stable_copy(self, SUMMARY_COPY_SIZE / 8, c);
+    return Py_BuildValue("(Kd)", (unsigned long long)c[COPY_COUNT], bits_dbl(c[COPY_SUM]));
 }
 
 static PyObject *summary_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     (void)kw;
-    return simple_new(type, args, 8 + 2 * SUMMARY_COPY);
+    return simple_new(type, args, LATCH_SIZE(SUMMARY_COPY_SIZE));
 }
 
 /* ----------------------------- Histogram ---------------------------- */
@@ -565,7 +560,7 @@ static PyObject *histogram_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         self->bounds[i] = b;
     }
     Py_DECREF(seq);
-    if (cell_attach(self, buffer, offset, 8 + 2 * 8 * (n + 3)) < 0) {
+    if (cell_attach(self, buffer, offset, LATCH_SIZE(HISTOGRAM_COPY_SIZE(n))) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -601,41 +596,45 @@ static PyObject *histogram_observe(Cell *self, PyObject *arg)
         return NULL;
     }
     CELL_READY(self, NULL);
-    Py_ssize_t b = bucket_of(self, d), words = self->nbounds + 3;
-    uint64_t *seq = self->p + SEQ_OFF / 8;
-    uint64_t *c0 = self->p + COPIES_OFF / 8, *c1 = c0 + words;
+    Py_ssize_t b = COPY_BUCKETS + bucket_of(self, d), words = HISTOGRAM_COPY_WORDS(self->nbounds);
+    uint64_t *seq = self->p + VALUE_SEQ / 8;
+    uint64_t *c0 = self->p + VALUE_COPIES / 8, *c1 = c0 + words;
     /* copy 1 is complete; build copy 0 from it, then bring copy 1 level */
-    uint64_t count = load_relaxed(c1) + 1;
-    uint64_t sum = dbl_bits(bits_dbl(load_relaxed(c1 + 1)) + d);
-    uint64_t bucket = load_relaxed(c1 + 2 + b) + 1;
+    uint64_t count = load_relaxed(c1 + COPY_COUNT) + 1;
+    uint64_t sum = dbl_bits(bits_dbl(load_relaxed(c1 + COPY_SUM)) + d);
+    uint64_t bucket = load_relaxed(c1 + b) + 1;
     uint64_t s = latch_begin(seq);
-    store_relaxed(c0, count);
-    store_relaxed(c0 + 1, sum);
-    store_relaxed(c0 + 2 + b, bucket);
+    store_relaxed(c0 + COPY_COUNT, count);
+    store_relaxed(c0 + COPY_SUM, sum);
+    store_relaxed(c0 + b, bucket);
     latch_switch(seq, s);
-    store_relaxed(c1, count);
-    store_relaxed(c1 + 1, sum);
-    store_relaxed(c1 + 2 + b, bucket);
+    store_relaxed(c1 + COPY_COUNT, count);
+    store_relaxed(c1 + COPY_SUM, sum);
+    store_relaxed(c1 + b, bucket);
     Py_RETURN_NONE;
 }
 
 static PyObject *histogram_get(Cell *self, PyObject *unused)
 {
     (void)unused;
-    Py_ssize_t n = self->nbounds + 1;
-    const uint64_t *c = own_stable_copy(self->p, n + 2);
-    PyObject *buckets = PyTuple_New(n);
-    if (!buckets)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(load_relaxed(c + 2 + i));
+    Py_ssize_t n = self->nbounds + 1, words = HISTOGRAM_COPY_WORDS(self->nbounds);
+    uint64_t stack[STACK_COPY_WORDS], *c = COPY_ROOM(words, stack);
+    if (!c)
+        return PyErr_NoMemory();
+    own_stable_copy(self, words, c);
+    PyObject *out = NULL, *buckets = PyTuple_New(n);
+    for (Py_ssize_t i = 0; buckets && i < n; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(c[COPY_BUCKETS + i]);
         if (!v) {
-            Py_DECREF(buckets);
-            return NULL;
+            Py_CLEAR(buckets);
+            break;
         }
         PyTuple_SET_ITEM(buckets, i, v);
     }
-    return Py_BuildValue("(KdN)", (unsigned long long)load_relaxed(c), bits_dbl(load_relaxed(c + 1)), buckets);
+    if (buckets)
+        out = Py_BuildValue("(KdN)", (unsigned long long)c[COPY_COUNT], bits_dbl(c[COPY_SUM]), buckets);
+    FREE_COPY_ROOM(c, stack);
+    return out;
 }
 
 static PyObject *histogram_get_bounds(Cell *self, void *closure)
@@ -653,14 +652,6 @@ static PyObject *histogram_get_bounds(Cell *self, void *closure)
     return out;
 }
 
-static PyObject *histogram_bucket_index(Cell *self, PyObject *arg)
-{
-    double d = PyFloat_AsDouble(arg);
-    if (d == -1.0 && PyErr_Occurred())
-        return NULL;
-    return PyLong_FromSsize_t(bucket_of(self, d));
-}
-
 /* -------------------------------- Text ------------------------------ */
 
 static PyObject *text_new(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -670,15 +661,15 @@ static PyObject *text_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     (void)kw;
     if (!PyArg_ParseTuple(args, "Onn", &buffer, &offset, &capacity))
         return NULL;
-    if (capacity < 0 || capacity > (1 << 20)) {
-        PyErr_SetString(PyExc_ValueError, "text capacity must be 0..1048576 bytes");
+    if (capacity < 0 || capacity > MAX_TEXT_CAPACITY) {
+        PyErr_Format(PyExc_ValueError, "text capacity must be 0..%d bytes", MAX_TEXT_CAPACITY);
         return NULL;
     }
     Cell *self = (Cell *)type->tp_alloc(type, 0);
     if (!self)
         return NULL;
     self->capacity = capacity;
-    if (cell_attach(self, buffer, offset, 8 + 2 * (8 + ((capacity + 7) & ~(Py_ssize_t)7))) < 0) {
+    if (cell_attach(self, buffer, offset, LATCH_SIZE(TEXT_COPY_SIZE(capacity))) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -689,18 +680,18 @@ static PyObject *text_new(PyTypeObject *type, PyObject *args, PyObject *kw)
  * The old length comes from the shared file: never trust it past the capacity. */
 static void text_fill(uint64_t *copy, Py_ssize_t capacity, const char *data, Py_ssize_t len)
 {
-    uint64_t old = load_relaxed(copy);
+    uint64_t old = load_relaxed(copy + TEXT_LENGTH);
     Py_ssize_t old_words = (Py_ssize_t)((old < (uint64_t)capacity ? old : (uint64_t)capacity) + 7) / 8;
     Py_ssize_t words = (len + 7) / 8;
     for (Py_ssize_t w = 0; w < words; w++) {
         uint64_t v = 0;
         Py_ssize_t n = len - w * 8 < 8 ? len - w * 8 : 8;
         memcpy(&v, data + w * 8, (size_t)n);
-        store_relaxed(copy + 1 + w, v);
+        store_relaxed(copy + TEXT_BYTES + w, v);
     }
     for (Py_ssize_t w = words; w < old_words; w++)
-        store_relaxed(copy + 1 + w, 0);
-    store_relaxed(copy, (uint64_t)len);
+        store_relaxed(copy + TEXT_BYTES + w, 0);
+    store_relaxed(copy + TEXT_LENGTH, (uint64_t)len);
 }
 
 static PyObject *text_set(Cell *self, PyObject *arg)
@@ -721,9 +712,9 @@ static PyObject *text_set(Cell *self, PyObject *arg)
             len--;
     }
     CELL_READY(self, NULL);
-    Py_ssize_t words = 1 + ((self->capacity + 7) / 8);
-    uint64_t *seq = self->p + SEQ_OFF / 8;
-    uint64_t *c0 = self->p + COPIES_OFF / 8, *c1 = c0 + words;
+    Py_ssize_t words = TEXT_COPY_WORDS(self->capacity);
+    uint64_t *seq = self->p + VALUE_SEQ / 8;
+    uint64_t *c0 = self->p + VALUE_COPIES / 8, *c1 = c0 + words;
     uint64_t s = latch_begin(seq);
     text_fill(c0, self->capacity, data, len);
     latch_switch(seq, s);
@@ -734,20 +725,16 @@ static PyObject *text_set(Cell *self, PyObject *arg)
 static PyObject *text_get(Cell *self, PyObject *unused)
 {
     (void)unused;
-    Py_ssize_t words = 1 + ((self->capacity + 7) / 8);
-    const uint64_t *c = own_stable_copy(self->p, words);
-    uint64_t len = load_relaxed(c);
+    Py_ssize_t words = TEXT_COPY_WORDS(self->capacity);
+    uint64_t stack[STACK_COPY_WORDS], *c = COPY_ROOM(words, stack);
+    if (!c)
+        return PyErr_NoMemory();
+    own_stable_copy(self, words, c);
+    uint64_t len = c[TEXT_LENGTH];
     if (len > (uint64_t)self->capacity)
         len = (uint64_t)self->capacity;
-    char *buf = PyMem_Malloc((size_t)len + 1);
-    if (!buf)
-        return PyErr_NoMemory();
-    for (uint64_t w = 0; w * 8 < len; w++) {
-        uint64_t v = load_relaxed(c + 1 + w);
-        memcpy(buf + w * 8, &v, len - w * 8 < 8 ? (size_t)(len - w * 8) : 8);
-    }
-    PyObject *out = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)len, "replace");
-    PyMem_Free(buf);
+    PyObject *out = PyUnicode_DecodeUTF8((const char *)(c + TEXT_BYTES), (Py_ssize_t)len, "replace");
+    FREE_COPY_ROOM(c, stack);
     return out;
 }
 
@@ -757,97 +744,14 @@ static PyObject *cell_get_capacity(Cell *self, void *closure)
     return PyLong_FromSsize_t(self->capacity);
 }
 
-/* ------------------------------ Reading ----------------------------- */
+/* ------------------------------ Stores ------------------------------ */
 
-/* Copy the stable copy of a latch at value_offset into a new bytes object,
- * or return None when the writer kept moving for `tries` attempts. */
-static PyObject *read_latch(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
-{
-    Py_buffer view;
-    Py_ssize_t offset, copy_size, tries = 10000;
-    (void)mod;
-    if (nargs < 3 || nargs > 4) {
-        PyErr_SetString(PyExc_TypeError, "read_latch(buffer, offset, copy_size[, tries])");
-        return NULL;
-    }
-    offset = PyLong_AsSsize_t(args[1]);
-    copy_size = PyLong_AsSsize_t(args[2]);
-    if (nargs == 4)
-        tries = PyLong_AsSsize_t(args[3]);
-    if (PyErr_Occurred())
-        return NULL;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    if (offset < 0 || offset % 8 || copy_size < 0 || copy_size % 8 || (uintptr_t)view.buf % 8 ||
-        offset > view.len - 8 - 2 * copy_size) {
-        PyBuffer_Release(&view);
-        PyErr_Format(PyExc_ValueError, "latch %zd+%zd outside buffer of %zd bytes", offset, 8 + 2 * copy_size,
-                     view.len);
-        return NULL;
-    }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, copy_size);
-    if (!out) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    uint64_t *dst = (uint64_t *)PyBytes_AS_STRING(out);
-    const uint64_t *seq = (const uint64_t *)((char *)view.buf + offset);
-    Py_ssize_t words = copy_size / 8;
-    int ok = 0;
-    for (Py_ssize_t t = 0; t < tries && !ok; t++) {
-        uint64_t s1 = __atomic_load_n(seq, __ATOMIC_ACQUIRE);
-        const uint64_t *src = seq + 1 + (s1 & 1) * (uint64_t)words;
-        for (Py_ssize_t w = 0; w < words; w++) {
-            uint64_t v = load_relaxed(src + w);
-            memcpy(dst + w, &v, 8); /* PyBytes data may be unaligned for words */
-        }
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        ok = load_relaxed(seq) == s1;
-    }
-    PyBuffer_Release(&view);
-    if (!ok) {
-        Py_DECREF(out);
-        Py_RETURN_NONE;
-    }
-    return out;
-}
-
-static int word_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, Py_buffer *view, Py_ssize_t *off,
-                     int writable)
-{
-    if (nargs != want) {
-        PyErr_Format(PyExc_TypeError, "expected %zd arguments", want);
-        return -1;
-    }
-    *off = PyLong_AsSsize_t(args[1]);
-    if (*off == -1 && PyErr_Occurred())
-        return -1;
-    if (PyObject_GetBuffer(args[0], view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0)
-        return -1;
-    if (*off < 0 || *off % 8 || *off > view->len - 8 || (uintptr_t)view->buf % 8) {
-        PyErr_Format(PyExc_ValueError, "word at %zd outside buffer of %zd bytes", *off, view->len);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
-
-static PyObject *load_u64(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
-{
-    Py_buffer view;
-    Py_ssize_t off;
-    (void)mod;
-    if (word_args(args, nargs, 2, &view, &off, 0) < 0)
-        return NULL;
-    uint64_t v = __atomic_load_n((uint64_t *)((char *)view.buf + off), __ATOMIC_ACQUIRE);
-    PyBuffer_Release(&view);
-    return PyLong_FromUnsignedLongLong(v);
-}
-
+/* store_u64(buffer, offset, value): a release store, for the header words a
+ * writer publishes (state, end, capacity; load_u64 reads them). */
 static PyObject *store_u64(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer view;
-    Py_ssize_t off;
+    uint64_t *word;
     (void)mod;
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "store_u64(buffer, offset, value)");
@@ -856,450 +760,11 @@ static PyObject *store_u64(PyObject *mod, PyObject *const *args, Py_ssize_t narg
     unsigned long long v = PyLong_AsUnsignedLongLong(args[2]);
     if (v == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
-    if (word_args(args, 2, 2, &view, &off, 1) < 0)
+    if (word_at(args[0], args[1], 1, &view, &word) < 0)
         return NULL;
-    __atomic_store_n((uint64_t *)((char *)view.buf + off), (uint64_t)v, __ATOMIC_RELEASE);
+    store_release(word, (uint64_t)v);
     PyBuffer_Release(&view);
     Py_RETURN_NONE;
-}
-
-/* Read many u64 words at once: a scrape's counters in one call. */
-static PyObject *load_words(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
-{
-    Py_buffer view;
-    (void)mod;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "load_words(buffer, offsets)");
-        return NULL;
-    }
-    PyObject *offs = PySequence_Fast(args[1], "offsets must be a sequence");
-    if (!offs)
-        return NULL;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
-        Py_DECREF(offs);
-        return NULL;
-    }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(offs);
-    PyObject *out = PyList_New(n);
-    for (Py_ssize_t i = 0; out && i < n; i++) {
-        Py_ssize_t off = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(offs, i));
-        if ((off == -1 && PyErr_Occurred()) || off < 0 || off % 8 || off > view.len - 8) {
-            if (!PyErr_Occurred())
-                PyErr_Format(PyExc_ValueError, "word at %zd outside buffer of %zd bytes", off, view.len);
-            Py_CLEAR(out);
-            break;
-        }
-        PyObject *v = PyLong_FromUnsignedLongLong(load_relaxed((uint64_t *)((char *)view.buf + off)));
-        if (!v) {
-            Py_CLEAR(out);
-            break;
-        }
-        PyList_SET_ITEM(out, i, v);
-    }
-    PyBuffer_Release(&view);
-    Py_DECREF(offs);
-    return out;
-}
-
-
-/* ------------------------------ Family ------------------------------ */
-
-/* A labelled metric's child lookup: labels(*values) or labels(**by_name) is
- * one dict lookup on the tuple of values in label order; a miss calls
- * create(values, by_name) (Python), which makes the child and caches it. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *name;
-    PyObject *label_names; /* tuple of str */
-    PyObject *children;    /* dict: tuple of values -> series */
-    PyObject *create;
-} Family;
-
-static void family_dealloc(Family *self)
-{
-    PyObject_GC_UnTrack(self);
-    Py_CLEAR(self->name);
-    Py_CLEAR(self->label_names);
-    Py_CLEAR(self->children);
-    Py_CLEAR(self->create);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static int family_traverse(Family *self, visitproc visit, void *arg)
-{
-    Py_VISIT(self->name);
-    Py_VISIT(self->label_names);
-    Py_VISIT(self->children);
-    Py_VISIT(self->create);
-    return 0;
-}
-
-static PyObject *family_new(PyTypeObject *type, PyObject *args, PyObject *kw)
-{
-    PyObject *name, *label_names, *children, *create;
-    (void)kw;
-    if (!PyArg_ParseTuple(args, "UO!O!O", &name, &PyTuple_Type, &label_names, &PyDict_Type, &children, &create))
-        return NULL;
-    Family *self = (Family *)type->tp_alloc(type, 0);
-    if (!self)
-        return NULL;
-    Py_INCREF(name);
-    Py_INCREF(label_names);
-    Py_INCREF(children);
-    Py_INCREF(create);
-    self->name = name;
-    self->label_names = label_names;
-    self->children = children;
-    self->create = create;
-    return (PyObject *)self;
-}
-
-/* The values in label order, or NULL with no error set when the keywords do
- * not name exactly the labels (the slow path then explains what is wrong). */
-static PyObject *family_key(Family *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    Py_ssize_t n = PyTuple_GET_SIZE(self->label_names);
-    if (nkw && (nargs || nkw != n))
-        return NULL;
-    PyObject *key = PyTuple_New(nkw ? n : nargs);
-    if (!key)
-        return NULL;
-    if (!nkw) {
-        for (Py_ssize_t i = 0; i < nargs; i++) {
-            Py_INCREF(args[i]);
-            PyTuple_SET_ITEM(key, i, args[i]);
-        }
-        return key;
-    }
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *kname = PyTuple_GET_ITEM(kwnames, k);
-        Py_ssize_t pos = -1;
-        for (Py_ssize_t i = 0; i < n && pos < 0; i++) {
-            PyObject *label = PyTuple_GET_ITEM(self->label_names, i);
-            if (label == kname || PyUnicode_Compare(label, kname) == 0)
-                pos = i;
-        }
-        if (pos < 0 || PyTuple_GET_ITEM(key, pos)) {
-            PyErr_Clear();
-            Py_DECREF(key);
-            return NULL;
-        }
-        Py_INCREF(args[k]);
-        PyTuple_SET_ITEM(key, pos, args[k]);
-    }
-    return key;
-}
-
-static PyObject *family_labels(Family *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    PyObject *key = family_key(self, args, nargs, kwnames);
-    if (key) {
-        PyObject *child = PyDict_GetItemWithError(self->children, key);
-        Py_DECREF(key);
-        if (child) {
-            Py_INCREF(child);
-            return child;
-        }
-    }
-    if (PyErr_Occurred()) {
-        if (!PyErr_ExceptionMatches(PyExc_TypeError)) /* unhashable values: the slow path copes */
-            return NULL;
-        PyErr_Clear();
-    }
-    /* miss: create(values, by_name) */
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    PyObject *values = PyTuple_New(nargs);
-    PyObject *by_name = PyDict_New();
-    PyObject *out = NULL;
-    if (values && by_name) {
-        for (Py_ssize_t i = 0; i < nargs; i++) {
-            Py_INCREF(args[i]);
-            PyTuple_SET_ITEM(values, i, args[i]);
-        }
-        int ok = 1;
-        for (Py_ssize_t k = 0; k < nkw && ok; k++)
-            ok = PyDict_SetItem(by_name, PyTuple_GET_ITEM(kwnames, k), args[nargs + k]) == 0;
-        if (ok)
-            out = PyObject_CallFunctionObjArgs(self->create, values, by_name, NULL);
-    }
-    Py_XDECREF(values);
-    Py_XDECREF(by_name);
-    return out;
-}
-
-static PyObject *family_no_labels(Family *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
-{
-    (void)args;
-    (void)nargs;
-    (void)kwnames;
-    PyErr_Format(PyExc_TypeError, "%U has labels %R: call .labels(...) first", self->name, self->label_names);
-    return NULL;
-}
-
-static PyObject *family_repr(Family *self)
-{
-    return PyUnicode_FromFormat("<statmap.Family %R labels=%R series=%zd>", self->name, self->label_names,
-                                PyDict_GET_SIZE(self->children));
-}
-
-#define NO_LABELS(name) {name, (PyCFunction)(void (*)(void))family_no_labels, METH_FASTCALL | METH_KEYWORDS, NULL}
-static PyMethodDef family_methods[] = {
-    {"labels", (PyCFunction)(void (*)(void))family_labels, METH_FASTCALL | METH_KEYWORDS,
-     "the series for these label values, by position or by name"},
-    NO_LABELS("inc"), NO_LABELS("dec"), NO_LABELS("set"), NO_LABELS("observe"), NO_LABELS("time"),
-    NO_LABELS("get"), NO_LABELS("state"), NO_LABELS("info"), NO_LABELS("track_inprogress"),
-    {NULL, NULL, 0, NULL},
-};
-
-static PyMemberDef family_members[] = {
-    {"name", T_OBJECT_EX, offsetof(Family, name), READONLY, "metric name"},
-    {"label_names", T_OBJECT_EX, offsetof(Family, label_names), READONLY, "label names, in order"},
-    {"_children", T_OBJECT_EX, offsetof(Family, children), READONLY, "cache: values -> series"},
-    {NULL, 0, 0, 0, NULL},
-};
-
-static PyTypeObject FamilyType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "statmap._cells.Family",
-    .tp_basicsize = sizeof(Family),
-    .tp_dealloc = (destructor)family_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "a labelled metric: labels(...) returns the cached series for a label set",
-    .tp_traverse = (traverseproc)family_traverse,
-    .tp_methods = family_methods,
-    .tp_members = family_members,
-    .tp_repr = (reprfunc)family_repr,
-    .tp_new = family_new,
-};
-
-/* Sum the u64 words at the same offsets across several mappings: a scrape's
- * integer counters of every process with the same layout, in one call.
- * Returns a list of ints (exact: a carry word per column). */
-static PyObject *sum_words(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)mod;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "sum_words(buffers, offsets)");
-        return NULL;
-    }
-    PyObject *bufs = PySequence_Fast(args[0], "buffers must be a sequence");
-    if (!bufs)
-        return NULL;
-    PyObject *offs = PySequence_Fast(args[1], "offsets must be a sequence");
-    if (!offs) {
-        Py_DECREF(bufs);
-        return NULL;
-    }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(offs), nb = PySequence_Fast_GET_SIZE(bufs);
-    Py_ssize_t *at = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1));
-    uint64_t *lo = PyMem_Calloc((size_t)(n ? n : 1), sizeof(uint64_t));
-    uint64_t *hi = PyMem_Calloc((size_t)(n ? n : 1), sizeof(uint64_t));
-    PyObject *out = NULL;
-    Py_ssize_t max_off = -1;
-    if (!at || !lo || !hi) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        at[i] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(offs, i));
-        if (at[i] == -1 && PyErr_Occurred())
-            goto done;
-        if (at[i] < 0 || at[i] % 8) {
-            PyErr_Format(PyExc_ValueError, "offset %zd is not an aligned word offset", at[i]);
-            goto done;
-        }
-        if (at[i] > max_off)
-            max_off = at[i];
-    }
-    for (Py_ssize_t b = 0; b < nb; b++) {
-        Py_buffer view;
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(bufs, b), &view, PyBUF_SIMPLE) < 0)
-            goto done;
-        if ((uintptr_t)view.buf % 8 || (n && max_off > view.len - 8)) {
-            PyErr_Format(PyExc_ValueError, "word at %zd outside buffer of %zd bytes", max_off, view.len);
-            PyBuffer_Release(&view);
-            goto done;
-        }
-        for (Py_ssize_t i = 0; i < n; i++) {
-            uint64_t v = load_relaxed((const uint64_t *)((const char *)view.buf + at[i]));
-            lo[i] += v;
-            hi[i] += lo[i] < v; /* carry */
-        }
-        PyBuffer_Release(&view);
-    }
-    out = PyList_New(n);
-    for (Py_ssize_t i = 0; out && i < n; i++) {
-        PyObject *v = PyLong_FromUnsignedLongLong(lo[i]);
-        if (v && hi[i]) { /* beyond 2**64: hi * 2**64 + lo */
-            PyObject *h = PyLong_FromUnsignedLongLong(hi[i]), *shift = PyLong_FromLong(64), *big = NULL, *sum = NULL;
-            if (h && shift)
-                big = PyNumber_Lshift(h, shift);
-            if (big)
-                sum = PyNumber_Add(big, v);
-            Py_XDECREF(h);
-            Py_XDECREF(shift);
-            Py_XDECREF(big);
-            Py_DECREF(v);
-            v = sum;
-        }
-        if (!v) {
-            Py_CLEAR(out);
-            break;
-        }
-        PyList_SET_ITEM(out, i, v);
-    }
-done:
-    PyMem_Free(at);
-    PyMem_Free(lo);
-    PyMem_Free(hi);
-    Py_DECREF(bufs);
-    Py_DECREF(offs);
-    return out;
-}
-
-/* Sum latched values (summaries, histograms) at the same offsets across
- * several mappings. sizes[i] is the copy size of latch i (16: count and
- * sum; more: count, sum and bucket counts, and count must equal the sum of
- * the buckets). Returns a list of tuples (count, sum, buckets...), or None
- * if some writer kept a latch moving for all the tries. A copy whose count
- * disagrees with its buckets raises ValueError naming the buffer index and
- * the offset; a total that overflows 64 bits raises OverflowError. */
-static PyObject *sum_latches(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
-{
-    (void)mod;
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "sum_latches(buffers, offsets, sizes)");
-        return NULL;
-    }
-    PyObject *bufs = PySequence_Fast(args[0], "buffers must be a sequence");
-    PyObject *offs = bufs ? PySequence_Fast(args[1], "offsets must be a sequence") : NULL;
-    PyObject *szs = offs ? PySequence_Fast(args[2], "sizes must be a sequence") : NULL;
-    PyObject *out = NULL;
-    Py_ssize_t *at = NULL, *words = NULL, *first = NULL, total_words = 0, reach = 0;
-    uint64_t *acc = NULL, copy[4096 + 3];
-    int busy = 0;
-    if (!szs)
-        goto done;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(offs), nb = PySequence_Fast_GET_SIZE(bufs);
-    if (PySequence_Fast_GET_SIZE(szs) != n) {
-        PyErr_SetString(PyExc_ValueError, "offsets and sizes differ in length");
-        goto done;
-    }
-    at = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n + 1));
-    words = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n + 1));
-    first = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(n + 1));
-    if (!at || !words || !first) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        at[i] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(offs, i));
-        Py_ssize_t size = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(szs, i));
-        if (PyErr_Occurred())
-            goto done;
-        if (at[i] < 0 || at[i] % 8 || size < 16 || size % 8 || size / 8 > 4096 + 3) {
-            PyErr_Format(PyExc_ValueError, "latch %zd with copy size %zd is not valid", at[i], size);
-            goto done;
-        }
-        words[i] = size / 8;
-        first[i] = total_words;
-        total_words += words[i];
-        if (at[i] + 8 + 2 * size > reach)
-            reach = at[i] + 8 + 2 * size;
-    }
-    acc = PyMem_Calloc((size_t)(total_words + 1), sizeof(uint64_t));
-    if (!acc) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t b = 0; b < nb && !busy; b++) {
-        Py_buffer view;
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(bufs, b), &view, PyBUF_SIMPLE) < 0)
-            goto done;
-        if ((uintptr_t)view.buf % 8 || reach > view.len) {
-            PyErr_Format(PyExc_ValueError, "latches reach %zd, outside buffer of %zd bytes", reach, view.len);
-            PyBuffer_Release(&view);
-            goto done;
-        }
-        for (Py_ssize_t i = 0; i < n && !busy; i++) {
-            const uint64_t *seq = (const uint64_t *)((const char *)view.buf + at[i]);
-            Py_ssize_t w = words[i];
-            int ok = 0;
-            for (int t = 0; t < 10000 && !ok; t++) {
-                uint64_t s1 = __atomic_load_n(seq, __ATOMIC_ACQUIRE);
-                const uint64_t *src = seq + 1 + (s1 & 1) * (uint64_t)w;
-                for (Py_ssize_t k = 0; k < w; k++)
-                    copy[k] = load_relaxed(src + k);
-                __atomic_thread_fence(__ATOMIC_ACQUIRE);
-                ok = load_relaxed(seq) == s1;
-            }
-            if (!ok) {
-                busy = 1;
-                break;
-            }
-            uint64_t *a = acc + first[i];
-            if (w > 2) { /* a histogram: the count must match its buckets */
-                uint64_t buckets = 0;
-                int wrapped = 0;
-                for (Py_ssize_t k = 2; k < w; k++) {
-                    buckets += copy[k];
-                    wrapped |= buckets < copy[k];
-                }
-                if (wrapped || buckets != copy[0]) {
-                    PyErr_Format(PyExc_ValueError, "buffer %zd: histogram at %zd: bucket counts do not sum to its count %llu",
-                                 b, at[i], (unsigned long long)copy[0]);
-                    PyBuffer_Release(&view);
-                    goto done;
-                }
-            }
-            for (Py_ssize_t k = 0; k < w; k++) {
-                if (k == 1) {
-                    a[1] = dbl_bits(bits_dbl(a[1]) + bits_dbl(copy[1]));
-                    continue;
-                }
-                uint64_t before = a[k];
-                a[k] += copy[k];
-                if (a[k] < before) {
-                    PyErr_SetString(PyExc_OverflowError, "a summed count passed 2**64");
-                    PyBuffer_Release(&view);
-                    goto done;
-                }
-            }
-        }
-        PyBuffer_Release(&view);
-    }
-    if (busy) {
-        out = Py_None;
-        Py_INCREF(out);
-        goto done;
-    }
-    out = PyList_New(n);
-    for (Py_ssize_t i = 0; out && i < n; i++) {
-        PyObject *t = PyTuple_New(words[i]);
-        const uint64_t *a = acc + first[i];
-        for (Py_ssize_t k = 0; t && k < words[i]; k++) {
-            PyObject *v = k == 1 ? PyFloat_FromDouble(bits_dbl(a[1])) : PyLong_FromUnsignedLongLong(a[k]);
-            if (!v) {
-                Py_CLEAR(t);
-                break;
-            }
-            PyTuple_SET_ITEM(t, k, v);
-        }
-        if (!t) {
-            Py_CLEAR(out);
-            break;
-        }
-        PyList_SET_ITEM(out, i, t);
-    }
-done:
-    PyMem_Free(at);
-    PyMem_Free(words);
-    PyMem_Free(first);
-    PyMem_Free(acc);
-    Py_XDECREF(bufs);
-    Py_XDECREF(offs);
-    Py_XDECREF(szs);
-    return out;
 }
 
 static PyTypeObject CounterType, FloatCounterType, GaugeType, EnumType, SummaryType, HistogramType, TextType;
@@ -1350,7 +815,7 @@ static PyObject *move_cells(PyObject *mod, PyObject *const *args, Py_ssize_t nar
             goto done;
         }
         Cell *cell = (Cell *)c;
-        if (cell->offset > dst.len - cell->size || (uintptr_t)dst.buf % 8) {
+        if (cell->offset > dst.len - cell->size || (uintptr_t)dst.buf % ALIGN) {
             PyErr_Format(PyExc_ValueError, "value area %zd+%zd does not fit an aligned buffer of %zd bytes",
                          cell->offset, cell->size, dst.len);
             goto done;
@@ -1433,7 +898,6 @@ static PyMethodDef histogram_methods[] = {
     {"observe", (PyCFunction)histogram_observe, METH_O, "record one observation"},
     {"get", (PyCFunction)histogram_get, METH_NOARGS, "(count, sum, non-cumulative bucket counts)"},
     {"time", (PyCFunction)observe_time, METH_NOARGS, "context manager and decorator: observe the seconds taken"},
-    {"_bucket_index", (PyCFunction)histogram_bucket_index, METH_O, "bucket an observation falls in"},
     COMMON_METHODS,
     {NULL, NULL, 0, NULL},
 };
@@ -1470,19 +934,10 @@ CELL_TYPE(HistogramType, "Histogram", histogram_new, histogram_methods, NULL, hi
 CELL_TYPE(TextType, "Text", text_new, text_methods, NULL, text_getset)
 
 static PyMethodDef module_methods[] = {
-    {"read_latch", (PyCFunction)(void (*)(void))read_latch, METH_FASTCALL,
-     "read_latch(buffer, offset, copy_size[, tries]) -> bytes of the stable copy, or None"},
-    {"load_u64", (PyCFunction)(void (*)(void))load_u64, METH_FASTCALL, "load_u64(buffer, offset): acquire load"},
     {"store_u64", (PyCFunction)(void (*)(void))store_u64, METH_FASTCALL,
      "store_u64(buffer, offset, value): release store"},
-    {"load_words", (PyCFunction)(void (*)(void))load_words, METH_FASTCALL,
-     "load_words(buffer, offsets) -> list of u64"},
-    {"sum_latches", (PyCFunction)(void (*)(void))sum_latches, METH_FASTCALL,
-     "sum_latches(buffers, offsets, sizes) -> list of (count, sum, buckets...) summed across the buffers, or None"},
     {"move_cells", (PyCFunction)(void (*)(void))move_cells, METH_FASTCALL,
      "move_cells(cells, dst, src, start, end): copy src[start:end] into dst and re-point the cells there, at once"},
-    {"sum_words", (PyCFunction)(void (*)(void))sum_words, METH_FASTCALL,
-     "sum_words(buffers, offsets) -> list of the sums of the u64 words at each offset across the buffers"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1491,25 +946,44 @@ static struct PyModuleDef cells_module = {
     NULL, NULL, NULL, NULL,
 };
 
+/* The format's sizes this file and _reads.c use, exported so that the tests
+ * can check them against _layout.py. */
+static const struct {
+    const char *name;
+    long value;
+} layout_constants[] = {
+    {"ALIGN", ALIGN},
+    {"VALUE_SEQ", VALUE_SEQ},
+    {"VALUE_COPIES", VALUE_COPIES},
+    {"SUMMARY_COPY_SIZE", SUMMARY_COPY_SIZE},
+    {"MAX_PARAMS", MAX_PARAMS},
+    {"MAX_TEXT_CAPACITY", MAX_TEXT_CAPACITY},
+};
+
 PyMODINIT_FUNC PyInit__cells(void)
 {
-    PyTypeObject *types[] = {&CounterType,   &FloatCounterType, &GaugeType,  &EnumType,
-                             &SummaryType,   &HistogramType,    &TextType,   &FamilyType};
+    PyTypeObject *types[] = {&CounterType, &FloatCounterType, &GaugeType, &EnumType,
+                             &SummaryType, &HistogramType,    &TextType,  &statmap_FamilyType};
     const char *names[] = {"Counter", "FloatCounter", "Gauge", "Enum", "Summary", "Histogram", "Text", "Family"};
     PyObject *m = PyModule_Create(&cells_module);
     if (!m)
         return NULL;
+    if (PyModule_AddFunctions(m, statmap_read_methods) < 0)
+        goto fail;
+    for (size_t i = 0; i < sizeof(layout_constants) / sizeof(layout_constants[0]); i++)
+        if (PyModule_AddIntConstant(m, layout_constants[i].name, layout_constants[i].value) < 0)
+            goto fail;
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-        if (PyType_Ready(types[i]) < 0) {
-            Py_DECREF(m);
-            return NULL;
-        }
+        if (PyType_Ready(types[i]) < 0)
+            goto fail;
         Py_INCREF(types[i]);
         if (PyModule_AddObject(m, names[i], (PyObject *)types[i]) < 0) {
             Py_DECREF(types[i]);
-            Py_DECREF(m);
-            return NULL;
+            goto fail;
         }
     }
     return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
 }

@@ -1,6 +1,8 @@
-"""Pure-Python value cells: the same interface and encodings as ``_cells.c``.
+"""Pure-Python value cells: the same interface and encodings as the C cells.
 
-Used where the C extension is not built, or when ``STATMAP_PURE=1``.
+Used where the C extension is not built, or when ``STATMAP_PURE=1``. It
+exports exactly what the C module ``statmap._cells`` exports (``__all__``;
+the interface is in ``_cells.pyi``, and tests/test_cells.py compares them).
 
 What they guarantee (see docs/format.md and the README):
 
@@ -27,11 +29,48 @@ import time
 from collections import deque
 from typing import Any
 
-from ._layout import SUMMARY_COPY_SIZE, VALUE_COPIES, align8, histogram_copy_size, text_copy_size
+from ._layout import (
+    ALIGN,
+    MAX_PARAMS,
+    MAX_TEXT_CAPACITY,
+    SUMMARY_COPY_SIZE,
+    VALUE_COPIES,
+    VALUE_SEQ,
+    align8,
+    histogram_copy_size,
+    text_copy_size,
+)
 from ._timing import InProgress, Timing
 
 if sys.byteorder != "little":  # pragma: no cover - the format is little-endian
     raise ImportError("statmap's pure-Python cells need a little-endian CPU")
+
+# Exactly the C module's names: the cells and stores (_cells.c), Family
+# (_family.c), the bulk reads (_reads.c), and the format's sizes the C files
+# use (exported by both so that the tests can compare them with _layout's).
+__all__ = [
+    "ALIGN",
+    "MAX_PARAMS",
+    "MAX_TEXT_CAPACITY",
+    "SUMMARY_COPY_SIZE",
+    "VALUE_COPIES",
+    "VALUE_SEQ",
+    "Counter",
+    "Enum",
+    "Family",
+    "FloatCounter",
+    "Gauge",
+    "Histogram",
+    "Summary",
+    "Text",
+    "load_u64",
+    "load_words",
+    "move_cells",
+    "read_latch",
+    "store_u64",
+    "sum_latches",
+    "sum_words",
+]
 
 _U64 = (1 << 64) - 1
 
@@ -40,7 +79,7 @@ def _views(buffer: Any, offset: int, size: int) -> tuple[memoryview[int], memory
     raw = memoryview(buffer)
     if raw.readonly:
         raise TypeError("cells need a writable buffer")
-    if offset < 0 or offset % 8 or offset + size > raw.nbytes:
+    if offset < 0 or offset % ALIGN or offset + size > raw.nbytes:
         raise ValueError(f"value area {offset}+{size} does not fit a buffer of {raw.nbytes} bytes")
     raw = raw.cast("B")
     return raw.cast("Q"), raw.cast("d")
@@ -293,9 +332,6 @@ class _Latched(_Cell):
             if q[seq] == s:
                 return out
 
-    def time(self) -> Timing:
-        return Timing(self.observe)  # type: ignore[attr-defined]
-
     def _write(self, words: dict[int, int]) -> None:
         """Store ``words`` (word index in a copy -> u64) into both copies, latch style."""
         q, seq = self._q, self._i
@@ -321,6 +357,9 @@ class Summary(_Latched):
         if d != d:
             raise ValueError("cannot observe NaN")
         self._submit(d)
+
+    def time(self) -> Timing:
+        return Timing(self.observe)
 
     def get(self) -> tuple[int, float]:
         q, d = self._q, self._d
@@ -353,12 +392,12 @@ class Histogram(_Latched):
     def bounds(self) -> tuple[float, ...]:
         return tuple(self._bounds)
 
+    def time(self) -> Timing:
+        return Timing(self.observe)
+
     def get(self) -> tuple[int, float, tuple[int, ...]]:
         q, d, n = self._q, self._d, len(self._bounds) + 1
         return self._consistent(lambda c: (int(q[c]), float(d[c + 1]), tuple(q[c + 2 : c + 2 + n])))  # type: ignore[no-any-return]
-
-    def _bucket_index(self, d: float) -> int:
-        return bisect.bisect_left(self._bounds, d)
 
     def observe(self, value: float) -> None:
         d = value if value.__class__ is float else _amount(value)
@@ -384,8 +423,8 @@ class Text(_Latched):
     __slots__ = ("_capacity",)
 
     def __init__(self, buffer: Any, offset: int, capacity: int) -> None:
-        if not 0 <= capacity <= 1 << 20:
-            raise ValueError("text capacity must be 0..1048576 bytes")
+        if not 0 <= capacity <= MAX_TEXT_CAPACITY:
+            raise ValueError(f"text capacity must be 0..{MAX_TEXT_CAPACITY} bytes")
         self._capacity = capacity
         self._setup(buffer, offset, text_copy_size(capacity))
 
@@ -431,11 +470,12 @@ class Text(_Latched):
 def read_latch(buffer: Any, offset: int, copy_size: int, tries: int = 10000) -> bytes | None:
     """The stable copy of the latch at ``offset``, or None if the writer kept moving."""
     raw = memoryview(buffer).cast("B")
-    if offset < 0 or offset % 8 or copy_size < 0 or copy_size % 8 or offset + 8 + 2 * copy_size > raw.nbytes:
-        raise ValueError(f"latch {offset}+{8 + 2 * copy_size} outside buffer of {raw.nbytes} bytes")
+    size = VALUE_COPIES + 2 * copy_size
+    if offset < 0 or offset % ALIGN or copy_size < 0 or copy_size % ALIGN or offset + size > raw.nbytes:
+        raise ValueError(f"latch {offset}+{size} outside buffer of {raw.nbytes} bytes")
     q = raw.cast("Q")
-    i = offset // 8
-    start = offset + 8
+    i = (offset + VALUE_SEQ) // 8
+    start = offset + VALUE_COPIES
     for _ in range(tries):
         s1 = q[i]
         at = start + (s1 & 1) * copy_size
@@ -447,14 +487,14 @@ def read_latch(buffer: Any, offset: int, copy_size: int, tries: int = 10000) -> 
 
 def load_u64(buffer: Any, offset: int) -> int:
     raw = memoryview(buffer).cast("B")
-    if offset < 0 or offset % 8 or offset + 8 > raw.nbytes:
+    if offset < 0 or offset % ALIGN or offset + 8 > raw.nbytes:
         raise ValueError(f"word at {offset} outside buffer of {raw.nbytes} bytes")
     return int(raw.cast("Q")[offset // 8])
 
 
 def store_u64(buffer: Any, offset: int, value: int) -> None:
     raw = memoryview(buffer).cast("B")
-    if offset < 0 or offset % 8 or offset + 8 > raw.nbytes:
+    if offset < 0 or offset % ALIGN or offset + 8 > raw.nbytes:
         raise ValueError(f"word at {offset} outside buffer of {raw.nbytes} bytes")
     raw.cast("Q")[offset // 8] = value
 
@@ -465,7 +505,7 @@ def load_words(buffer: Any, offsets: Any) -> list[int]:
     limit = raw.nbytes - 8
     out = []
     for off in offsets:
-        if off < 0 or off % 8 or off > limit:
+        if off < 0 or off % ALIGN or off > limit:
             raise ValueError(f"word at {off} outside buffer of {raw.nbytes} bytes")
         out.append(q[off // 8])
     return out
@@ -486,7 +526,7 @@ def sum_latches(buffers: Any, offsets: Any, sizes: Any) -> list[tuple[Any, ...]]
         raise ValueError("offsets and sizes differ in length")
     totals: list[list[Any]] = []
     for off, size in zip(offsets, sizes, strict=True):
-        if size < 16 or size % 8:
+        if size < SUMMARY_COPY_SIZE or size % ALIGN or size > histogram_copy_size(MAX_PARAMS):
             raise ValueError(f"latch {off} with copy size {size} is not valid")
         totals.append([0, 0.0] + [0] * (size // 8 - 2))
     for b, buffer in enumerate(buffers):
@@ -496,7 +536,7 @@ def sum_latches(buffers: Any, offsets: Any, sizes: Any) -> list[tuple[Any, ...]]
                 return None
             words = memoryview(data).cast("Q")
             count, total = words[0], memoryview(data).cast("d")[1]
-            if size > 16 and sum(words[2:]) != count:
+            if size > SUMMARY_COPY_SIZE and sum(words[2:]) != count:
                 raise ValueError(f"buffer {b}: histogram at {off}: bucket counts do not sum to its count {count}")
             acc = totals[i]
             acc[0] += count
