@@ -8,6 +8,7 @@ the same way.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from typing import Any
 
 from .directory import ENV_DIR, default_directory
 from .discover import statmap_files
-from .errors import CollectionError, DirectoryError
+from .errors import CollectionError, DirectoryError, ResourceError
 from .reader import Snapshot
 from .render import printable, printable_lines, read_snapshots, render_text
 
@@ -40,6 +41,8 @@ def readable_directory(args: argparse.Namespace) -> str:
     except PermissionError:
         raise DirectoryError(f"{path}: cannot read directory: permission denied") from None
     except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):  # this process's limits, not a bad --dir
+            raise ResourceError(f"{path}: cannot read directory: {exc.strerror}") from None
         raise DirectoryError(f"{path}: cannot read directory: {exc.strerror}") from None
     if not os.access(path, os.X_OK):
         raise DirectoryError(f"{path}: cannot read directory: permission denied (no search permission)")
