@@ -25,10 +25,14 @@ from .test_server_support import Server, Worker, wait_for
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-    reason="needs Debian's chromium and chromium-driver",
-)
+pytestmark = [
+    pytest.mark.external,
+    pytest.mark.once,  # the page in a browser: the values come from the collector, tested under both cells
+    pytest.mark.skipif(
+        not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+        reason="needs Debian's chromium and chromium-driver",
+    ),
+]
 
 
 @pytest.fixture

@@ -33,6 +33,10 @@ import pytest
 import statmap
 import statmap.collect
 
+from .conftest import SCALE
+
+pytestmark = pytest.mark.external  # builds with make, cc and cargo; the fuzzer needs clang
+
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "tests" / "vectors"
 CDIR = ROOT / "clients" / "c"
@@ -621,6 +625,8 @@ def test_c_unit_tests(built: None) -> None:
     assert "0 failed" in out.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.once
 def test_c_under_address_and_undefined_sanitizers(built: None) -> None:
     if os.environ.get("STATMAP_PURE") == "1":
         pytest.skip("the C library does not depend on the Python backend: sanitizers run in the STATMAP_PURE=0 pass")
@@ -629,13 +635,15 @@ def test_c_under_address_and_undefined_sanitizers(built: None) -> None:
     assert "0 failed" in out.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.once
 def test_fuzz_c_reader(built: None) -> None:
-    """libFuzzer on the C reader for a bounded time (STATMAP_FUZZ_SECONDS, default 60)."""
+    """libFuzzer on the C reader for a bounded time (60 s x STATMAP_SCALE)."""
     if os.environ.get("STATMAP_PURE") == "1":
         pytest.skip("fuzzing runs once, in the STATMAP_PURE=0 pass")
     if not shutil.which("clang"):
         pytest.fail("clang is needed for the libFuzzer harness (listed in .ci/apt-packages)")
-    seconds = os.environ.get("STATMAP_FUZZ_SECONDS", "60")
+    seconds = max(1, int(60 * SCALE))
     out = subprocess.run(
         ["make", "fuzz-run", f"FUZZ_SECONDS={seconds}", f"FUZZ_SEEDS={VECTORS}"],
         cwd=CDIR,
