@@ -1,4 +1,17 @@
-"""Shared fixtures. The suite runs once per value-cell backend (see ./run-tests)."""
+"""Shared fixtures, the test tiers and the one scale variable.
+
+Tiers (markers registered in pyproject.toml; how to mark a new test: docs/development.md):
+
+* ``slow``: long-running stress (kills, fuzzing, torn reads, churn, load, heavy parameterisations);
+* ``external``: needs a program outside the ``test`` extra (chromium, prometheus/promtool, gunicorn,
+  cargo, clang) or root (unshare, mount, setpriv);
+* ``once``: the outcome cannot depend on the value cells, so ``./run-tests`` runs it with the C
+  cells only (``--cells-only`` leaves it out of the pure-Python pass). Unmarked modules run under
+  both cell implementations: a new file loses no evidence by default.
+
+``STATMAP_SCALE`` (default 1, CI's amount) multiplies the work of every heavy test: kills, fuzz
+inputs and seconds, torn-read rounds, hypothesis examples, load.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +31,59 @@ import statmap
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "tests" / "vectors"
 
+# The variables STATMAP_SCALE replaced; a leftover one in someone's shell must not be silently ignored.
+_REPLACED = (
+    "STATMAP_LONG",
+    "STATMAP_STRESS_SCALE",
+    "STATMAP_HYPOTHESIS_EXAMPLES",
+    "STATMAP_LOAD_FULL",
+    "STATMAP_FUZZ_SECONDS",
+)
+
+
+def _scale() -> tuple[float, str]:
+    """STATMAP_SCALE's value, and what is wrong with the environment ("" if nothing)."""
+    old = [name for name in _REPLACED if name in os.environ]
+    if old:
+        return 1.0, f'{", ".join(old)}: replaced by STATMAP_SCALE (docs/development.md, "Tests"); unset it'
+    text = os.environ.get("STATMAP_SCALE", "") or "1"
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        return 1.0, f"STATMAP_SCALE={text!r}: expected a positive number (1 is CI's amount)"
+    return value, ""
+
+
+SCALE, _SCALE_ERROR = _scale()
+"""SCALE multiplies the work of the heavy tests (1: CI's amount; 10: a long run by hand)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _SCALE_ERROR:
+        raise pytest.UsageError(_SCALE_ERROR)
+
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"statmap value cells: {statmap.backend}"
+    return f"statmap value cells: {statmap.backend}; STATMAP_SCALE={SCALE:g}"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cells-only",
+        action="store_true",
+        help="leave out the tests marked `once` (./run-tests' pass with the second cell implementation)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--cells-only"):
+        return
+    once = [item for item in items if item.get_closest_marker("once") is not None]
+    if once:
+        config.hook.pytest_deselected(items=once)
+        items[:] = [item for item in items if item.get_closest_marker("once") is None]
 
 
 @pytest.fixture

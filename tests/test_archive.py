@@ -126,6 +126,7 @@ while not os.path.exists(stop):
 """
 
 
+@pytest.mark.slow
 def test_200_short_lived_workers(statdir: str, tmp_path: object) -> None:
     """Workers come and go (closed, dead, killed) while two cleaners fold and a collector watches."""
     stop = os.path.join(str(tmp_path), "stop")

@@ -23,6 +23,8 @@ parser = pytest.importorskip("prometheus_client.openmetrics.parser")
 prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics  # noqa: E402
 
+pytestmark = pytest.mark.external  # every scrape is checked by promtool (Debian package prometheus)
+
 
 def scrape(registry: Any) -> dict[str, Any]:
     """Both formats of the registry, checked; the OpenMetrics families by name."""

@@ -164,6 +164,7 @@ def _plant(path: str, kind: str, outside: Path) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("where", list(NAMES))
+@pytest.mark.slow
 def test_odd_entry_never_hangs_or_crashes_the_cleaner(statdir: str, tmp_path: Path, where: str, kind: str) -> None:
     outside = tmp_path / "target"
     outside.write_bytes(b"must stay untouched")
@@ -224,6 +225,7 @@ def test_cleaner_with_the_pid_of_a_killed_cleaner(statdir: str, tmp_path: Path, 
     assert os.path.lexists(leftover)  # not stale yet: left alone
 
 
+@pytest.mark.external
 def test_cleaners_with_the_same_pid_in_pid_namespaces(statdir: str) -> None:
     """The same case for real: each cleaner is pid 2 in its own pid namespace."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
@@ -262,6 +264,7 @@ def _fill(path: str) -> None:
     # the buffered tail may fail again on close; the disk is full either way
 
 
+@pytest.mark.external
 def test_full_disk_exports_everything_and_folds_later(full_disk: str) -> None:  # noqa: F811
     statdir = full_disk
     _closed(statdir, 1000)

@@ -11,6 +11,8 @@ import pytest
 
 import statmap
 
+pytestmark = pytest.mark.once  # the commands' output: the values come from the collector, tested under both cells
+
 
 def statmap_cmd(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(

@@ -26,8 +26,10 @@ from hypothesis import strategies as st
 import statmap
 from statmap import _layout as L
 
+from .conftest import SCALE
+
 PER_FILE_SECONDS = 5.0  # generous: the machine is shared; a healthy read takes well under 10 ms
-EXAMPLES = int(os.environ.get("STATMAP_HYPOTHESIS_EXAMPLES", "300"))
+EXAMPLES = max(1, int(300 * SCALE))
 HSETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -276,10 +278,11 @@ def _random_corruption_test(name: str) -> Callable[..., None]:
     return test
 
 
-test_random_corruption_small = _random_corruption_test("small")
-test_random_corruption_grown = _random_corruption_test("grown")
+test_random_corruption_small = pytest.mark.slow(_random_corruption_test("small"))
+test_random_corruption_grown = pytest.mark.slow(_random_corruption_test("grown"))
 
 
+@pytest.mark.slow
 def test_random_corruption_report(capsys: pytest.CaptureFixture[str]) -> None:
     """Not a check: prints how the random examples above were classified."""
     with capsys.disabled():

@@ -26,10 +26,14 @@ from .test_server_support import Server, Worker, wait_for
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("chromium") and shutil.which("chromedriver")),
-    reason="needs Debian's chromium and chromium-driver",
-)
+pytestmark = [
+    pytest.mark.external,
+    pytest.mark.once,  # the page in a browser: the values come from the collector, tested under both cells
+    pytest.mark.skipif(
+        not (shutil.which("chromium") and shutil.which("chromedriver")),
+        reason="needs Debian's chromium and chromium-driver",
+    ),
+]
 
 
 @pytest.fixture

@@ -147,6 +147,7 @@ def test_json_is_strict_json(statdir: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="needs promtool (Debian package prometheus)")
+@pytest.mark.external
 def test_prometheus_text_passes_promtool(statdir: str) -> None:
     pub = publish_everything(statdir)
     try:

@@ -32,6 +32,8 @@ from statmap.metrics import LogBuckets
 parser = pytest.importorskip("prometheus_client.openmetrics.parser")
 PROMTOOL = shutil.which("promtool")
 
+pytestmark = pytest.mark.external  # every scrape is checked by promtool (Debian package prometheus)
+
 ODD_HELP = 'unicode \u00fc \u20ac \U0001d11e, quote " backslash \\ newline\n tab\t cr\r nul\x00 end \\n'
 ODD_VALUE = 'v \u00fc "q" \\ \n \U0001d11e \r\t\x00'
 

@@ -23,6 +23,8 @@ from .conftest import stop_server
 
 pytest.importorskip("gunicorn")
 
+pytestmark = pytest.mark.external  # a real gunicorn
+
 APP_DIR = Path(__file__).resolve().parent.parent / "examples" / "gunicorn"
 REQUESTS = 240
 

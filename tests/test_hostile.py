@@ -55,6 +55,7 @@ def test_group_or_world_writable_directory_is_refused(tmp_path: Path, mode: int)
 
 
 @ROOT_ONLY
+@pytest.mark.external
 def test_default_directory_planted_by_another_user_is_refused(shared_tmp: Path) -> None:
     """Like /dev/shm/statmap-UID: someone else created the victim's default directory first
     (owned by them, or a symlink to a directory of theirs). The victim refuses to use it."""
@@ -88,6 +89,7 @@ def test_default_directory_planted_by_another_user_is_refused(shared_tmp: Path) 
 
 
 @ROOT_ONLY
+@pytest.mark.external
 def test_unprivileged_user_gets_a_private_directory_and_0600_files(shared_tmp: Path) -> None:
     runtime = shared_tmp / "runtime"
     runtime.mkdir()
@@ -125,6 +127,7 @@ def test_files_are_0600_whatever_the_umask(statdir: str) -> None:
 
 @ROOT_ONLY
 @pytest.mark.parametrize("kind", ["foreign file", "fifo", "hard link"])
+@pytest.mark.external
 def test_thing_planted_at_the_temporary_name_is_left_alone(statdir: str, tmp_path: Path, kind: str) -> None:
     ident = _fixed_identity()
     temp = Path(statdir) / ("." + file_name("p", ident.pid, ident.instance_id) + ".tmp")

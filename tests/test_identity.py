@@ -61,6 +61,7 @@ NS_WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.external
 def test_same_pid_in_two_pid_namespaces(statdir: str) -> None:
     cmd = _unshare()
     procs = [
@@ -128,6 +129,7 @@ PID_REUSE = textwrap.dedent(
 )
 
 
+@pytest.mark.external
 def test_new_process_reusing_a_dead_writers_pid(statdir: str) -> None:
     cmd = _unshare()
     pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}

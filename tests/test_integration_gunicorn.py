@@ -34,6 +34,8 @@ pytest.importorskip("gunicorn")
 pytest.importorskip("flask")
 parser = pytest.importorskip("prometheus_client.openmetrics.parser")
 
+pytestmark = pytest.mark.external  # a real gunicorn
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 HAS_SERVE = importlib.util.find_spec("statmap.server") is not None
 WORKERS = 4

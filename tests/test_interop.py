@@ -36,6 +36,10 @@ import pytest
 import statmap
 import statmap.collect
 
+from .conftest import SCALE
+
+pytestmark = pytest.mark.external  # builds with make, cc and cargo; the fuzzer needs clang
+
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "tests" / "vectors"
 CDIR = ROOT / "clients" / "c"
@@ -635,6 +639,8 @@ def test_c_unit_tests(built_c: None) -> None:
     assert "0 failed" in out.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.once
 def test_c_under_address_and_undefined_sanitizers(built_c: None) -> None:
     if os.environ.get("STATMAP_PURE") == "1":
         pytest.skip("the C library does not depend on the Python backend: sanitizers run in the STATMAP_PURE=0 pass")
@@ -643,8 +649,10 @@ def test_c_under_address_and_undefined_sanitizers(built_c: None) -> None:
     assert "0 failed" in out.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.once
 def test_fuzz_c_reader(built_c: None) -> None:
-    """libFuzzer on the C reader for a bounded time (STATMAP_FUZZ_SECONDS, default 60)."""
+    """libFuzzer on the C reader for a bounded time (60 s x STATMAP_SCALE)."""
     if os.environ.get("STATMAP_PURE") == "1":
         pytest.skip("fuzzing runs once, in the STATMAP_PURE=0 pass")
     if not shutil.which("clang"):
@@ -652,7 +660,7 @@ def test_fuzz_c_reader(built_c: None) -> None:
     runtime = subprocess.run(["clang", "--print-runtime-dir"], capture_output=True, text=True).stdout.strip()
     if not glob.glob(os.path.join(runtime, "libclang_rt.fuzzer*.a")):
         pytest.skip(f"needs clang's libFuzzer runtime, not in {runtime!r} (Debian package libclang-rt-14-dev)")
-    seconds = os.environ.get("STATMAP_FUZZ_SECONDS", "60")
+    seconds = max(1, int(60 * SCALE))
     out = subprocess.run(
         ["make", "fuzz-run", f"FUZZ_SECONDS={seconds}", f"FUZZ_SEEDS={VECTORS}"],
         cwd=CDIR,

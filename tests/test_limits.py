@@ -87,6 +87,7 @@ FILL = textwrap.dedent(
 )
 
 
+@pytest.mark.external
 def test_full_disk_at_growth_and_creation(full_disk: str) -> None:
     out = run_python(FILL, full_disk, check=False)
     _no_sigbus(out)
@@ -105,6 +106,7 @@ def test_full_disk_at_growth_and_creation(full_disk: str) -> None:
     assert sorted(os.listdir(full_disk)) == [os.path.basename(lines["PATH"])]
 
 
+@pytest.mark.external
 def test_fork_on_a_full_disk_keeps_the_parent_file(full_disk: str) -> None:
     """A child that cannot create its own file must not write into its parent's."""
     code = textwrap.dedent(
@@ -204,6 +206,7 @@ TRY_CREATE = textwrap.dedent(
 )
 
 
+@pytest.mark.external
 def test_unwritable_directory_as_an_unprivileged_user(shared_tmp: Path) -> None:
     import pwd
 
@@ -218,6 +221,7 @@ def test_unwritable_directory_as_an_unprivileged_user(shared_tmp: Path) -> None:
     assert out.stdout.startswith("REFUSED") and "permission denied" in out.stdout, out
 
 
+@pytest.mark.external
 def test_foreign_owned_directory_as_an_unprivileged_user(shared_tmp: Path) -> None:
     d = shared_tmp / "roots"
     d.mkdir(mode=0o755)  # owned by root, readable by all

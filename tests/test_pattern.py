@@ -3,7 +3,6 @@ clear refusals of the rest, and time linear in the name whatever the pattern."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
@@ -14,8 +13,12 @@ from hypothesis import strategies as st
 from statmap.collect import match_families
 from statmap.pattern import MAX_PATTERN, Pattern, PatternError, compile_pattern
 
+from .conftest import SCALE
+
+pytestmark = pytest.mark.once  # pure string matching: no value cells
+
 SETTINGS = settings(
-    max_examples=int(os.environ.get("STATMAP_HYPOTHESIS_EXAMPLES", "300")),
+    max_examples=max(1, int(300 * SCALE)),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

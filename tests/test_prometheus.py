@@ -31,7 +31,11 @@ import pytest
 from .test_server_support import Server, Worker, free_port, wait_for
 
 PROMETHEUS = shutil.which("prometheus")
-pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="needs the prometheus binary (Debian package prometheus)")
+pytestmark = [
+    pytest.mark.external,
+    pytest.mark.once,  # Prometheus scraping the server: the values come from the collector, tested under both cells
+    pytest.mark.skipif(PROMETHEUS is None, reason="needs the prometheus binary (Debian package prometheus)"),
+]
 
 TOKEN = "prom-scrape-token"
 

@@ -25,8 +25,10 @@ from hypothesis import strategies as st
 import statmap
 from statmap.reader import HistogramValue, SummaryValue
 
+from .conftest import SCALE
+
 SETTINGS = settings(
-    max_examples=int(os.environ.get("STATMAP_HYPOTHESIS_EXAMPLES", "120")),
+    max_examples=max(1, int(120 * SCALE)),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -66,6 +66,7 @@ def test_directory_refusals(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to create a directory owned by someone else")
+@pytest.mark.external
 def test_foreign_owned_directory_is_refused(tmp_path: Path) -> None:
     d = tmp_path / "foreign"
     d.mkdir(mode=0o700)

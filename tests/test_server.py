@@ -32,6 +32,8 @@ from statmap.server import (
 
 from .test_server_support import Server, Worker, free_port, raw_request, wait_for
 
+pytestmark = pytest.mark.once  # the server's HTTP side: the values come from the collector, tested under both cells
+
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"

@@ -24,6 +24,8 @@ from statmap.server import Response, StatmapApp, StatmapHTTPServer
 
 from .test_server_support import Server, Worker
 
+pytestmark = pytest.mark.once  # the server's HTTP side: the values come from the collector, tested under both cells
+
 # Patterns that make a backtracking engine take exponential time on a metric name.
 EVIL = (
     r"(?:\w*\w*\w*\w*\w*)*!",

@@ -6,10 +6,11 @@ connection) cycle through the routes a Prometheus server and dashboards use:
 ``/api/series?q=...&limit=60`` and ``/api/processes``. Every answer must be a
 200 with a complete, valid body: no errors at all.
 
-In the default run (CI): 16 processes x 1000 series, 50 clients for 3 s.
-The full run, whose figures are in docs/benchmarks.md ("Serving"):
+In the default run (CI, ``STATMAP_SCALE=1``): 16 processes x 1000 series, 50
+clients for 3 s; ``STATMAP_SCALE=N`` runs 16 * N processes for 3 * N s (at
+most 10 s). The full run, whose figures are in docs/benchmarks.md ("Serving"):
 
-    STATMAP_LOAD_FULL=1 python3 -m pytest tests/test_server_load.py -s
+    STATMAP_SCALE=4 python3 -m pytest tests/test_server_load.py -s
 
 64 processes x 1000 series, 50 clients for 10 s. ``STATMAP_LOAD_REPORT=FILE``
 writes the figures as JSON; ``STATMAP_LOAD_MAX_AGE=0`` runs the server
@@ -23,11 +24,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from .conftest import SCALE
 from .test_server_support import Server
 
-FULL = os.environ.get("STATMAP_LOAD_FULL") == "1"
-PROCESSES = 64 if FULL else 16
-SECONDS = 10.0 if FULL else 3.0
+pytestmark = [pytest.mark.slow, pytest.mark.once]  # load on the server; the cells are tested elsewhere
+
+PROCESSES = max(1, round(16 * SCALE))
+SECONDS = min(10.0, 3.0 * SCALE)
 CLIENT_PROCESSES, THREADS = 5, 10  # 50 clients
 MAX_AGE = os.environ.get("STATMAP_LOAD_MAX_AGE", "0.5")  # serve's --max-age (0: a collection per request)
 

@@ -24,6 +24,8 @@ import statmap
 
 pyte = pytest.importorskip("pyte", reason="pyte is not installed (pip install pyte): the terminal test needs it")
 
+pytestmark = pytest.mark.once  # what the terminal shows: the values come from the reader, tested under both cells
+
 ROWS, COLS = 30, 220  # wide enough for the header with a pytest tmp path
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.once  # mypy reads the code; nothing runs it
+
 ROOT = Path(__file__).resolve().parent.parent
 
 GOOD = """
