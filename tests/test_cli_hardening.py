@@ -70,6 +70,7 @@ def test_missing_default_directory_is_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", DIR_COMMANDS, ids=" ".join)
+@pytest.mark.external
 def test_unreadable_directory_is_an_error(shared_tmp: Path, command: tuple[str, ...]) -> None:
     """A directory the user cannot read (root's 0700 directory, read by nobody)."""
     private = shared_tmp / "private"
@@ -228,6 +229,7 @@ def test_export_output_bad_directory_keeps_nothing_half_written(published: str, 
     assert result.returncode == 2 and str(missing.parent) in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.external
 def test_export_output_unwritable_directory_keeps_the_old_file(published: str, shared_tmp: Path) -> None:
     target = shared_tmp / "web.prom"
     target.write_text("# old\n")
@@ -247,6 +249,8 @@ def test_export_output_unwritable_directory_keeps_the_old_file(published: str, s
 
 WORKER = """
 import sys, statmap
+
+pytestmark = pytest.mark.once  # the command-line tools: their values come from the collector, tested under both cells
 pub = statmap.Publisher("web", sys.argv[1])
 pub.counter("requests", "Requests").inc(int(sys.argv[2]))
 print("ready", flush=True)

@@ -21,6 +21,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.once  # runs pytest itself, with a stripped PATH
+
 # The programs of .ci/apt-packages the tests use (gcc, cc and the rest of the machine stay).
 DEPENDENCIES = (
     "make", "clang", "cargo", "rustc", "rustup", "prometheus", "promtool", "chromium", "chromedriver",

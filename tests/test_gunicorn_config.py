@@ -32,6 +32,8 @@ PARSE = """
 import json, sys
 from gunicorn.app.wsgiapp import WSGIApplication
 from gunicorn.arbiter import Arbiter
+
+pytestmark = [pytest.mark.external, pytest.mark.once]  # gunicorn parses the example configuration
 sys.argv = ["gunicorn", *sys.argv[1:]]
 app = WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]")
 arbiter = Arbiter(app)

@@ -294,6 +294,7 @@ def _nobody_directory(shared_tmp: Path, files: int, seconds: float) -> tuple[str
     return str(d), writer
 
 
+@pytest.mark.external
 def test_collector_survives_another_user_truncating_files(shared_tmp: Path) -> None:
     """10.12: a root collector over nobody's files survives nobody truncating and replacing them."""
     d, writer = _nobody_directory(shared_tmp, files=8, seconds=15)
@@ -322,6 +323,7 @@ print(n)
         writer.wait()
 
 
+@pytest.mark.external
 def test_serve_survives_another_user_truncating_files(shared_tmp: Path) -> None:
     """9.4: root `statmap serve` over nobody's directory stays up and answers while nobody truncates files."""
     d, writer = _nobody_directory(shared_tmp, files=8, seconds=20)
@@ -347,6 +349,7 @@ def test_serve_survives_another_user_truncating_files(shared_tmp: Path) -> None:
         writer.wait()
 
 
+@pytest.mark.external
 def test_foreign_files_are_copied_and_read_alike(shared_tmp: Path) -> None:
     """Files of another user are read through copies, with the same values as a mapped read."""
     d, writer = _nobody_directory(shared_tmp, files=2, seconds=5)
