@@ -25,6 +25,8 @@ import pytest
 import statmap
 from tests.conftest import run_as_nobody, stop_server
 
+pytestmark = pytest.mark.once  # the command-line tools: their values come from the collector, tested under both cells
+
 
 def statmap_cmd(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     # bytes, decoded here: text mode would turn a raw \r into \n and hide it
@@ -250,7 +252,6 @@ def test_export_output_unwritable_directory_keeps_the_old_file(published: str, s
 WORKER = """
 import sys, statmap
 
-pytestmark = pytest.mark.once  # the command-line tools: their values come from the collector, tested under both cells
 pub = statmap.Publisher("web", sys.argv[1])
 pub.counter("requests", "Requests").inc(int(sys.argv[2]))
 print("ready", flush=True)

@@ -22,6 +22,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = [pytest.mark.external, pytest.mark.once]  # gunicorn parses the example configuration
+
 pytest.importorskip("gunicorn", reason="needs gunicorn (pip install gunicorn)")
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "examples").rglob("*.py"))]
@@ -33,7 +35,6 @@ import json, sys
 from gunicorn.app.wsgiapp import WSGIApplication
 from gunicorn.arbiter import Arbiter
 
-pytestmark = [pytest.mark.external, pytest.mark.once]  # gunicorn parses the example configuration
 sys.argv = ["gunicorn", *sys.argv[1:]]
 app = WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]")
 arbiter = Arbiter(app)
