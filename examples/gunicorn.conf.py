@@ -9,11 +9,13 @@
 
 What it arranges:
 
-* **Every worker publishes from its own file.** Nothing to do in
-  ``post_fork``: without ``preload_app`` each worker imports the application
-  after the fork and creates its own publisher; with ``preload_app = True``
-  the master's publishers are inherited and statmap's at-fork hook gives each
-  worker a new file before it runs any request. ``STATMAP_DIR`` is fixed here
+* **Every worker publishes from its own file.** Without ``preload_app``
+  each worker imports the application after the fork and creates its own
+  publisher; with ``preload_app = True`` the master's publishers are
+  inherited, statmap's at-fork hook points them at the worker's private
+  memory, and the worker's file appears on its first update; ``post_fork``
+  creates it at once (``statmap.create_files()``), so every worker is listed
+  from the start. ``STATMAP_DIR`` is fixed here
   (before the fork), so the master, every worker and ``statmap serve`` use
   the same directory.
 * **Dead workers are folded into the archive.** ``child_exit`` runs in the
@@ -128,6 +130,10 @@ def on_starting(server: Any) -> None:
     command += SERVE_ARGS
     server.statmap_serve = subprocess.Popen(command, preexec_fn=_die_with_parent)  # no threads in the master yet
     server.log.info("statmap: serving %s on http://%s:%s/metrics", STATMAP_DIR, SERVE_HOST, SERVE_PORT)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    statmap.create_files()  # --preload: the inherited publishers get this worker's files now
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -40,7 +40,7 @@ from .metrics import (
     Timer,
 )
 from .model import Stats
-from .publisher import Publisher, close_all, program_name
+from .publisher import Publisher, close_all, create_files, program_name
 from .reader import Reader, Series, Snapshot, open  # noqa: A004 - statmap.open is the reader API
 
 #: Which value cells are in use: "c" (the compiled extension) or "python".
@@ -80,6 +80,7 @@ __all__ = [
     "backend",
     "close_all",
     "counter",
+    "create_files",
     "default_directory",
     "default_publisher",
     "enum",

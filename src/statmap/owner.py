@@ -577,6 +577,20 @@ def _rehook_multiprocessing(_token: object) -> None:
     _hook_multiprocessing()
 
 
+def create_files() -> None:
+    """Create the files of this process's publishers now, if they have none yet.
+
+    A forked child creates its file on its first update or new series, so
+    a fork that execs (subprocess) or never updates leaves nothing behind. A
+    long-lived worker forked from a master that declared the metrics
+    (gunicorn ``--preload``) can call this once after the fork, so that it is
+    listed from the start, before its first request.
+    """
+    for owner in list(_live):
+        if owner._pending is not None:
+            owner._materialise()
+
+
 def close_all() -> None:
     """Close every open publisher of this process (their files read *closed*, not *dead*).
 
