@@ -73,6 +73,7 @@ from .directory import default_directory
 from .errors import CollectionError
 from .expose import OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, Exposer
 from .pattern import compile_pattern
+from .rates import QUANTILES, Rates
 from .reader import HistogramValue, SummaryValue
 from .render import printable
 
@@ -80,7 +81,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464  # the port Prometheus' registry of default ports gives statmap-like exporters
 TOKEN_ENV = "STATMAP_TOKEN"
 ASSET_DIR = Path(__file__).resolve().parent / "dashboard"
-QUANTILES = (0.5, 0.9, 0.99)
 RATE_WINDOW = 1.0  # seconds: rates and percentiles are over (about) the last second
 # The standalone server's limits (docs/serve.md, "Limits"): slow or idle clients cannot hold it.
 DEFAULT_HEADER_TIMEOUT = 10.0  # seconds to send a whole request head
@@ -296,7 +296,7 @@ class StatmapApp:
         self._collecting = False
         self._closed = False
         self._snapshot: _Snapshot | None = None
-        self._history: deque[tuple[float, dict[Any, Any]]] = deque()
+        self._rates = Rates(RATE_WINDOW)  # the values of recent collections, for /api/series' rates
         self.assets = load_assets()
         self.problems: list[str] = []  # the exposer's last problems (families left out)
 
@@ -509,14 +509,7 @@ class StatmapApp:
             if snap.series is not None:
                 return snap.series
             c = snap.collection
-            # The baseline for rates: the newest earlier collection at least about a second old.
-            baseline: tuple[float, dict[Any, Any]] | None = None
-            for at, earlier in self._history:
-                if at < snap.at and (baseline is None or snap.at - at >= RATE_WINDOW * 0.9):
-                    baseline = (at, earlier)
-            before = baseline[1] if baseline else {}
-            dt = snap.at - baseline[0] if baseline else 0.0
-            point: dict[Any, Any] = {}
+            interval = self._rates.start(snap.at)  # against a collection about RATE_WINDOW back
             out: list[dict[str, Any]] = []
             for fam in c.families:
                 for s in fam.samples:
@@ -530,51 +523,30 @@ class StatmapApp:
                         "unit": fam.unit,
                         "labels": s.labels,
                     }
-                    prev = before.get(key)
                     if isinstance(value, HistogramValue):
-                        point[key] = value
+                        rate, delta = interval.change(key, value)
                         entry["count"] = value.count
                         entry["sum"] = _num(value.sum)
-                        window = value
-                        if isinstance(prev, HistogramValue) and len(prev.buckets) == len(value.buckets):
-                            entry["rate"] = _num((value.count - prev.count) / dt) if dt > 0 else None
-                            buckets = tuple(
-                                (b, c1 - c0) for (b, c1), (_, c0) in zip(value.buckets, prev.buckets, strict=False)
-                            )
-                            window = HistogramValue(
-                                value.count - prev.count, value.sum - prev.sum, buckets, value.log_buckets
-                            )
-                        else:
-                            entry["rate"] = None
+                        window = delta if delta is not None else value  # the interval, or everything without a baseline
+                        entry["rate"] = _num(rate)
                         for q in QUANTILES:
                             entry[f"p{round(q * 100)}"] = _num(window.percentile(q)) if window.count > 0 else None
                         entry["value"] = entry["p50"]
                     elif isinstance(value, SummaryValue):
-                        point[key] = value
+                        rate, delta = interval.change(key, value)
                         entry["count"] = value.count
                         entry["sum"] = _num(value.sum)
-                        avg = value.average
-                        if isinstance(prev, SummaryValue) and dt > 0:
-                            entry["rate"] = _num((value.count - prev.count) / dt)
-                            n = value.count - prev.count
-                            avg = (value.sum - prev.sum) / n if n > 0 else float("nan")
-                        else:
-                            entry["rate"] = None
-                        entry["avg"] = entry["value"] = _num(avg)
+                        entry["rate"] = _num(rate)
+                        entry["avg"] = entry["value"] = _num((delta if delta is not None else value).average)
                     elif isinstance(value, (int, float)) and not isinstance(value, bool):
                         entry["value"] = _raw(value)
                         if fam.type == "counter":
-                            point[key] = value
-                            rate = (value - prev) / dt if isinstance(prev, (int, float)) and dt > 0 else None
-                            entry["rate"] = _num(rate) if rate is None or rate >= 0 else None
+                            entry["rate"] = _num(interval.change(key, value)[0])
                     elif isinstance(value, dict):
                         entry["value"] = {str(k): str(v) for k, v in value.items()}
                     else:
                         entry["value"] = None if value is None else str(value)
                     out.append(entry)
-            self._history.append((snap.at, point))
-            while len(self._history) > 2 and snap.at - self._history[1][0] >= RATE_WINDOW:
-                self._history.popleft()  # keep just enough to find a baseline about a second back
             snap.series = out
             return out
 
