@@ -1,12 +1,13 @@
 """``statmap serve``: the HTTP exporter and the live dashboard of a statmap directory.
 
 The core, ``StatmapApp`` (``statmap.app``: the routes, the token, one
-collection shared between requests), is independent of any server: ``WSGIApp`` and
-``ASGIApp`` adapt it to WSGI and ASGI (plain callables, no framework), so an
-existing Flask, Django or FastAPI application can mount the exporter and
-the dashboard; ``serve()`` runs it in ``StatmapHTTPServer``: one selector
-thread for every socket plus a fixed pool of workers, with timeouts and a
-connection cap (docs/serve.md, "Limits").
+collection shared between requests), is independent of any server:
+``WSGIApp`` and ``ASGIApp`` adapt it to WSGI and ASGI (plain callables, no
+framework), so an existing Flask, Django or FastAPI application can mount
+the exporter and the dashboard; ``serve()`` runs it in
+``StatmapHTTPServer``: one selector thread for every socket plus a fixed
+pool of workers, with timeouts and a connection cap (docs/serve.md,
+"Limits").
 """
 
 from __future__ import annotations
