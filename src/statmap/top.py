@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from .collect import ARCHIVE, CORRUPT, Collection, Collector, FileInfo, match_families
+from .rates import QUANTILES, Rates
 from .reader import ALIVE, CLOSED, DEAD, NOT_READY, HistogramValue, SummaryValue
 from .render import number, printable, printable_lines, value_text
 
@@ -136,35 +137,30 @@ class TopModel:
 
     def __init__(self, collector: Collector) -> None:
         self.collector = collector
-        self._previous: dict[Any, tuple[float, Any]] = {}
+        self._rates = Rates()  # each sample against the previous one
         self.collection: Collection | None = None
 
     def sample(self, match: str | None = None, sort: str = "name", reverse: bool = False) -> list[Row]:
         collection = self.collector.collect()
         self.collection = collection
-        now = collection.time
+        interval = self._rates.start(collection.time)
         rows: list[Row] = []
-        previous, self._previous = self._previous, {}
         for fam in match_families(collection.families, match):
             for s in fam.samples:
                 key = (fam.publisher, fam.name, s.key)
                 value = s.value
-                self._previous[key] = (now, value)
-                before = previous.get(key)
-                dt = now - before[0] if before else 0.0
                 rate = None
                 shown = value_text(value)
                 sort_value = 0.0
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     sort_value = float(value)
-                    if fam.type == "counter" and before and dt > 0:
-                        rate = (value - before[1]) / dt
+                    if fam.type == "counter":
+                        rate = interval.change(key, value)[0]
                 elif isinstance(value, (HistogramValue, SummaryValue)):
                     sort_value = float(value.count)
-                    if before and dt > 0 and isinstance(before[1], type(value)):
-                        rate = (value.count - before[1].count) / dt
-                        if isinstance(value, HistogramValue) and isinstance(before[1], HistogramValue):
-                            shown = self._interval(value, before[1])
+                    rate, delta = interval.change(key, value)
+                    if isinstance(value, HistogramValue) and delta is not None and delta.count > 0:
+                        shown = self._interval(value, delta)
                 rows.append(Row(key, sample_label(fam.name, s.labels), fam.type, shown, rate, sort_value))
         if sort == "value":
             rows.sort(key=lambda r: r.sort_value, reverse=not reverse)
@@ -175,13 +171,9 @@ class TopModel:
         return rows
 
     @staticmethod
-    def _interval(now: HistogramValue, before: HistogramValue) -> str:
-        """Percentiles of the observations made since the previous sample (cumulative if none)."""
-        if len(now.buckets) != len(before.buckets) or now.count <= before.count:
-            return value_text(now)
-        buckets = tuple((b, c - p) for (b, c), (_, p) in zip(now.buckets, before.buckets, strict=False))
-        delta = HistogramValue(now.count - before.count, now.sum - before.sum, buckets, now.log_buckets)
-        pct = " ".join(f"p{int(q * 100)}={number(delta.percentile(q))}" for q in (0.5, 0.9, 0.99))
+    def _interval(now: HistogramValue, delta: HistogramValue) -> str:
+        """The cumulative count and the percentiles of the observations made in the last interval."""
+        pct = " ".join(f"p{int(q * 100)}={number(delta.percentile(q))}" for q in QUANTILES)
         return f"count={now.count} {pct} (last interval)"
 
 
