@@ -143,14 +143,14 @@ def test_growth_without_fallocate_keeps_the_live_file_readable(
 def test_fallback_never_overwrites_data_even_past_the_start(tmp_path: Path) -> None:
     """statmap's own fallback, called directly: where the file already has bytes in the
     range (an earlier, interrupted growth), it fills only holes and leaves data alone."""
-    from statmap.owner import _reserve_by_writing
+    from statmap.diskspace import reserve_by_writing
 
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         os.pwrite(fd, b"\xff" * 4096, 0)  # live bytes before start
         os.pwrite(fd, b"\xee" * 100, 8192)  # data already past start (block 2); block 1 is a hole
         os.ftruncate(fd, 12288)
-        _reserve_by_writing(fd, 4096, 32768)
+        reserve_by_writing(fd, 4096, 32768)
         assert os.fstat(fd).st_size == 32768
         assert os.pread(fd, 4096, 0) == b"\xff" * 4096
         assert os.pread(fd, 100, 8192) == b"\xee" * 100

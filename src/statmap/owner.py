@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import errno
 import fcntl
 import mmap
 import os
@@ -30,6 +29,7 @@ from . import cells
 from ._proc import boot_id, process_start_time
 from .directory import ensure_directory, open_directory
 from .discover import FILE_SUFFIX
+from .diskspace import reserve
 from .errors import DirectoryError, PublishError
 
 if TYPE_CHECKING:
@@ -63,41 +63,6 @@ def new_identity(publisher: str) -> L.Identity:
         publisher=publisher,
         program=program_name(),
     )
-
-
-def _reserve(fd: int, start: int, end: int) -> None:
-    """Allocate disk space for bytes ``start..end`` now, so later stores never SIGBUS.
-
-    Only that range is touched: bytes before ``start`` are live (readers and
-    this process's cells use them) and are never rewritten, even where the
-    filesystem has no fallocate. (glibc then emulates it by writing a byte per
-    block of the range asked for; musl does not emulate, and we do.)
-    """
-    try:
-        os.posix_fallocate(fd, start, end - start)
-    except OSError as exc:
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-            raise
-        _reserve_by_writing(fd, start, end)
-
-
-def _reserve_by_writing(fd: int, start: int, end: int) -> None:
-    """No fallocate: extend, then write a zero into each block of ``start..end`` that holds no data."""
-    size = os.fstat(fd).st_size
-    if size < end:
-        os.ftruncate(fd, end)
-    pos = start
-    while pos < end:
-        if pos < size:  # the file already had bytes here (an earlier attempt): skip its data, fill its holes
-            try:
-                hole = os.lseek(fd, pos, os.SEEK_HOLE)
-            except OSError:  # no SEEK_HOLE: treat it all as data, never overwrite it
-                hole = size
-            if hole > pos:
-                pos = min(end, (hole + 4095) // 4096 * 4096)
-                continue
-        os.pwrite(fd, b"\0", pos)  # a hole, or beyond the old end: nothing there to lose
-        pos += 4096
 
 
 class Binding:
@@ -208,7 +173,7 @@ class FileOwner:
                 raise PublishError(f"{self.directory}/{temp}: cannot create: {exc.strerror}") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                _reserve(fd, 0, capacity)
+                reserve(fd, 0, capacity)
                 m = mmap.mmap(fd, capacity)
             except OSError as exc:
                 os.unlink(temp, dir_fd=dir_fd)
@@ -249,7 +214,7 @@ class FileOwner:
         if capacity > MAX_FILE_SIZE:
             raise PublishError(f"{self._path}: would grow past {MAX_FILE_SIZE} bytes")
         try:
-            _reserve(self._fd, self._capacity, capacity)
+            reserve(self._fd, self._capacity, capacity)
             m = mmap.mmap(self._fd, capacity)
         except OSError as exc:
             raise PublishError(f"{self._path}: cannot grow to {capacity} bytes: {exc.strerror}") from exc
