@@ -71,7 +71,7 @@ from urllib.parse import parse_qs
 from .collect import Collection, Collector, match_families
 from .directory import default_directory
 from .errors import CollectionError
-from .expose import OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, Exposer
+from .expose import FORMATS, SCRAPE_FORMATS, Exposer
 from .pattern import compile_pattern
 from .reader import HistogramValue, SummaryValue
 from .render import printable
@@ -426,8 +426,8 @@ class StatmapApp:
 
     def metrics(self, params: dict[str, list[str]], headers: dict[str, str]) -> Response:
         fmt = (params.get("format") or [""])[-1]
-        if fmt not in ("", "openmetrics", "prometheus"):
-            return _text(400, "format: openmetrics or prometheus")
+        if fmt and fmt not in SCRAPE_FORMATS:
+            return _text(400, "format: " + " or ".join(SCRAPE_FORMATS))
         if not fmt:
             fmt = "openmetrics" if wants_openmetrics(headers.get("accept")) else "prometheus"
         compressed = wants_gzip(headers.get("accept-encoding"))
@@ -443,7 +443,7 @@ class StatmapApp:
         else:
             body = self._body(snap, fmt, compressed)
         out = [
-            ("Content-Type", OPENMETRICS_CONTENT_TYPE if fmt == "openmetrics" else PROMETHEUS_CONTENT_TYPE),
+            ("Content-Type", FORMATS[fmt].content_type),
             ("Vary", "Accept, Accept-Encoding"),
             ("Cache-Control", "no-store"),
         ]
@@ -519,6 +519,7 @@ class StatmapApp:
             point: dict[Any, Any] = {}
             out: list[dict[str, Any]] = []
             for fam in c.families:
+                kind = fam.kind  # the dashboard shows a series as its kind says (view, rank)
                 for s in fam.samples:
                     key = (fam.publisher, fam.name, s.key)
                     value = s.value
@@ -527,6 +528,8 @@ class StatmapApp:
                         "publisher": fam.publisher,
                         "metric": fam.name,
                         "type": fam.type,
+                        "view": kind.view,
+                        "rank": kind.rank,
                         "unit": fam.unit,
                         "labels": s.labels,
                     }
