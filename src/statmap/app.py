@@ -54,7 +54,7 @@ from urllib.parse import parse_qs
 from .collect import Collection, Collector, match_families
 from .directory import default_directory
 from .errors import CollectionError
-from .expose import OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE, Exposer
+from .expose import FORMATS, SCRAPE_FORMATS, Exposer
 from .httputil import JSON_TYPE, Response, _json, _text, load_assets, wants_gzip, wants_openmetrics
 from .pattern import compile_pattern
 from .rates import QUANTILES, Rates
@@ -280,8 +280,8 @@ class StatmapApp:
 
     def metrics(self, params: dict[str, list[str]], headers: dict[str, str]) -> Response:
         fmt = (params.get("format") or [""])[-1]
-        if fmt not in ("", "openmetrics", "prometheus"):
-            return _text(400, "format: openmetrics or prometheus")
+        if fmt and fmt not in SCRAPE_FORMATS:
+            return _text(400, "format: " + " or ".join(SCRAPE_FORMATS))
         if not fmt:
             fmt = "openmetrics" if wants_openmetrics(headers.get("accept")) else "prometheus"
         compressed = wants_gzip(headers.get("accept-encoding"))
@@ -297,7 +297,7 @@ class StatmapApp:
         else:
             body = self._body(snap, fmt, compressed)
         out = [
-            ("Content-Type", OPENMETRICS_CONTENT_TYPE if fmt == "openmetrics" else PROMETHEUS_CONTENT_TYPE),
+            ("Content-Type", FORMATS[fmt].content_type),
             ("Vary", "Accept, Accept-Encoding"),
             ("Cache-Control", "no-store"),
         ]
@@ -366,6 +366,7 @@ class StatmapApp:
             interval = self._rates.start(snap.at)  # against a collection about RATE_WINDOW back
             out: list[dict[str, Any]] = []
             for fam in c.families:
+                kind = fam.kind  # the dashboard shows a series as its kind says (view, rank)
                 for s in fam.samples:
                     key = (fam.publisher, fam.name, s.key)
                     value = s.value
@@ -374,6 +375,8 @@ class StatmapApp:
                         "publisher": fam.publisher,
                         "metric": fam.name,
                         "type": fam.type,
+                        "view": kind.view,
+                        "rank": kind.rank,
                         "unit": fam.unit,
                         "labels": s.labels,
                     }

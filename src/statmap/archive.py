@@ -71,7 +71,8 @@ from .collect import ABSORBED_SERIES, ARCHIVE_PREFIX, ARCHIVE_SUFFIX, PROCESSES_
 from .directory import check_private, open_directory
 from .discover import FILE_SUFFIX
 from .errors import FormatError
-from .reader import CLOSED, DEAD, NOT_READY, HistogramValue, Reader, SummaryValue
+from .kinds import KINDS, MODE
+from .reader import CLOSED, DEAD, NOT_READY, Reader
 
 RETENTION = 300.0  # seconds an absorbed id is remembered once a cleaner has seen its file gone
 GONE_SERIES = ARCHIVE_PREFIX + "gone"  # bookkeeping: when a cleaner first saw an absorbed file gone
@@ -79,7 +80,6 @@ ARCHIVE_PROGRAM = "statmap-archive"
 STALE_TEMP_SECONDS = 60.0  # a hidden temporary file unlocked for this long was left by a crash
 
 PUBLISHER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")  # as publisher.NAME_RE
-_ARCHIVED = (L.MetricType.COUNTER, L.MetricType.HISTOGRAM, L.MetricType.SUMMARY)
 # Hidden temporaries statmap makes: ``.PUB.PID.HEX.statmap.tmp`` (publishers) and
 # ``.PUB.archive.statmap.SUFFIX.tmp`` (cleaners). Other hidden names are not ours to touch.
 _TEMP_RE = re.compile(r"^\..+\.statmap(\.[0-9a-f]+)?\.tmp$")
@@ -141,7 +141,12 @@ def _open_regular(path: str, flags: int) -> int:
 
 def _declared_only(spec: L.RecordSpec) -> bool:
     """A summed gauge: the archive keeps its declaration (value 0), not its value."""
-    return spec.mtype == L.MetricType.GAUGE and spec.aggregation & 0xFF == L.Aggregation.SUM
+    return KINDS[spec.mtype].merge == MODE and spec.aggregation & 0xFF == L.Aggregation.SUM
+
+
+def _archived(spec: L.RecordSpec) -> bool:
+    """The archive keeps the dead processes' values of this kind (the summed ones: table of kinds)."""
+    return KINDS[spec.mtype].archived
 
 
 def archive_path(directory: str, publisher: str) -> str:
@@ -177,7 +182,7 @@ class CleanReport:
 class _Entry:
     """The running sum of one archived series."""
 
-    __slots__ = ("buckets", "count", "spec", "sum")
+    __slots__ = ("spec", "total")
 
     def __init__(self, spec: L.RecordSpec) -> None:
         # The archive keeps what identifies the series, and its metadata; aggregation modes only
@@ -186,9 +191,8 @@ class _Entry:
             mtype=spec.mtype, name=spec.name, help=spec.help, unit=spec.unit, labels=spec.labels,
             flags=spec.flags, bounds=spec.bounds, aggregation=spec.aggregation if _declared_only(spec) else 0,
         )  # fmt: skip
-        self.count: Any = 0.0 if spec.mtype == L.MetricType.COUNTER and spec.flags & L.FLAG_FLOAT else 0
-        self.sum = 0.0
-        self.buckets = [0] * (len(spec.bounds) + 1) if spec.mtype == L.MetricType.HISTOGRAM else []
+        zero = KINDS[spec.mtype].zero
+        self.total: Any = zero(spec) if zero is not None else 0.0  # a declared gauge: no total
 
     def compatible(self, spec: L.RecordSpec) -> str | None:
         mine = self.spec
@@ -199,18 +203,21 @@ class _Entry:
         return None
 
     def add(self, value: Any) -> None:
-        if isinstance(value, HistogramValue):
-            self.count += value.count
-            self.sum += value.sum
-            previous = 0
-            for i, (_bound, cumulative) in enumerate(value.buckets):
-                self.buckets[i] += cumulative - previous
-                previous = cumulative
-        elif isinstance(value, SummaryValue):
-            self.count += value.count
-            self.sum += value.sum
-        else:
-            self.count += value
+        self.total = self.total + value  # numbers, HistogramValue, SummaryValue: all add up
+
+    # The stored form's parts (numbers: the count; histograms: count, sum, bucket counts).
+    @property
+    def count(self) -> Any:
+        return getattr(self.total, "count", self.total)
+
+    @property
+    def sum(self) -> float:
+        return float(getattr(self.total, "sum", 0.0))
+
+    @property
+    def buckets(self) -> list[int]:
+        counts = getattr(self.total, "counts", None)
+        return counts() if counts is not None else []
 
 
 def _latch_bytes(copy: bytes) -> bytes:
@@ -390,7 +397,7 @@ def read_archive(path: str) -> tuple[dict[_Key, _Entry], dict[bytes, int], int, 
                 continue
             elif _declared_only(spec):
                 entries.setdefault((spec.name, spec.labels), _Entry(spec))
-            elif spec.mtype not in _ARCHIVED:
+            elif not _archived(spec):
                 continue
             else:
                 if series.value is None:
@@ -498,10 +505,10 @@ def fold(
             problem = None
             for series in snap.series:
                 spec = series.record.spec
-                if _declared_only(spec) or spec.mtype == L.MetricType.GAUGE:
-                    declared.append(spec)  # other gauges: only to drop an outdated declaration
+                if KINDS[spec.mtype].merge == MODE:
+                    declared.append(spec)  # gauges: summed ones declared, others only to drop an outdated declaration
                     continue
-                if spec.mtype not in _ARCHIVED:
+                if not _archived(spec):
                     continue
                 if series.value is None:
                     problem = f"{spec.name}: value unreadable"

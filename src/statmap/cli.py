@@ -294,7 +294,9 @@ def _add_ops_commands(sub: Any) -> None:
 
     export = sub.add_parser("export", help="print the aggregated metrics as OpenMetrics, Prometheus text or JSON")
     export.add_argument("--dir", help=dir_help)
-    export.add_argument("--format", choices=("openmetrics", "prometheus", "json"), default="openmetrics")
+    from .expose import FORMATS  # the table of export formats (expose is imported when needed, as elsewhere)
+
+    export.add_argument("--format", choices=tuple(FORMATS), default="openmetrics")
     export.add_argument(
         "--match",
         metavar="PATTERN",

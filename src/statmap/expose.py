@@ -30,45 +30,35 @@ no UNIT line, no info and no state set: there info and enum become gauges.
 from __future__ import annotations
 
 import json
-import math
 import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from .collect import Collection, MetricFamily, Sample, match_families
-from .reader import HistogramValue, SummaryValue
+from .kinds import BY_NAME, Kind, free_name
+
+# Names and numbers as written here: their home is kinds; re-exported where they were first.
+from .kinds import format_float as format_float
+from .kinds import histogram_has_sum as histogram_has_sum
+from .kinds import label_name as label_name
+from .kinds import metric_name as metric_name
 
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+JSON_CONTENT_TYPE = "application/json"
 
-_BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_]")
 _PREFIX_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RESERVED_FOR = {"histogram": ("le",), "summary": ("quantile",)}
-
-
-def metric_name(name: str) -> str:
-    """A valid Prometheus metric name for ``name`` (see the module docstring)."""
-    name = _BAD_NAME_CHARS.sub("_", name) or "_"
-    if name[0].isdigit():
-        name = "_" + name
-    return name
-
-
-def label_name(name: str) -> str:
-    name = metric_name(name)
-    while name.startswith("__"):  # reserved for Prometheus' own labels
-        name = name[1:]
-    return name
+_free = free_name
 
 
 def family_name(fam: MetricFamily) -> str:
     """The exposed family name of a statmap metric."""
     name = metric_name(fam.name)
-    if fam.type == "counter" and name.endswith("_total") and len(name) > len("_total"):
-        name = name[: -len("_total")]
-    if fam.type in ("info", "text") and name.endswith("_info") and len(name) > len("_info"):
-        name = name[: -len("_info")]
+    trim = BY_NAME[fam.type].trim
+    if trim and name.endswith(trim) and len(name) > len(trim):
+        name = name[: -len(trim)]
     unit = exposed_unit(fam)
     if unit and not name.endswith("_" + unit):
         name = f"{name}_{unit}"
@@ -76,24 +66,9 @@ def family_name(fam: MetricFamily) -> str:
 
 
 def exposed_unit(fam: MetricFamily) -> str:
-    if fam.type in ("info", "enum", "text") or not fam.unit:
+    if not fam.unit or not BY_NAME[fam.type].has_unit:
         return ""
     return metric_name(fam.unit).strip("_")
-
-
-def format_float(value: float) -> str:
-    """A number as Prometheus writes it (Go's shortest form: ``1.0``, ``1e+06``, ``+Inf``, ``NaN``)."""
-    if value != value:
-        return "NaN"
-    if value in (math.inf, -math.inf):
-        return "+Inf" if value > 0 else "-Inf"
-    text = repr(float(value))
-    dot = text.find(".")
-    if value > 0 and "e" not in text and dot > 6:  # as Go: 1e+06, not 1000000.0
-        digits = (text[:dot] + text[dot + 1 :]).rstrip("0")
-        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        return f"{mantissa}e+{dot - 1:02d}"
-    return text
 
 
 def format_value(value: Any) -> str:
@@ -113,47 +88,19 @@ def escape_help(text: str, openmetrics: bool) -> str:
     return text.replace('"', '\\"') if openmetrics else text
 
 
-def _free(name: str, taken: Iterable[str]) -> str:
-    taken = set(taken)
-    while name in taken:
-        name = name + "_"
-    return name
-
-
-def histogram_has_sum(value: HistogramValue) -> bool:
-    """Whether a histogram exposes ``_count`` and ``_sum``, in every format.
-
-    OpenMetrics 1.0: a sum is a counter, so it is left out when a bucket bound
-    is negative, and when the sum is negative or NaN (negative observations in
-    non-negative buckets, or both infinities observed); and ``_count`` appears
-    if and only if ``_sum`` does. The +Inf bucket still holds the count. The
-    Prometheus text format follows the same rule so both formats give the same
-    series (docs/serve.md, "Histograms and summaries whose sum is not a counter").
-    """
-    return value.buckets[0][0] >= 0 and value.sum >= 0
-
-
 class _Out:
     """One family as it will be written."""
 
-    __slots__ = ("fam", "help", "name", "publisher_label", "type", "unit")
+    __slots__ = ("fam", "help", "kind", "name", "publisher_label", "type", "unit")
 
     def __init__(self, name: str, fam: MetricFamily, publisher_label: str | None) -> None:
         self.name = name
         self.type = fam.type
+        self.kind: Kind = BY_NAME[fam.type]
         self.help = fam.help
         self.unit = exposed_unit(fam)
         self.fam = [fam]
         self.publisher_label = publisher_label
-
-
-_SUFFIXES = {
-    "counter": ("_total", "_created"),
-    "histogram": ("_bucket", "_count", "_sum", "_created"),
-    "summary": ("_count", "_sum", "_created"),
-    "info": ("_info",),
-    "text": ("_info",),
-}
 
 
 class Exposer:
@@ -186,10 +133,12 @@ class Exposer:
 
     # -- grouping and names --------------------------------------------------
 
-    def _plan(self, collection: Collection) -> list[_Out]:
+    def plan(self, collection: Collection) -> list[_Out]:
         """Exposed families, merged by exposed name; families that would clash are left out (see ``problems``)."""
         self.problems = []
-        families = [f for f in match_families(collection.families, self.match) if f.type != "text" or self.include_text]
+        families = [
+            f for f in match_families(collection.families, self.match) if BY_NAME[f.type].exposed or self.include_text
+        ]
         publishers_by_name: dict[str, set[str]] = {}
         for fam in families:
             publishers_by_name.setdefault(self.prefix + family_name(fam), set()).add(fam.publisher)
@@ -209,7 +158,7 @@ class Exposer:
                     continue
                 out.fam.append(fam)
                 continue
-            produced = [name + s for s in _SUFFIXES.get(fam.type, ("",))]
+            produced = [name + s for s in BY_NAME[fam.type].suffixes]
             clash = next((n for n in produced if n in used), None)
             if clash is None and name in used:
                 clash = name
@@ -223,15 +172,18 @@ class Exposer:
             outs[name] = _Out(name, fam, "publisher" if shared else None)
         return list(outs.values())
 
-    def _base_labels(self, out: _Out, fam: MetricFamily, sample: Sample) -> tuple[str, dict[str, str]]:
+    _plan = plan  # the name before it was public
+
+    def base_labels(self, out: _Out, fam: MetricFamily, sample: Sample) -> tuple[str, dict[str, str]]:
         """The sample's labels (sanitised, with publisher if needed), rendered and as a dict; cached."""
         key = (out.name, out.publisher_label, fam.publisher, fam.type, sample.key)
         hit = self._labels.get(key)
         if hit is not None:
             return hit
         labels: dict[str, str] = {}
-        reserved = set(_RESERVED_FOR.get(fam.type, ()))
-        if fam.type == "enum":
+        kind = out.kind
+        reserved = set(kind.reserved)
+        if kind.label_is_name:
             reserved.add(out.name)
         for k, v in sample.labels.items():
             labels[_free(label_name(k), reserved | labels.keys())] = str(v)
@@ -243,76 +195,64 @@ class Exposer:
         self._labels[key] = hit = (text, labels)
         return hit
 
+    _base_labels = base_labels
+
+    def samples(
+        self, collection: Collection, *, created: bool = True
+    ) -> Iterator[tuple[_Out, Iterator[tuple[str, str, dict[str, str], Any, Any]]]]:
+        """The one sample expansion of every format (``kinds``): per exposed family, its samples.
+
+        Each sample is (sample name, rendered labels, labels, extra labels or
+        None, number). ``created``: include ``_created`` samples. The text
+        formats walk the same expansion inline (``_lines``), for speed.
+        """
+        for out in self.plan(collection):
+            yield out, self._family_samples(collection, out, created)
+
+    def _family_samples(
+        self, collection: Collection, out: _Out, created: bool
+    ) -> Iterator[tuple[str, str, dict[str, str], Any, Any]]:
+        base = self.base_labels
+        for fam in out.fam:
+            when = collection.created.get(fam.publisher) if created else None
+            expand = out.kind.expand(out.name, when, fam.states)
+            for sample in fam.samples:
+                text, labels = base(out, fam, sample)
+                for sample_name, extra, number in expand(sample.value, labels):
+                    yield sample_name, text, labels, extra, number
+
     # -- text formats --------------------------------------------------------
 
     def _lines(self, collection: Collection, openmetrics: bool) -> Iterator[str]:
-        for out in self._plan(collection):
-            om_type = {"enum": "stateset", "text": "info"}.get(out.type, out.type)
-            prom_type = {"info": "gauge", "stateset": "gauge"}.get(om_type, om_type)
+        base = self.base_labels
+        for out in self.plan(collection):
+            kind = out.kind
             if openmetrics:
                 yield f"# HELP {out.name} {escape_help(out.help, True)}\n"
-                yield f"# TYPE {out.name} {om_type}\n"
+                yield f"# TYPE {out.name} {kind.om_type}\n"
                 if out.unit:
                     yield f"# UNIT {out.name} {out.unit}\n"
             else:
-                head = {"counter": out.name + "_total", "info": out.name + "_info"}.get(om_type, out.name)
+                head = out.name + kind.head
                 yield f"# HELP {head} {escape_help(out.help, False)}\n"
-                yield f"# TYPE {head} {prom_type}\n"
-            name = out.name
+                yield f"# TYPE {head} {kind.prom_type}\n"
             for fam in out.fam:
-                created = collection.created.get(fam.publisher)
-                created_text = format_float(created) if created else None
+                created = collection.created.get(fam.publisher) if openmetrics else None
+                # _created is written as text, formatted once per family (numbers are formatted per sample)
+                expand = kind.expand(out.name, format_float(created) if created else None, fam.states)
                 for sample in fam.samples:
-                    text, labels = self._base_labels(out, fam, sample)
-                    braces = "{" + text + "}" if text else ""
-                    value = sample.value
-                    t = fam.type
-                    if t == "counter":
-                        yield f"{name}_total{braces} {format_value(value)}\n"
-                        if openmetrics and created_text:
-                            yield f"{name}_created{braces} {created_text}\n"
-                    elif t == "gauge":
-                        yield f"{name}{braces} {format_value(value)}\n"
-                    elif t == "histogram":
-                        yield from self._histogram(name, text, braces, value, openmetrics and created_text)
-                    elif t == "summary":
-                        assert isinstance(value, SummaryValue)
-                        yield f"{name}_count{braces} {value.count}\n"
-                        if value.sum >= 0:  # a counter: not negative, not NaN (see histogram_has_sum)
-                            yield f"{name}_sum{braces} {format_float(value.sum)}\n"
-                        if openmetrics and created_text:
-                            yield f"{name}_created{braces} {created_text}\n"
-                    elif t == "enum":
-                        states = list(fam.states)
-                        if value is not None and value not in states:
-                            states.append(value)
-                        sep = "," if text else ""
-                        for state in states:
-                            on = 1 if state == value else 0
-                            yield f'{name}{{{text}{sep}{name}="{escape_label_value(state)}"}} {on}\n'
-                    elif t in ("info", "text"):
-                        pairs = value.items() if isinstance(value, dict) else [("value", str(value))]
-                        extra = []
-                        taken = set(labels)
-                        for k, v in pairs:
-                            k = _free(label_name(k), taken)
-                            taken.add(k)
-                            extra.append(f'{k}="{escape_label_value(v)}"')
-                        inner = ",".join(([text] if text else []) + extra)
-                        yield f"{name}_info{{{inner}}} 1\n"
+                    text, _labels = base(out, fam, sample)
+                    for sample_name, extra, number in expand(sample.value, _labels):
+                        cls = number.__class__
+                        value = str(number) if cls is int else number if cls is str else format_value(number)
+                        if extra is None:
+                            yield f"{sample_name}{{{text}}} {value}\n" if text else f"{sample_name} {value}\n"
+                        else:
+                            more = ",".join([f'{k}="{escape_label_value(v)}"' for k, v in extra])
+                            inner = f"{text},{more}" if text and more else text or more
+                            yield f"{sample_name}{{{inner}}} {value}\n"
         if openmetrics:
             yield "# EOF\n"
-
-    @staticmethod
-    def _histogram(name: str, text: str, braces: str, value: HistogramValue, created: Any) -> Iterator[str]:
-        sep = "," if text else ""
-        for bound, cumulative in value.buckets:
-            yield f'{name}_bucket{{{text}{sep}le="{format_float(bound)}"}} {cumulative}\n'
-        if histogram_has_sum(value):
-            yield f"{name}_count{braces} {value.count}\n"
-            yield f"{name}_sum{braces} {format_float(value.sum)}\n"
-        if created:
-            yield f"{name}_created{braces} {created}\n"
 
     def openmetrics(self, collection: Collection) -> str:
         return "".join(self._lines(collection, True))
@@ -326,13 +266,34 @@ class Exposer:
         return json.dumps(doc, indent=indent, allow_nan=False)
 
     def render(self, collection: Collection, fmt: str) -> str:
-        if fmt == "openmetrics":
-            return self.openmetrics(collection)
-        if fmt == "prometheus":
-            return self.prometheus(collection)
-        if fmt == "json":
-            return self.json(collection) + "\n"
-        raise ValueError(f"unknown format {fmt!r}: openmetrics, prometheus or json")
+        """``collection`` in the format named ``fmt`` (a key of ``FORMATS``)."""
+        found = FORMATS.get(fmt)
+        if found is None:
+            raise ValueError(f"unknown format {fmt!r}: {', '.join(FORMATS)}")
+        return found.render(self, collection)
+
+
+@dataclass(frozen=True)
+class Format:
+    """An export format: its name, how an Exposer renders it, its content type, and whether it is a scrape format."""
+
+    name: str
+    render: Callable[[Exposer, Collection], str]
+    content_type: str
+    scrape: bool  # served at /metrics
+
+
+#: The export formats, read by the CLI (``export --format``), ``Exposer.render`` and ``/metrics``.
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("openmetrics", Exposer.openmetrics, OPENMETRICS_CONTENT_TYPE, True),
+        Format("prometheus", Exposer.prometheus, PROMETHEUS_CONTENT_TYPE, True),
+        Format("json", lambda e, c: e.json(c) + "\n", JSON_CONTENT_TYPE, False),
+    )
+}
+#: The formats ``/metrics`` serves, in the order a message lists them.
+SCRAPE_FORMATS = tuple(name for name, f in FORMATS.items() if f.scrape)
 
 
 def openmetrics(collection: Collection, **options: Any) -> str:
@@ -407,8 +368,8 @@ class StatmapCollector:
         from prometheus_client.metrics_core import Metric
 
         collection = self._collector.collect()
-        for out in self._exposer._plan(collection):
-            om_type = {"enum": "stateset", "text": "info"}.get(out.type, out.type)
+        for out, samples in self._exposer.samples(collection):
+            om_type = out.kind.om_type
             name = out.name
             if taken:
                 clash = sorted(taken.intersection((name, *(name + x for x in _CLIENT_SUFFIXES.get(om_type, ())))))
@@ -423,46 +384,8 @@ class StatmapCollector:
                         )
                     continue
             metric = Metric(name, out.help, om_type, out.unit)
-            for fam in out.fam:
-                created = collection.created.get(fam.publisher)
-                for sample in fam.samples:
-                    _text, labels = self._exposer._base_labels(out, fam, sample)
-                    value = sample.value
-                    t = fam.type
-                    if t == "counter":
-                        metric.add_sample(name + "_total", labels, float(value))
-                        if created:
-                            metric.add_sample(name + "_created", labels, created)
-                    elif t == "gauge":
-                        metric.add_sample(name, labels, float(value))
-                    elif t == "histogram":
-                        for bound, cumulative in value.buckets:
-                            metric.add_sample(
-                                name + "_bucket", {**labels, "le": format_float(bound)}, float(cumulative)
-                            )
-                        if histogram_has_sum(value):
-                            metric.add_sample(name + "_count", labels, float(value.count))
-                            metric.add_sample(name + "_sum", labels, value.sum)
-                        if created:
-                            metric.add_sample(name + "_created", labels, created)
-                    elif t == "summary":
-                        metric.add_sample(name + "_count", labels, float(value.count))
-                        if value.sum >= 0:
-                            metric.add_sample(name + "_sum", labels, value.sum)
-                        if created:
-                            metric.add_sample(name + "_created", labels, created)
-                    elif t == "enum":
-                        states = list(fam.states)
-                        if value is not None and value not in states:
-                            states.append(value)
-                        for state in states:
-                            metric.add_sample(name, {**labels, name: state}, 1.0 if state == value else 0.0)
-                    else:
-                        pairs = value.items() if isinstance(value, dict) else [("value", str(value))]
-                        extra = dict(labels)
-                        for k, v in pairs:
-                            extra[_free(label_name(k), extra)] = v
-                        metric.add_sample(name + "_info", extra, 1.0)
+            for sample_name, _text, labels, extra, number in samples:
+                metric.add_sample(sample_name, {**labels, **dict(extra)} if extra else labels, float(number))
             yield metric
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar, cast, overload
 
 from . import _layout as L
 from . import cells
+from .buckets import DEFAULT_BUCKETS as DEFAULT_BUCKETS  # re-exported: bucket bounds live in buckets.py
+from .buckets import LogBuckets as LogBuckets
 from .errors import LabelLimitError, StatmapError
 
 if TYPE_CHECKING:
@@ -46,40 +47,11 @@ DEFAULT_MAX_SERIES = 1000
 MAX_ENUM_STATES = 1000
 MAX_INFO_PAIRS = 500
 
-#: prometheus_client's default buckets, in seconds.
-DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-
 
 def check_name(name: str, what: str = "metric") -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise ValueError(f"{what} name {name!r} must match [A-Za-z_][A-Za-z0-9_]* (at most 200 characters)")
     return name
-
-
-@dataclass(frozen=True)
-class LogBuckets:
-    """Geometric buckets from ``low`` to at least ``high``.
-
-    Any percentile estimated from them (by the harmonic midpoint of its
-    bucket) is within ``relative_error`` of the true value, for values in
-    [low, high].
-    """
-
-    low: float = 1e-6
-    high: float = 1e3
-    relative_error: float = 0.02
-
-    def bounds(self) -> tuple[float, ...]:
-        if not (0 < self.low < self.high) or not math.isfinite(self.high):
-            raise ValueError("LogBuckets needs 0 < low < high < inf")
-        if not 0 < self.relative_error < 1:
-            raise ValueError("relative_error must be between 0 and 1")
-        growth = (1 + self.relative_error) / (1 - self.relative_error)
-        # The first bound is low / growth, so low itself falls in a bounded bucket.
-        count = math.ceil(math.log(self.high / self.low) / math.log(growth)) + 2
-        if count > L.MAX_PARAMS:
-            raise ValueError(f"LogBuckets would need {count} buckets; the limit is {L.MAX_PARAMS}")
-        return tuple(self.low * growth ** (i - 1) for i in range(count))
 
 
 # -- Live series ---------------------------------------------------------------
@@ -536,7 +508,7 @@ class Info(Metric[_T]):
     def _series(self, publisher: FileOwner, name: str, labels: tuple[tuple[str, str], ...]) -> Any:
         def publish(values: dict[str, str]) -> None:
             extras = tuple(s for kv in values.items() for s in kv)
-            spec = L.RecordSpec(L.MetricType.INFO, name, self.help, self.unit, labels, extras=extras)
+            spec = L.RecordSpec(self.mtype, name, self.help, self.unit, labels, extras=extras)
             publisher.add_record(spec)
 
         series = InfoSeries(publish)

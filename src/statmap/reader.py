@@ -25,86 +25,18 @@ from . import _layout as L
 from . import cells
 from ._proc import boot_id, pid_exists, process_start_time
 from .errors import FormatError, ResourceError
+from .kinds import TYPE_NAMES as TYPE_NAMES  # type code -> name: the table of kinds is its home
 
-TYPE_NAMES = {
-    L.MetricType.COUNTER: "counter",
-    L.MetricType.GAUGE: "gauge",
-    L.MetricType.HISTOGRAM: "histogram",
-    L.MetricType.SUMMARY: "summary",
-    L.MetricType.TEXT: "text",
-    L.MetricType.INFO: "info",
-    L.MetricType.ENUM: "enum",
-}
+# The value classes live in values.py; re-exported here, where they were first.
+from .values import HistogramValue as HistogramValue
+from .values import SummaryValue as SummaryValue
+from .values import json_number as json_number
 
 #: Types whose value is a latch (format.md section 6).
 _LATCHED = (L.MetricType.HISTOGRAM, L.MetricType.SUMMARY, L.MetricType.TEXT)
 
 #: Liveness of a file's writer.
 ALIVE, CLOSED, DEAD, NOT_READY = "alive", "closed", "dead", "not-ready"
-
-
-def json_number(value: float) -> float | str:
-    """JSON has no NaN or infinities: they become the strings "NaN", "+Inf", "-Inf"."""
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "+Inf" if value > 0 else "-Inf"
-    return value
-
-
-@dataclass(frozen=True)
-class HistogramValue:
-    """A consistent histogram reading. ``buckets``: (upper bound, cumulative count), +Inf last."""
-
-    count: int
-    sum: float
-    buckets: tuple[tuple[float, int], ...]
-    log_buckets: bool = False
-
-    def percentile(self, q: float) -> float:
-        """Estimate the q-th quantile (0 <= q <= 1); NaN without observations.
-
-        Log buckets are estimated by the harmonic midpoint of the bucket,
-        which bounds the relative error by the buckets' relative_error;
-        other buckets by linear interpolation, like PromQL's histogram_quantile.
-        """
-        if not 0 <= q <= 1:
-            raise ValueError("q must be between 0 and 1")
-        if self.count == 0:
-            return float("nan")
-        rank = q * self.count
-        lower, below = 0.0, 0
-        for i, (upper, cumulative) in enumerate(self.buckets):
-            if cumulative >= rank and cumulative > below:
-                if upper == float("inf"):
-                    return lower  # beyond the last bound: the best we can say
-                if i == 0:
-                    lower = min(0.0, upper)
-                if self.log_buckets and lower > 0:
-                    return 2 * lower * upper / (lower + upper)
-                return lower + (upper - lower) * (rank - below) / (cumulative - below)
-            lower, below = upper, cumulative
-        return lower
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "sum": json_number(self.sum),
-            "buckets": [[json_number(b), c] for b, c in self.buckets],
-        }
-
-
-@dataclass(frozen=True)
-class SummaryValue:
-    count: int
-    sum: float
-
-    @property
-    def average(self) -> float:
-        return self.sum / self.count if self.count else float("nan")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"count": self.count, "sum": json_number(self.sum)}
 
 
 @dataclass(frozen=True)

@@ -8,17 +8,17 @@ the window title or reorder what they read.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .errors import FormatError
-from .reader import HistogramValue, Series, Snapshot, SummaryValue
+from .kinds import BY_NAME, Kind, human
+from .kinds import PERCENTILES as PERCENTILES  # re-exported: the human forms live in kinds
+from .kinds import number as number
+from .reader import Series, Snapshot
 from .reader import open as open_reader
-
-PERCENTILES = (0.5, 0.9, 0.99)
 
 # C0 controls, DEL, C1 controls (incl. U+009B, a one-byte CSI), and the bidi
 # marks, embeddings, overrides and isolates that reorder what a reader sees.
@@ -47,35 +47,11 @@ def printable_lines(lines: Iterable[str]) -> str:
     return "\n".join(printable(line) for line in lines)
 
 
-def number(value: Any) -> str:
-    """A number without noise: integers as integers, others to 6 significant digits."""
-    if value is None:
-        return "-"
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value) or math.isinf(value):
-        return str(value)
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.6g}"
-
-
-def value_text(value: Any, missing: str = "(none)") -> str:
-    """One series value on one line: histograms as count, sum and percentiles."""
+def value_text(value: Any, missing: str = "(none)", kind: Kind | None = None) -> str:
+    """One series value on one line (its kind's human form): histograms as count, sum and percentiles."""
     if value is None:
         return missing
-    if isinstance(value, HistogramValue):
-        if not value.count:
-            return "count=0"
-        pct = " ".join(f"p{int(q * 100)}={number(value.percentile(q))}" for q in PERCENTILES)
-        return f"count={value.count} sum={number(value.sum)} {pct}"
-    if isinstance(value, SummaryValue):
-        return f"count={value.count} sum={number(value.sum)} avg={number(value.average)}"
-    if isinstance(value, dict):
-        return " ".join(f"{k}={v!r}" for k, v in value.items())
-    if isinstance(value, str):
-        return repr(value)
-    return number(value)
+    return human(value, kind)
 
 
 def read_snapshots(paths: Iterable[str]) -> tuple[list[Snapshot], list[FormatError]]:
@@ -98,7 +74,7 @@ def series_label(series: Series) -> str:
 
 
 def format_value(series: Series) -> str:
-    return value_text(series.value, missing="(unreadable: writer busy)")
+    return value_text(series.value, "(unreadable: writer busy)", BY_NAME.get(series.type))
 
 
 def describe(snapshot: Snapshot, now: float | None = None) -> str:

@@ -138,11 +138,12 @@
   // -- series cards -------------------------------------------------------
   function plotted(s) {
     // What a series' chart shows: [values...] for this update, or null (no chart).
-    switch (s.type) {
-      case "counter": return [s.rate === undefined ? null : s.rate];
-      case "gauge": return [typeof s.value === "number" ? s.value : null];
-      case "histogram": return [s.p50, s.p90, s.p99];
-      case "summary": return [s.avg === undefined ? null : s.avg];
+    // s.view comes with the series (the server's table of kinds), so a new metric type needs no change here.
+    switch (s.view) {
+      case "rate": return [s.rate === undefined ? null : s.rate];
+      case "level": return [typeof s.value === "number" ? s.value : null];
+      case "quantiles": return [s.p50, s.p90, s.p99];
+      case "average": return [s.avg === undefined ? null : s.avg];
       default: return null;
     }
   }
@@ -177,7 +178,7 @@
     reading.appendChild(value);
     reading.appendChild(el("span", "caption", ""));
     card.appendChild(reading);
-    if (s.type === "histogram") {
+    if (s.view === "quantiles") {
       const legend = el("div", "legend");
       for (const q of ["p50", "p90", "p99"]) legend.appendChild(el("span", q, q + " –"));
       card.appendChild(legend);
@@ -193,7 +194,7 @@
       grid.setAttribute("y1", "50"); grid.setAttribute("y2", "50");
       grid.setAttribute("vector-effect", "non-scaling-stroke");
       svg.appendChild(grid);
-      const n = s.type === "histogram" ? 3 : 1;
+      const n = s.view === "quantiles" ? 3 : 1;
       if (n === 1) {
         const area = document.createElementNS(SVGNS, "path");
         area.setAttribute("class", "area");
@@ -221,21 +222,21 @@
     card.classList.toggle("pinned", pins.has(s.id));
     card.querySelector(".pin").setAttribute("aria-pressed", pins.has(s.id) ? "true" : "false");
     let shown = null;
-    if (s.type === "counter") {
+    if (s.view === "rate") {
       shown = s.rate;
       value.textContent = s.rate === null || s.rate === undefined ? "–" : withUnit(s.rate, s.unit) + "/s";
       caption.textContent = "total " + withUnit(s.value, s.unit);
-    } else if (s.type === "gauge") {
+    } else if (s.view === "level") {
       shown = s.value;
       value.textContent = withUnit(s.value, s.unit);
       caption.textContent = "";
-    } else if (s.type === "histogram") {
+    } else if (s.view === "quantiles") {
       shown = s.p99;
       value.textContent = s.rate === null || s.rate === undefined ? "–" : num(s.rate) + "/s";
       caption.textContent = "observations · count " + num(s.count);
       const legend = card.querySelectorAll(".legend span");
       ["p50", "p90", "p99"].forEach((q, i) => { legend[i].textContent = q + " " + withUnit(s[q], s.unit); });
-    } else if (s.type === "summary") {
+    } else if (s.view === "average") {
       shown = s.avg;
       value.textContent = withUnit(s.avg, s.unit);
       caption.textContent = "average · " + (s.rate === null || s.rate === undefined ? "–" : num(s.rate)) + "/s";
@@ -245,15 +246,15 @@
       const text = v !== null && typeof v === "object"
         ? Object.keys(v).map((k) => visible(k + "=" + v[k])).join("\n")
         : visible(String(v));
-      value.textContent = s.type === "enum" ? text : "";
+      value.textContent = s.view === "state" ? text : "";
       caption.textContent = "";
       const tv = card.querySelector(".text-value");
-      if (tv) tv.textContent = s.type === "enum" ? "" : text;
+      if (tv) tv.textContent = s.view === "state" ? "" : text;
     }
     value.dataset.value = shown === null || shown === undefined ? "" : String(shown);
     const h = history.get(s.id);
     if (!h || !card.querySelector("svg")) return;
-    drawChart(card, h, s.type === "histogram" ? 3 : 1, s.unit);
+    drawChart(card, h, s.view === "quantiles" ? 3 : 1, s.unit);
   }
 
   function drawChart(card, points, n, unit) {
@@ -330,8 +331,7 @@
     const pinnedList = (doc.pinned || []).slice().sort((a, b) => (a.id < b.id ? -1 : 1));
     place(pinnedList, $("pinned"));
     $("pinned-wrap").hidden = pinnedList.length === 0;
-    const order = { histogram: 0, counter: 1, gauge: 2, summary: 3, enum: 4, info: 5, text: 6 };
-    const rank = (s) => (s.type in order ? order[s.type] : 7);
+    const rank = (s) => (typeof s.rank === "number" ? s.rank : 99); // the kind's place (server's table)
     const rest = (doc.series || []).filter((s) => !pins.has(s.id));
     rest.sort((a, b) => rank(a) - rank(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     place(rest, $("cards"));

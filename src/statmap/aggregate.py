@@ -1,0 +1,310 @@
+"""The collector's bookkeeping and its aggregation across processes.
+
+``collect.Collector`` classifies each file's records into the lists of a
+``_Source`` (one bulk read per way of reading, see ``kinds``), each series
+into a ``_Slot`` of a ``_Family``; ``aggregate`` then merges the values of
+every file as the family's kind says (summed, by the gauge's mode, or per
+process) into the ``MetricFamily`` results.
+"""
+
+from __future__ import annotations
+
+from functools import reduce
+from operator import add
+from typing import Any, NamedTuple
+
+from . import _layout as L
+from . import cells
+from .kinds import COUNT, KINDS, MODE, STATE, TYPE_NAMES, Kind
+from .reader import ALIVE, Reader
+from .results import ARCHIVE, CollectError, FileInfo, MetricFamily, Sample
+
+_AGG_NAMES = {0: "per_process", 1: "sum", 2: "max", 3: "min", 4: "last"}
+
+
+class _Family:
+    """Metadata of one metric name within one publisher name: fixed by the first file seen."""
+
+    __slots__ = (
+        "aggregation",
+        "bounds",
+        "declared_only",
+        "first_path",
+        "flags",
+        "help",
+        "kind",
+        "label_names",
+        "mtype",
+        "name",
+        "order",
+        "publisher",
+        "slots",
+        "states",
+        "unit",
+    )  # fmt: skip
+
+    def __init__(self, publisher: str, spec: L.RecordSpec, path: str, order: int) -> None:
+        self.publisher = publisher
+        self.name = spec.name
+        self.mtype = spec.mtype
+        self.flags = spec.flags
+        self.kind: Kind = KINDS[spec.mtype]
+        self.aggregation = spec.aggregation if self.kind.merge == MODE else 0
+        self.bounds = spec.bounds
+        self.label_names = tuple(k for k, _ in spec.labels)
+        self.help = spec.help
+        self.unit = spec.unit
+        self.first_path = path
+        self.slots: dict[tuple[tuple[str, str], ...], _Slot] = {}
+        self.order = order
+        self.states = spec.extras if self.kind.read == STATE else ()
+        self.declared_only = False  # known only from an archive's gauge declaration so far
+
+    def mismatch(self, spec: L.RecordSpec) -> str | None:
+        """Why a record cannot be aggregated with this family (None if it can)."""
+        if spec.mtype != self.mtype:
+            return f"type {TYPE_NAMES.get(spec.mtype, spec.mtype)} differs from {TYPE_NAMES.get(self.mtype)}"
+        if spec.flags != self.flags:
+            return f"flags {spec.flags:#x} differ from {self.flags:#x}"
+        if self.kind.merge == MODE and spec.aggregation != self.aggregation:
+            return f"gauge aggregation {spec.aggregation:#x} differs from {self.aggregation:#x}"
+        if spec.bounds != self.bounds:
+            return f"histogram bounds {_short(spec.bounds)} differ from {_short(self.bounds)}"
+        names = tuple(k for k, _ in spec.labels)
+        if names != self.label_names:
+            return f"label names {names} differ from {self.label_names}"
+        return None
+
+
+def _short(bounds: tuple[float, ...]) -> str:
+    if len(bounds) <= 6:
+        return "(" + ", ".join(f"{b:g}" for b in bounds) + ")"
+    return f"({bounds[0]:g}, {bounds[1]:g}, ... {bounds[-1]:g}; {len(bounds)} bounds)"
+
+
+class _Slot:
+    """One aggregated series: a family and a label set."""
+
+    __slots__ = ("family", "index", "label_dict", "labels")
+
+    def __init__(self, index: int, family: _Family, labels: tuple[tuple[str, str], ...]) -> None:
+        self.index = index
+        self.family = family
+        self.labels = labels
+        self.label_dict = dict(labels)
+
+
+class _Source:
+    """A cached reader for one file and what this collector derived from its records."""
+
+    def __init__(self, path: str, inode: int, reader: Reader, is_archive: bool) -> None:
+        self.path = path
+        self.inode = inode
+        self.reader = reader
+        self.is_archive = is_archive
+        self.classified = 0  # records looked at so far
+        self.publisher: str | None = None
+        self.int_off: list[int] = []
+        self.int_slot: list[int] = []
+        self.int_key: tuple[int, ...] = ()
+        self.flt_off: list[int] = []
+        self.flt_slot: list[int] = []
+        self.gauge_off: list[int] = []
+        self.gauge_slot: list[int] = []
+        self.enums: list[tuple[int, int, tuple[str, ...]]] = []  # (offset, slot, states)
+        self.texts: list[tuple[L.Record, int]] = []  # (record, slot)
+        # histograms and summaries, read and summed in C (cells.sum_latches)
+        self.sum_off: list[int] = []
+        self.sum_size: list[int] = []
+        self.sum_slot: list[int] = []
+        self.sum_records: list[L.Record] = []
+        self.sum_key: tuple[int, ...] = ()
+        self.infos: list[tuple[int, dict[str, str]]] = []
+        self.rejected: list[str] = []  # records that cannot be aggregated, as messages
+        self.absorbed: frozenset[bytes] = frozenset()  # archives: instance ids they hold
+        self.processes = 0  # archives: how many process files they hold
+        self.last: dict[int, Any] = {}  # latched values by record offset, for a busy writer
+        self.series = 0
+        self.seen: set[int] = set()  # slots with a record in this file
+        self.kept: dict[int, int] = {}  # gauges, enums, infos, texts: slot -> position in its list
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class _Values(NamedTuple):
+    """The values of one file read by one collection, in the order of its _Source's lists."""
+
+    flts: tuple[float, ...]  # float counters
+    gauges: tuple[float, ...]
+    enums: list[int]  # state indexes
+    texts: list[Any]  # str, or None when unreadable
+    summed: list[Any]  # histograms and summaries: (count, sum[, bucket counts]) words, or None
+
+
+def aggregate(
+    slots: list[_Slot],
+    families: dict[tuple[str, str], _Family],
+    readings: list[tuple[_Source, FileInfo, _Values]],
+    errors: list[CollectError],
+) -> list[MetricFamily]:
+    """The families of one collection: every slot's value across the files read (``readings``).
+
+    ``families``: the current family of each (publisher, name); problems go to ``errors``.
+    """
+    nslots = len(slots)
+    acc: list[Any] = [0] * nslots
+    present: set[int] = set()
+    per_process: dict[int, list[tuple[FileInfo, Any]]] = {}
+    multi: dict[int, list[Any]] = {}  # histograms and summaries: values (with +) to add up
+
+    # Integer counters: files with the same layout are summed column by
+    # column, in C, straight from their mappings.
+    groups: dict[int, tuple[_Source, list[Any]]] = {}
+    for src, _info, _values in readings:
+        if src.int_key:
+            g = groups.get(id(src.int_key))
+            if g is None:
+                groups[id(src.int_key)] = (src, [src.reader.buffer])
+            else:
+                g[1].append(src.reader.buffer)
+    for first, buffers in groups.values():
+        present.update(first.int_slot)
+        for s, v in zip(first.int_slot, cells.sum_words(buffers, first.int_off), strict=True):
+            acc[s] += v
+
+    # Histograms and summaries: files with the same layout summed in C;
+    # each group's total is one more part of its slots' sums.
+    sum_groups: dict[int, tuple[_Source, list[Any], list[list[Any]]]] = {}
+    for src, _info, values in readings:
+        if src.sum_key:
+            sg = sum_groups.get(id(src.sum_key))
+            if sg is None:
+                sum_groups[id(src.sum_key)] = (src, [src.reader.buffer], [values.summed])
+            else:
+                sg[1].append(src.reader.buffer)
+                sg[2].append(values.summed)
+    for first, buffers, per_file in sum_groups.values():
+        totals: list[Any] | None = per_file[0] if len(per_file) == 1 else None
+        if totals is None and all(v is not None for file_values in per_file for v in file_values):
+            try:
+                totals = cells.sum_latches(buffers, first.sum_off, first.sum_size)
+            except (ValueError, OverflowError):
+                totals = None  # changed since it was checked: sum what was read
+        # Else each file's values, added up below, leaving out what could not be read.
+        columns = zip(*per_file, strict=True) if totals is None else ([t] for t in totals)
+        for s, record, column in zip(first.sum_slot, first.sum_records, columns, strict=True):
+            fam = slots[s].family
+            make = fam.kind.from_words
+            assert make is not None  # LATCH_SUM kinds have one
+            got = [make(words, fam.bounds, fam.flags) for words in column if words is not None]
+            if not got:
+                errors.append(CollectError(first.path, f"{record.spec.name}: value unreadable (writer busy)"))
+                continue
+            present.add(s)
+            multi.setdefault(s, []).extend(got)
+
+    for src, info, values in readings:
+        for s, fv in zip(src.flt_slot, values.flts, strict=False):
+            acc[s] += fv
+        present.update(src.flt_slot)
+        for s, gv in zip(src.gauge_slot, values.gauges, strict=False):
+            per_process.setdefault(s, []).append((info, gv))
+        for (_off, s, states), index in zip(src.enums, values.enums, strict=False):
+            per_process.setdefault(s, []).append((info, states[index] if index < len(states) else None))
+        for s, d in src.infos:
+            per_process.setdefault(s, []).append((info, d))
+        for (record, s), value in zip(src.texts, values.texts, strict=False):
+            if value is None:
+                errors.append(CollectError(src.path, f"{record.spec.name}: value unreadable (writer busy)"))
+                continue
+            per_process.setdefault(s, []).append((info, value))
+
+    for s, parts in multi.items():
+        acc[s] = parts[0] if len(parts) == 1 else reduce(add, parts)  # HistogramValue + HistogramValue...
+    pid_labels = _pid_labels(readings)
+    out: dict[tuple[str, str], MetricFamily] = {}
+    # Every family this collector has seen stays while its publisher has a file or an archive
+    # here, even when no file has a value for it now (workers replaced): families do not come
+    # and go with worker churn, and a summed gauge nobody contributes to reads 0.
+    publishers = {src.publisher for src, _info, _values in readings}
+    families_now = families
+    for s, slot in enumerate(slots):
+        fam = slot.family
+        if fam.publisher not in publishers or families_now.get((fam.publisher, fam.name)) is not fam:
+            continue  # not here now, or a declaration its processes redefined
+        mf = out.get((fam.publisher, fam.name))
+        if mf is None:
+            mf = out[(fam.publisher, fam.name)] = _family_view(fam)
+        by_mode = fam.kind.merge == MODE
+        summed_gauge = by_mode and fam.aggregation & 0xFF == L.Aggregation.SUM
+        if s not in present and s not in per_process:
+            if summed_gauge:
+                mf.samples.append(Sample(slot.label_dict, 0.0, None, slot.labels))
+            continue
+        if s in present:
+            mf.samples.append(Sample(slot.label_dict, acc[s], None, slot.labels))
+            continue
+        contributions = per_process[s]
+        mode = fam.aggregation & 0xFF if by_mode else 0
+        if by_mode and fam.aggregation & L.AGG_LIVE_ONLY:
+            contributions = [(i, v) for i, v in contributions if i.status == ALIVE]
+        if mode:
+            if not contributions:
+                if summed_gauge:  # the sum over no process
+                    mf.samples.append(Sample(slot.label_dict, 0.0, None, slot.labels))
+                continue
+            vals = [v for _, v in contributions]
+            if mode == L.Aggregation.SUM:
+                value = sum(vals)
+            elif mode == L.Aggregation.MAX:
+                value = max(vals)
+            elif mode == L.Aggregation.MIN:
+                value = min(vals)
+            else:  # LAST, or a mode from a newer minor version
+                value = max(contributions, key=lambda c: c[0].identity.created_ns)[1]  # type: ignore[union-attr]
+            mf.samples.append(Sample(slot.label_dict, value, None, slot.labels))
+            continue
+        for info, value in sorted(contributions, key=lambda c: c[0].pid):
+            if value is None:
+                continue
+            pid = pid_labels.get(info.path, str(info.pid))
+            labels = dict(slot.labels)
+            labels["pid"] = pid
+            mf.samples.append(Sample(labels, value, info.pid, (slot.labels, pid)))
+    result = list(out.values())  # with families that have no series now (see above)
+    result.sort(key=lambda m: (m.name, m.publisher))
+    return result
+
+
+def _pid_labels(readings: list[tuple[_Source, FileInfo, _Values]]) -> dict[str, str]:
+    """``pid`` label values; files of one publisher sharing a pid (reuse, containers) get ``PID:INSTANCE8``."""
+    by_pid: dict[tuple[str, int], list[FileInfo]] = {}
+    for _src, info, _ in readings:
+        if info.identity is not None and info.status != ARCHIVE:
+            by_pid.setdefault((info.name, info.pid), []).append(info)
+    out: dict[str, str] = {}
+    for (_, pid), infos in by_pid.items():
+        if len(infos) > 1:
+            infos.sort(key=lambda i: i.identity.created_ns)  # type: ignore[union-attr]
+            for info in infos[:-1]:  # the newest keeps the plain pid
+                out[info.path] = f"{pid}:{info.identity.instance_id[:4].hex()}"  # type: ignore[union-attr]
+    return out
+
+
+def _family_view(fam: _Family) -> MetricFamily:
+    by_mode = fam.kind.merge == MODE
+    agg = _AGG_NAMES.get(fam.aggregation & 0xFF, "last") if by_mode else fam.kind.merge
+    return MetricFamily(
+        publisher=fam.publisher,
+        name=fam.name,
+        type=fam.kind.name,
+        help=fam.help,
+        unit=fam.unit,
+        aggregation=agg,
+        live_only=bool(by_mode and fam.aggregation & L.AGG_LIVE_ONLY),
+        float_counter=bool(fam.kind.read == COUNT and fam.flags & L.FLAG_FLOAT),
+        bounds=fam.bounds,
+        key=(fam.publisher, fam.name),
+        states=fam.states,
+    )
