@@ -6,6 +6,10 @@ corrupt file raises ``FormatError`` naming the file and the problem; a
 zero-length or half-built file is reported as not ready. Parsed records are
 cached: a new snapshot parses only records added since the last one and
 re-reads only values.
+
+Its parts below it: ``record_table`` (the parsed records and the metadata
+cache readers share), ``filemap`` (a mapping, or copies of other users'
+files), ``liveness`` (is the writer alive).
 """
 
 from __future__ import annotations
