@@ -18,6 +18,8 @@ from statmap.collect import ARCHIVE, Collector, collect
 from statmap.discover import statmap_files
 from statmap.reader import CLOSED
 
+from .conftest import run_python
+
 
 def _closed_worker(statdir: str, n: int, *, bounds: tuple[float, ...] = (1, 10, 100)) -> statmap.Publisher:
     pub = statmap.Publisher("worker", statdir)
@@ -218,3 +220,42 @@ def test_concurrent_cleaners_fold_each_file_once(statdir: str, cleaners: int) ->
     assert c.value("jobs", {"kind": "a"}) == sum(range(1, 41))
     assert c.value("duration").count == 40
     assert [f.absorbed_count for f in c.files] == [40]
+
+
+def test_archive_module_does_not_depend_on_the_collector() -> None:
+    """Issue 11: the archive's names live in the archive module; the collector imports them, never the reverse."""
+    out = run_python("import sys, statmap.archive\nprint('statmap.collect' in sys.modules)").stdout.strip()
+    assert out == "False"  # the archive (and its cleaner) never needs the collector
+    from statmap import archive
+
+    assert archive.is_archive_name("web" + archive.ARCHIVE_SUFFIX) and archive.ABSORBED_SERIES.startswith(
+        archive.ARCHIVE_PREFIX
+    )
+    assert archive.parse_absorbed("00ff 12\nbad line\n") == {b"\x00\xff": 12}
+
+
+def test_one_directory_listing(statdir: str) -> None:
+    """Issue 11: one listing of a directory (discover.scan_directory) for collector, cleaner and CLI."""
+    from statmap.discover import scan_directory
+
+    pub = statmap.Publisher("worker", statdir)
+    names = {
+        "worker.archive.statmap": b"",  # an archive: listed
+        ".worker.1.abcd.statmap.tmp": b"",  # a publisher's temporary: hidden
+        ".worker.archive.lock": b"",  # a cleaner's lock: hidden
+        "notes.txt": b"",  # not ours
+    }
+    for name, data in names.items():
+        with open(os.path.join(statdir, name), "wb") as f:
+            f.write(data)
+    published = sorted([os.path.basename(pub.path), "worker.archive.statmap"])
+    listed = scan_directory(statdir)
+    assert [n for n, _ in listed] == published
+    assert all(ino == os.stat(os.path.join(statdir, n)).st_ino for n, ino in listed)
+    hidden = [n for n, _ in scan_directory(statdir, hidden=True)]
+    assert hidden == sorted([*published, ".worker.1.abcd.statmap.tmp", ".worker.archive.lock"])
+    assert statmap_files(statdir) == [os.path.join(statdir, n) for n in published]
+    assert scan_directory(os.path.join(statdir, "missing")) == []
+    with pytest.raises(NotADirectoryError):
+        scan_directory(os.path.join(statdir, "notes.txt"))
+    pub.close()

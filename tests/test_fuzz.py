@@ -356,7 +356,7 @@ def test_reader_memory_is_bounded_per_file(tmp_path: Path) -> None:
     for name, specs in cases.items():
         path = tmp_path / f"{name}.statmap"
         _crafted(path, specs)
-        before = len(statmap.reader._decoded)
+        before = len(statmap.record_table._decoded)
         traced = name != "over-records"  # tracing 131,073 records is slow; the others check the bound
         if traced:
             tracemalloc.start()
@@ -368,12 +368,12 @@ def test_reader_memory_is_bounded_per_file(tmp_path: Path) -> None:
                     metadata = L.MAX_METADATA
                 else:
                     reader.poll()
-                    metadata = reader._metadata
+                    metadata = reader._table.metadata
                     assert len(reader.records) == len(specs)
             held, peak = tracemalloc.get_traced_memory() if traced else (0, 0)
         finally:
             tracemalloc.stop()
         assert peak <= L.MEMORY_PER_METADATA_BYTE * metadata, (name, peak, metadata)
-        assert len(statmap.reader._decoded) == before, name  # nothing of the file is left in the cache
+        assert len(statmap.record_table._decoded) == before, name  # nothing of the file is left in the cache
         assert held < 1 << 20, (name, held)  # and nothing much else
         path.unlink()

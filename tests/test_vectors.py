@@ -82,3 +82,63 @@ def test_log_bucket_flag_in_vector() -> None:
         (series,) = reader.snapshot().series
     assert series.value.log_buckets
     assert series.value.percentile(0.5) == pytest.approx(13, rel=0.1)
+
+
+def test_layout_value_encoders_match_the_cells(statdir: str) -> None:
+    """Issue 11: the value encodings live in _layout: its encoders give the cells' bytes, its decoders read them."""
+    from statmap import _layout as L
+    from statmap import cells
+
+    pub = statmap.Publisher("enc", statdir)
+    pub.counter("ints").inc(2**63 + 5)
+    pub.counter("flts", float=True).inc(1.25)
+    pub.gauge("g").set(-3.5)
+    pub.summary("s").observe(7.5)
+    hist = pub.histogram("h", buckets=(1.0, 10.0))
+    for v in (0.5, 5, 50, 50):
+        hist.observe(v)
+    pub.text("t", size=16).set("héllo")
+    with statmap.open(pub.path) as reader:
+        reader.poll()
+        buf = reader.buffer
+        by_name = {r.spec.name: r for r in reader.records}
+
+        def raw(name: str, n: int) -> bytes:
+            off = by_name[name].value_offset
+            return bytes(buf[off : off + n])
+
+        def stable(name: str, size: int) -> bytes:
+            data = cells.read_latch(buf, by_name[name].value_offset, size)
+            assert data is not None
+            return bytes(data)
+
+        assert raw("ints", 8) == L.encode_counter(2**63 + 5, 0)
+        assert raw("flts", 8) == L.encode_counter(1.25, L.FLAG_FLOAT)
+        assert raw("g", 8) == L.encode_gauge(-3.5)
+        assert stable("s", L.SUMMARY_COPY_SIZE) == L.encode_summary_copy(1, 7.5)
+        copy = L.encode_histogram_copy(4, 105.5, (1, 1, 2))
+        assert stable("h", L.histogram_copy_size(2)) == copy
+        assert L.decode_counts_copy(copy) == (4, 105.5, 1, 1, 2)
+        assert L.decode_counts_copy(L.encode_summary_copy(1, 7.5)) == (1, 7.5)
+        cap = by_name["t"].spec.capacity
+        text = L.encode_text_copy("héllo".encode(), cap)
+        assert stable("t", L.text_copy_size(cap)) == text
+        assert L.decode_text(text, cap) == "héllo".encode()
+        # A latch at rest (the archive's values): sequence 0, both copies equal; readers take copy 0.
+        latch = L.encode_latch(copy)
+        assert len(latch) == L.value_size(L.MetricType.HISTOGRAM, 2, 0)
+        assert cells.read_latch(bytearray(latch), 0, len(copy)) == copy
+        # Bulk decoders: words of the mapping, f64 bit patterns, a record's extent.
+        words = L.words_view(buf)
+        assert words is not None and int(words[by_name["ints"].value_offset // 8]) == 2**63 + 5
+        assert L.words_view(bytearray(12)) is None  # not whole words: no view
+        bits = reader.load_words([by_name["flts"].value_offset, by_name["g"].value_offset])
+        assert L.floats_from_bits(bits) == (1.25, -3.5)
+        assert L.floats_from_bits([]) == ()
+        record = by_name["h"]
+        assert L.decode_record_extent(buf, record.offset) == (record.size, record.value_offset - record.offset)
+    pub.close()
+    # A closed file's header, as the archive writes it.
+    ident = L.Identity(0, 0, bytes(16), bytes(range(16)), 5, "enc", "prog")
+    head = L.decode_header(L.encode_header(ident, 4096, state=L.State.CLOSED, end=512, closed_ns=9))
+    assert (head.state, head.capacity, head.end, head.closed_ns, head.identity) == (L.State.CLOSED, 4096, 512, 9, ident)

@@ -12,6 +12,7 @@ import mmap
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 #: What the decoders read from: file bytes or a mapping.
 Readable = bytes | bytearray | memoryview | mmap.mmap
@@ -50,6 +51,9 @@ assert OFF_PROGRAM + PROGRAM_NAME_SIZE == HEADER_SIZE
 # creation (state, capacity, end) and closed_ns.
 _IDENTITY = struct.Struct("<QQ16s16sQ")  # pid .. created_ns at OFF_PID
 _VERSION = struct.Struct("<HHI")
+_U64 = struct.Struct("<Q")
+_F64 = struct.Struct("<d")
+_U64X3 = struct.Struct("<QQQ")
 
 
 class State(IntEnum):
@@ -86,12 +90,20 @@ def truncate_utf8(text: str, limit: int) -> bytes:
     return data[:limit].decode("utf-8", "ignore").encode("utf-8")
 
 
-def encode_header(identity: Identity, capacity: int) -> bytes:
-    """Header bytes with state INITIALISING and an empty record area."""
+def encode_header(
+    identity: Identity, capacity: int, *, state: int = State.INITIALISING, end: int = HEADER_SIZE, closed_ns: int = 0
+) -> bytes:
+    """Header bytes; by default state INITIALISING and an empty record area.
+
+    A writer of a live file starts from the defaults and stores the rest with
+    the cells; a file complete before anyone can open it (the archive) passes
+    its final ``state``, ``end`` and ``closed_ns`` here.
+    """
     buf = bytearray(HEADER_SIZE)
     buf[OFF_MAGIC : OFF_MAGIC + 8] = MAGIC
     _VERSION.pack_into(buf, OFF_VERSION, MAJOR, MINOR, HEADER_SIZE)
-    struct.pack_into("<QQQ", buf, OFF_STATE, State.INITIALISING, capacity, HEADER_SIZE)
+    _U64X3.pack_into(buf, OFF_STATE, state, capacity, end)
+    _U64.pack_into(buf, OFF_CLOSED_NS, closed_ns)
     _IDENTITY.pack_into(
         buf,
         OFF_PID,
@@ -127,9 +139,9 @@ def _cstring(raw: bytes) -> str:
 def decode_header(data: Readable) -> Header:
     """Decode the first HEADER_SIZE bytes; the caller validates the fields."""
     major, minor, header_size = _VERSION.unpack_from(data, OFF_VERSION)
-    state, capacity, end = struct.unpack_from("<QQQ", data, OFF_STATE)
+    state, capacity, end = _U64X3.unpack_from(data, OFF_STATE)
     pid, start_time, boot_id, instance_id, created_ns = _IDENTITY.unpack_from(data, OFF_PID)
-    (closed_ns,) = struct.unpack_from("<Q", data, OFF_CLOSED_NS)
+    (closed_ns,) = _U64.unpack_from(data, OFF_CLOSED_NS)
     identity = Identity(
         pid=pid,
         start_time=start_time,
@@ -177,6 +189,11 @@ AGG_LIVE_ONLY = 0x100
 RECORD_HEADER = struct.Struct("<IHHHHIIIIIII")
 RECORD_HEADER_SIZE = RECORD_HEADER.size  # 40
 assert RECORD_HEADER_SIZE == 40
+_EXTENT = struct.Struct("<I8xI")  # record_size and value_offset of a record header
+
+#: ``decode_record_extent(data, offset)`` -> (record size, value offset in the record): the
+#: two fields a reader needs to find a record's metadata bytes before decoding them.
+decode_record_extent = _EXTENT.unpack_from
 
 #: Limits a writer enforces and a reader checks: they bound the work per record.
 MAX_RECORD_SIZE = 1 << 24
@@ -412,9 +429,83 @@ def _check_type_metadata(where: str, mtype: int, bounds: tuple[float, ...], extr
         raise RecordError(f"{where}: type {mtype} takes no extra strings")
 
 
-# -- Value decoding (the bytes of one stable copy) --------------------------
+# -- Value encodings (docs/format.md section 6) --------------------------------
+#
+# Live values are stored by the cells (``_cells.c``, ``_pycells.py``) with
+# atomic stores, never packed into a live mapping (``struct.pack_into``
+# clears before it writes). The encoders below give the bytes of values at
+# rest: files complete before anyone can open them (the archive), and tests.
 
 _SUMMARY = struct.Struct("<Qd")
+_COUNTS: dict[int, struct.Struct] = {}  # copy size -> Struct of count, sum and the bucket counts
+_WORDS: dict[int, tuple[struct.Struct, struct.Struct]] = {}  # n -> (n u64, n f64)
+
+
+def encode_counter(value: float, flags: int) -> bytes:
+    """A counter's word: f64 with FLAG_FLOAT, else u64 (wrapping like the cells' atomic add)."""
+    if flags & FLAG_FLOAT:
+        return _F64.pack(float(value))
+    return _U64.pack(int(value) & 0xFFFFFFFFFFFFFFFF)
+
+
+def encode_gauge(value: float) -> bytes:
+    """A gauge's word: f64."""
+    return _F64.pack(value)
+
+
+def encode_summary_copy(count: int, total: float) -> bytes:
+    """One copy of a summary's latch: count u64, sum f64."""
+    return _SUMMARY.pack(count, total)
+
+
+def encode_histogram_copy(count: int, total: float, buckets: tuple[int, ...] | list[int]) -> bytes:
+    """One copy of a histogram's latch: count, sum, then the non-cumulative bucket counts (+Inf last)."""
+    return _counts_struct(histogram_copy_size(len(buckets) - 1)).pack(count, total, *buckets)
+
+
+def encode_text_copy(data: bytes, capacity: int) -> bytes:
+    """One copy of a text's latch: length u64, then ``data`` (at most ``capacity`` bytes) NUL padded."""
+    if len(data) > capacity:
+        raise ValueError(f"text of {len(data)} bytes exceeds its capacity {capacity}")
+    return _U64.pack(len(data)) + data.ljust(text_copy_size(capacity) - 8, b"\0")
+
+
+def encode_latch(copy: bytes) -> bytes:
+    """A latch at rest: sequence 0 (copy 0 stable), both copies equal."""
+    return _U64.pack(0) + copy + copy
+
+
+# -- Value decoding ------------------------------------------------------------
+
+
+def words_view(buffer: Readable) -> memoryview | None:
+    """The buffer as native u64 words (value words are at offset // 8), or None if it is not whole words."""
+    if len(buffer) % 8:
+        return None
+    return memoryview(buffer).cast("Q")
+
+
+def floats_from_bits(words: list[int]) -> tuple[float, ...]:
+    """u64 bit patterns (as the cells' ``load_words`` returns them) as f64, in bulk: one call per file."""
+    n = len(words)
+    if not n:
+        return ()
+    pair = _WORDS.get(n)
+    if pair is None:
+        pair = _WORDS[n] = (struct.Struct(f"<{n}Q"), struct.Struct(f"<{n}d"))
+    return pair[1].unpack(pair[0].pack(*words))
+
+
+def _counts_struct(size: int) -> struct.Struct:
+    s = _COUNTS.get(size)
+    if s is None:
+        s = _COUNTS[size] = struct.Struct(f"<Qd{size // 8 - 2}Q")
+    return s
+
+
+def decode_counts_copy(copy: bytes) -> tuple[Any, ...]:
+    """A histogram or summary copy as one flat tuple: count, sum, then a histogram's bucket counts."""
+    return _counts_struct(len(copy)).unpack(copy)
 
 
 def decode_summary(copy: bytes) -> tuple[int, float]:
@@ -431,11 +522,11 @@ def decode_histogram(copy: bytes, bound_count: int) -> tuple[int, float, tuple[i
 
 def decode_text(copy: bytes, capacity: int) -> bytes | None:
     """The text's bytes, or None if the stored length exceeds the capacity."""
-    (length,) = struct.unpack_from("<Q", copy, 0)
+    (length,) = _U64.unpack_from(copy, 0)
     if length > capacity:
         return None
     return copy[8 : 8 + length]
 
 
 def f64_from_bits(bits: int) -> float:
-    return float(struct.unpack("<d", struct.pack("<Q", bits))[0])
+    return float(_F64.unpack(_U64.pack(bits))[0])

@@ -1,22 +1,13 @@
-"""The archive of dead processes: totals that never go backwards.
+"""The archive of dead processes: totals that never go backwards (the cleaner).
 
 When a worker process exits (cleanly: its file is *closed*; or not: *dead*),
 its file keeps its final values. ``clean()`` folds the final counter,
 histogram and summary values of such files into one archive file per
 publisher name, ``PUBLISHER.archive.statmap`` in the same directory, then
 removes them, so the directory does not fill up as workers are replaced
-while the aggregated totals stay exactly where they were.
-
-The archive is an ordinary statmap file (format 1.0): state *closed*, pid 0,
-program ``statmap-archive``; one record per archived series, holding the
-sum over every process it absorbed, plus two bookkeeping records that
-collectors do not aggregate:
-
-* ``statmap_archive_absorbed`` (text): one line ``INSTANCE_HEX ABSORBED_NS``
-  per absorbed process file that may still be visible to someone;
-* ``statmap_archive_gone`` (text): ``INSTANCE_HEX NS`` for absorbed ids whose
-  file a cleaner has seen gone, and since when;
-* ``statmap_archive_processes`` (counter): how many process files it holds.
+while the aggregated totals stay exactly where they were. What an archive
+file holds, its names and how it is written and read: ``archive_file.py``
+(its names are re-exported here: this is the archive's public module).
 
 How it stays exact:
 
@@ -43,14 +34,6 @@ How it stays exact:
   waits on a FIFO (``_open_regular``); anything else at a name it uses is
   reported and left alone. A fold that fails (full disk) raises nothing out
   of ``clean()``: it is reported, and the files stay for a later clean.
-
-Gauges, text, enum and info of an ended process are not archived: they
-describe a process that no longer exists. A gauge summed across processes
-(``aggregate="sum"``) leaves its declaration, as an ordinary gauge record
-holding 0 that collectors do not count: the sum over no process is 0, and a
-collector started while no process is alive still knows the family (so
-``http_requests_in_flight`` reads 0 instead of vanishing). Older collectors
-that add that 0 in get the same sum.
 """
 
 from __future__ import annotations
@@ -61,22 +44,42 @@ import os
 import re
 import signal
 import stat
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _layout as L
-from .collect import ABSORBED_SERIES, ARCHIVE_PREFIX, ARCHIVE_SUFFIX, PROCESSES_SERIES, is_archive_name, parse_absorbed
-from .directory import check_private, open_directory
-from .discover import FILE_SUFFIX
+from .archive_file import (
+    ABSORBED_SERIES,
+    ARCHIVE_PREFIX,
+    ARCHIVE_PROGRAM,
+    ARCHIVE_SUFFIX,
+    GONE_SERIES,
+    PROCESSES_SERIES,
+    Entry,
+    archive_path,
+    archived,
+    declared_only,
+    encode_archive,
+    is_archive_name,
+    lock_name,
+    parse_absorbed,
+    read_archive,
+)
+from .directory import check_private, not_regular_problem, open_directory
+from .discover import scan_directory
 from .errors import FormatError
 from .kinds import KINDS, MODE
 from .reader import CLOSED, DEAD, NOT_READY, Reader
 
+# The archive's names and file functions, re-exported: ``statmap.archive`` is the archive's public module.
+__all__ = [
+    "ABSORBED_SERIES", "ARCHIVE_PREFIX", "ARCHIVE_PROGRAM", "ARCHIVE_SUFFIX", "GONE_SERIES", "PROCESSES_SERIES",
+    "RETENTION", "CleanReport", "Refused", "archive_path", "clean", "encode_archive", "fold", "is_archive_name",
+    "lock_name", "parse_absorbed", "read_archive",
+]  # fmt: skip
+
 RETENTION = 300.0  # seconds an absorbed id is remembered once a cleaner has seen its file gone
-GONE_SERIES = ARCHIVE_PREFIX + "gone"  # bookkeeping: when a cleaner first saw an absorbed file gone
-ARCHIVE_PROGRAM = "statmap-archive"
 STALE_TEMP_SECONDS = 60.0  # a hidden temporary file unlocked for this long was left by a crash
 
 PUBLISHER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")  # as publisher.NAME_RE
@@ -85,10 +88,6 @@ PUBLISHER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")  # as publisher
 _TEMP_RE = re.compile(r"^\..+\.statmap(\.[0-9a-f]+)?\.tmp$")
 # Every open: never follow a symlink, never wait on a FIFO, never take a terminal.
 _SAFE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-_KINDS = {
-    stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO",
-    stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-}  # fmt: skip
 
 # Tests only: SIGKILL this process when a clean reaches the step named here
 # (tests/test_cleaner.py kills a cleaner at every step). Read once; unset in production.
@@ -110,7 +109,7 @@ class Refused(Exception):
 
 
 def _not_regular(path: str, mode: int) -> Refused:
-    return Refused(path, f"is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file; left alone")
+    return Refused(path, not_regular_problem(mode))
 
 
 def _open_regular(path: str, flags: int) -> int:
@@ -139,24 +138,6 @@ def _open_regular(path: str, flags: int) -> int:
     return fd
 
 
-def _declared_only(spec: L.RecordSpec) -> bool:
-    """A summed gauge: the archive keeps its declaration (value 0), not its value."""
-    return KINDS[spec.mtype].merge == MODE and spec.aggregation & 0xFF == L.Aggregation.SUM
-
-
-def _archived(spec: L.RecordSpec) -> bool:
-    """The archive keeps the dead processes' values of this kind (the summed ones: table of kinds)."""
-    return KINDS[spec.mtype].archived
-
-
-def archive_path(directory: str, publisher: str) -> str:
-    return os.path.join(directory, publisher + ARCHIVE_SUFFIX)
-
-
-def lock_name(publisher: str) -> str:
-    return f".{publisher}.archive.lock"
-
-
 @dataclass
 class CleanReport:
     """What ``clean()`` did (or, with ``dry_run``, would do)."""
@@ -177,132 +158,6 @@ class CleanReport:
             "errors": [{"path": p, "problem": r} for p, r in self.errors],
             "archives": self.archives,
         }
-
-
-class _Entry:
-    """The running sum of one archived series."""
-
-    __slots__ = ("spec", "total")
-
-    def __init__(self, spec: L.RecordSpec) -> None:
-        # The archive keeps what identifies the series, and its metadata; aggregation modes only
-        # for a declared gauge (process files must find the same mode: collect.py checks it).
-        self.spec = L.RecordSpec(
-            mtype=spec.mtype, name=spec.name, help=spec.help, unit=spec.unit, labels=spec.labels,
-            flags=spec.flags, bounds=spec.bounds, aggregation=spec.aggregation if _declared_only(spec) else 0,
-        )  # fmt: skip
-        zero = KINDS[spec.mtype].zero
-        self.total: Any = zero(spec) if zero is not None else 0.0  # a declared gauge: no total
-
-    def compatible(self, spec: L.RecordSpec) -> str | None:
-        mine = self.spec
-        if spec.mtype != mine.mtype or spec.flags != mine.flags:
-            return f"{spec.name}: type or flags differ from the archive's"
-        if spec.bounds != mine.bounds:
-            return f"{spec.name}: histogram bounds differ from the archive's"
-        return None
-
-    def add(self, value: Any) -> None:
-        self.total = self.total + value  # numbers, HistogramValue, SummaryValue: all add up
-
-    # The stored form's parts (numbers: the count; histograms: count, sum, bucket counts).
-    @property
-    def count(self) -> Any:
-        return getattr(self.total, "count", self.total)
-
-    @property
-    def sum(self) -> float:
-        return float(getattr(self.total, "sum", 0.0))
-
-    @property
-    def buckets(self) -> list[int]:
-        counts = getattr(self.total, "counts", None)
-        return counts() if counts is not None else []
-
-
-def _latch_bytes(copy: bytes) -> bytes:
-    """A latch at rest: sequence 0 (copy 0 stable), both copies equal."""
-    return struct.pack("<Q", 0) + copy + copy
-
-
-def _value_bytes(entry: _Entry) -> bytes:
-    spec = entry.spec
-    if spec.mtype == L.MetricType.GAUGE:
-        return struct.pack("<d", 0.0)  # a declaration (see the module's docstring)
-    if spec.mtype == L.MetricType.COUNTER:
-        if spec.flags & L.FLAG_FLOAT:
-            return struct.pack("<d", float(entry.count))
-        return struct.pack("<Q", entry.count & ((1 << 64) - 1))
-    if spec.mtype == L.MetricType.SUMMARY:
-        return _latch_bytes(struct.pack("<Qd", entry.count, entry.sum))
-    n = len(spec.bounds)
-    copy = struct.pack(f"<Qd{n + 1}Q", entry.count, entry.sum, *entry.buckets)
-    assert len(copy) == L.histogram_copy_size(n)
-    return _latch_bytes(copy)
-
-
-def _text_record(name: str, help: str, text: str) -> bytes:
-    data = text.encode("utf-8")[: L.MAX_TEXT_CAPACITY]
-    capacity = max(8, L.align8(len(data)))
-    spec = L.RecordSpec(L.MetricType.TEXT, name, help, capacity=capacity)
-    record, value_rel = L.encode_record(spec)
-    copy = struct.pack("<Q", len(data)) + data.ljust(L.text_copy_size(capacity) - 8, b"\0")
-    value = _latch_bytes(copy)
-    return record[:value_rel] + value + record[value_rel + len(value) :]
-
-
-def _record(spec: L.RecordSpec, value: bytes) -> bytes:
-    record, value_rel = L.encode_record(spec)
-    assert value_rel + len(value) == len(record)
-    return record[:value_rel] + value
-
-
-def _id_lines(ids: dict[bytes, int]) -> str:
-    return "".join(f"{inst.hex()} {ns}\n" for inst, ns in sorted(ids.items(), key=lambda kv: kv[1]))
-
-
-def encode_archive(
-    publisher: str,
-    entries: list[_Entry],
-    absorbed: dict[bytes, int],
-    processes: int,
-    created_ns: int = 0,
-    gone: dict[bytes, int] | None = None,
-) -> bytes:
-    """The bytes of a complete archive file (state closed, pid 0).
-
-    ``created_ns``: when the oldest process it absorbed was created: the time
-    from which its totals count (exposed as ``_created``). ``gone``: for
-    absorbed ids, when a cleaner first saw their file gone (see ``fold``).
-    """
-    body = [_record(e.spec, _value_bytes(e)) for e in entries]
-    lines = _id_lines(absorbed)
-    body.append(_text_record(ABSORBED_SERIES, "process files folded into this archive: instance id, time (ns)", lines))
-    body.append(
-        _text_record(
-            GONE_SERIES, "absorbed process files seen gone: instance id, first seen gone (ns)", _id_lines(gone or {})
-        )
-    )
-    body.append(
-        _record(
-            L.RecordSpec(L.MetricType.COUNTER, PROCESSES_SERIES, "process files folded into this archive"),
-            struct.pack("<Q", processes),
-        )
-    )
-    records = b"".join(body)
-    end = L.HEADER_SIZE + len(records)
-    capacity = (end + 4095) // 4096 * 4096
-    now = time.time_ns()
-    identity = L.Identity(
-        pid=0, start_time=0, boot_id=bytes(16), instance_id=os.urandom(16), created_ns=created_ns or now,
-        publisher=publisher, program=ARCHIVE_PROGRAM,
-    )  # fmt: skip
-    header = bytearray(L.encode_header(identity, capacity))
-    # Not live: the file is complete before anyone can open it, so plain packing is fine here.
-    struct.pack_into("<Q", header, L.OFF_END, end)
-    struct.pack_into("<Q", header, L.OFF_CLOSED_NS, now)
-    struct.pack_into("<Q", header, L.OFF_STATE, L.State.CLOSED)
-    return bytes(header) + records + bytes(capacity - end)
 
 
 def _write_atomically(directory: str, name: str, data: bytes) -> None:
@@ -358,56 +213,6 @@ class _ArchiveLock:
         os.close(self.fd)  # releases the lock
 
 
-_Key = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def read_archive(path: str) -> tuple[dict[_Key, _Entry], dict[bytes, int], int, int, dict[bytes, int]]:
-    """The entries, absorbed ids, process count, creation time and gone ids of an archive (empty if there is none)."""
-    entries: dict[_Key, _Entry] = {}
-    absorbed: dict[bytes, int] = {}
-    gone: dict[bytes, int] = {}
-    processes = 0
-    created_ns = 0
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return entries, absorbed, processes, created_ns, gone
-    if not stat.S_ISREG(st.st_mode):
-        raise FormatError(path, _not_regular(path, st.st_mode).problem)  # never opened: no device, no FIFO
-    try:
-        reader = Reader(path)
-    except FormatError as exc:
-        if not os.path.lexists(path):
-            return entries, absorbed, processes, created_ns, gone
-        raise exc
-    with reader:
-        snap = reader.snapshot()
-        if snap.identity is None or snap.identity.pid != 0:
-            raise FormatError(path, "not an archive (not ready, or has a pid)")
-        created_ns = snap.identity.created_ns
-        for series in snap.series:
-            spec = series.record.spec
-            if spec.name == ABSORBED_SERIES:
-                absorbed = parse_absorbed(series.value or "")
-            elif spec.name == PROCESSES_SERIES:
-                processes = int(series.value or 0)
-            elif spec.name == GONE_SERIES:
-                gone = parse_absorbed(series.value or "")
-            elif spec.name.startswith(ARCHIVE_PREFIX):
-                continue
-            elif _declared_only(spec):
-                entries.setdefault((spec.name, spec.labels), _Entry(spec))
-            elif not _archived(spec):
-                continue
-            else:
-                if series.value is None:
-                    raise FormatError(path, f"{spec.name}: value unreadable")
-                entry = _Entry(spec)
-                entry.add(series.value)
-                entries[(spec.name, spec.labels)] = entry
-    return entries, absorbed, processes, created_ns, {i: t for i, t in gone.items() if i in absorbed}
-
-
 def _ended_ns(snap_status: str, closed_ns: int, path: str) -> float:
     """When a file's process ended, in seconds since the epoch (best estimate for a dead one: the file's mtime)."""
     if snap_status == CLOSED and closed_ns:
@@ -438,7 +243,7 @@ def _forget(
     fold: a cleaner killed between folding and removing leaves the file for
     a later cleaner to remove, maybe much later.
     """
-    visible = {n.rsplit(".", 2)[-2] for n in _names(directory) if n.startswith(publisher + ".")}
+    visible = {n.rsplit(".", 2)[-2] for n, _ in scan_directory(directory) if n.startswith(publisher + ".")}
     # Read the clock after the listing: every file missing from it was gone by then.
     seen_ns = int((time.time() if now is None else now) * 1e9)
     horizon = seen_ns - int(RETENTION * 1e9)
@@ -500,7 +305,7 @@ def fold(
             if older_than > 0 and now - _ended_ns(snap.status, closed_ns, path) < older_than:
                 report.kept.append((path, f"{snap.status} less than {older_than:g}s ago"))
                 continue
-            additions: list[tuple[_Entry, Any]] = []
+            additions: list[tuple[Entry, Any]] = []
             declared: list[L.RecordSpec] = []
             problem = None
             for series in snap.series:
@@ -508,15 +313,15 @@ def fold(
                 if KINDS[spec.mtype].merge == MODE:
                     declared.append(spec)  # gauges: summed ones declared, others only to drop an outdated declaration
                     continue
-                if not _archived(spec):
+                if not archived(spec):
                     continue
                 if series.value is None:
                     problem = f"{spec.name}: value unreadable"
                     break
                 key = (spec.name, spec.labels)
                 entry = entries.get(key)
-                if entry is None or _declared_only(entry.spec):  # a declaration gives way to values
-                    entry = _Entry(spec)
+                if entry is None or declared_only(entry.spec):  # a declaration gives way to values
+                    entry = Entry(spec)
                 else:
                     problem = entry.compatible(spec)
                     if problem:
@@ -531,15 +336,15 @@ def fold(
                 # A file with two records for one series (docs/format.md, "Duplicate
                 # records") adds both to one entry; a declaration gives way to values.
                 current = entries.get(key)
-                if current is None or (current is not entry and _declared_only(current.spec)):
+                if current is None or (current is not entry and declared_only(current.spec)):
                     entries[key] = current = entry
                 current.add(value)
             for spec in declared:  # the latest declaration of a summed gauge, unless values hold its name
                 current = entries.get((spec.name, spec.labels))
-                if current is not None and not _declared_only(current.spec):
+                if current is not None and not declared_only(current.spec):
                     continue
-                if _declared_only(spec):
-                    entries[(spec.name, spec.labels)] = _Entry(spec)
+                if declared_only(spec):
+                    entries[(spec.name, spec.labels)] = Entry(spec)
                 elif current is not None:
                     del entries[(spec.name, spec.labels)]  # no longer summed: nothing to declare
             absorbed[ident.instance_id] = int(now * 1e9)
@@ -577,13 +382,6 @@ def fold(
         if _KILL_AT:
             _step("unlocking")
     return report
-
-
-def _names(directory: str) -> list[str]:
-    try:
-        return os.listdir(directory)
-    except FileNotFoundError:
-        return []
 
 
 def _stale_temporary(path: str, st: os.stat_result, now: float) -> bool:
@@ -629,10 +427,10 @@ def clean(
         check_private(directory, os.lstat(directory))
     except FileNotFoundError:
         return report
-    for name in sorted(_names(directory)):
+    for name, _inode in scan_directory(directory, hidden=True):
         path = os.path.join(directory, name)
         hidden_temp = bool(_TEMP_RE.match(name))
-        if not hidden_temp and (name.startswith(".") or not name.endswith(FILE_SUFFIX) or is_archive_name(name)):
+        if not hidden_temp and (name.startswith(".") or is_archive_name(name)):
             continue  # not ours, or (lock, archive) opened by fold() with the same checks
         try:
             st = os.stat(path, follow_symlinks=False)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import errno
 import os
-import struct
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -40,47 +39,14 @@ from typing import Any
 from . import _layout as L
 from . import cells
 from .aggregate import _Family, _Slot, _Source, _Values, aggregate
+from .archive import ABSORBED_SERIES, ARCHIVE_PREFIX, PROCESSES_SERIES, is_archive_name, parse_absorbed
+from .archive import clean as clean_directory
+from .discover import scan_directory
 from .errors import CollectionError, FormatError, ResourceError
 from .kinds import COUNT, KINDS, LABELS, LATCH_SUM, LEVEL, STATE
 from .pattern import compile_pattern
 from .reader import ALIVE, CLOSED, DEAD, NOT_READY, Reader
 from .results import ARCHIVE, CORRUPT, CollectError, Collection, FileInfo, MetricFamily, Sample
-
-#: Archive files: ``PUBLISHER.archive.statmap``; their pid is 0.
-ARCHIVE_SUFFIX = ".archive.statmap"
-#: Series of an archive that are its own bookkeeping, not metrics.
-ARCHIVE_PREFIX = "statmap_archive_"
-ABSORBED_SERIES = "statmap_archive_absorbed"
-PROCESSES_SERIES = "statmap_archive_processes"
-
-FILE_SUFFIX = ".statmap"
-
-_STRUCTS: dict[int, tuple[struct.Struct, struct.Struct]] = {}
-
-
-def _floats(words: list[int]) -> tuple[float, ...]:
-    """Reinterpret u64 bit patterns as f64, in bulk."""
-    n = len(words)
-    if not n:
-        return ()
-    pair = _STRUCTS.get(n)
-    if pair is None:
-        pair = _STRUCTS[n] = (struct.Struct(f"<{n}Q"), struct.Struct(f"<{n}d"))
-    return pair[1].unpack(pair[0].pack(*words))
-
-
-def parse_absorbed(text: str) -> dict[bytes, int]:
-    """The archive's bookkeeping text: ``INSTANCE_HEX ABSORBED_NS`` per line -> {instance: ns}."""
-    out: dict[bytes, int] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) != 2:
-            continue
-        try:
-            out[bytes.fromhex(parts[0])] = int(parts[1])
-        except ValueError:
-            continue
-    return out
 
 
 def _inode(path: str) -> int | None:
@@ -88,10 +54,6 @@ def _inode(path: str) -> int | None:
         return os.stat(path, follow_symlinks=False).st_ino
     except OSError:
         return None
-
-
-def is_archive_name(name: str) -> bool:
-    return name.endswith(ARCHIVE_SUFFIX)
 
 
 class Collector:
@@ -138,15 +100,10 @@ class Collector:
     def _scan(self) -> list[tuple[str, int]]:
         """(name, inode) of every published file, sorted by name; hidden files are left out."""
         try:
-            with os.scandir(self.directory) as it:
-                found = [(e.name, e.inode()) for e in it if e.name.endswith(FILE_SUFFIX) and not e.name.startswith(".")]
-        except FileNotFoundError:
-            return []
+            return scan_directory(self.directory)
         except OSError as exc:  # out of descriptors, permission...: not an empty directory
             kind = ResourceError if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM) else CollectionError
             raise kind(f"{self.directory}: cannot list the directory: {exc.strerror or exc}") from None
-        found.sort()
-        return found
 
     def _source(self, name: str, inode: int) -> _Source:
         path = os.path.join(self.directory, name)
@@ -290,8 +247,6 @@ class Collector:
 
     def collect(self) -> Collection:
         if self.clean:
-            from .archive import clean as clean_directory
-
             clean_directory(self.directory, older_than=self.clean_older_than, publishers=self.publishers)
         now = time.time()
         files: list[FileInfo] = []
@@ -393,8 +348,8 @@ class Collector:
         Integer counters are not read here: they are summed straight from the mappings (_aggregate).
         """
         reader = src.reader
-        flts = _floats(reader.load_words(src.flt_off))
-        gauges = _floats(reader.load_words(src.gauge_off))
+        flts = L.floats_from_bits(reader.load_words(src.flt_off))
+        gauges = L.floats_from_bits(reader.load_words(src.gauge_off))
         enums = reader.load_words([e[0] for e in src.enums]) if src.enums else []
         summed = self._read_sums(src) if src.sum_off else []
         texts: list[Any] = []
@@ -425,7 +380,7 @@ class Collector:
                 if data is None:
                     value = src.last.get(offset)
                 else:
-                    words = struct.unpack(f"<Qd{size // 8 - 2}Q", data)
+                    words = L.decode_counts_copy(data)
                     if len(words) > 2 and sum(words[2:]) != words[0]:
                         raise FormatError(
                             src.path, f"histogram {record.spec.name}: bucket counts do not sum to its count"

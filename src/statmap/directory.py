@@ -73,3 +73,14 @@ def open_directory(path: str) -> int:
         return os.open(path, flags)
     except OSError as exc:
         raise DirectoryError(f"{path}: cannot open directory: {exc.strerror}") from exc
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link", stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+}  # fmt: skip
+
+
+def not_regular_problem(mode: int) -> str:
+    """What is wrong with an entry of this mode where a regular file belongs (it is left alone)."""
+    return f"is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file; left alone"

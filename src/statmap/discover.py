@@ -1,4 +1,10 @@
-"""Finding statmap files in a directory."""
+"""Finding statmap files in a directory: the one listing every reader uses.
+
+A published file is ``NAME.statmap`` (process files and archives alike);
+names that start with ``.`` are hidden: files still being built, locks.
+The collector, the cleaner, the CLI and the dashboard all list a directory
+through ``scan_directory`` and differ only in what they do with the names.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,26 @@ import os
 FILE_SUFFIX = ".statmap"
 
 
-def statmap_files(directory: str) -> list[str]:
-    """Paths of the published files in ``directory``, sorted; hidden (temporary) files are left out."""
+def scan_directory(directory: str, *, hidden: bool = False) -> list[tuple[str, int]]:
+    """(name, inode) of the published files in ``directory``, sorted by name.
+
+    ``hidden``: every hidden name too, whatever it ends with (temporary files
+    and locks, for the cleaner to judge). A missing directory holds nothing;
+    any other failure to list it raises OSError.
+    """
     try:
-        names = os.listdir(directory)
+        with os.scandir(directory) as it:
+            found = [
+                (e.name, e.inode())
+                for e in it
+                if (e.name.endswith(FILE_SUFFIX) and not e.name.startswith(".")) or (hidden and e.name.startswith("."))
+            ]
     except FileNotFoundError:
         return []
-    return sorted(os.path.join(directory, n) for n in names if n.endswith(FILE_SUFFIX) and not n.startswith("."))
+    found.sort()
+    return found
+
+
+def statmap_files(directory: str) -> list[str]:
+    """Paths of the published files in ``directory``, sorted; hidden (temporary) files are left out."""
+    return [os.path.join(directory, name) for name, _ in scan_directory(directory)]

@@ -6,26 +6,31 @@ corrupt file raises ``FormatError`` naming the file and the problem; a
 zero-length or half-built file is reported as not ready. Parsed records are
 cached: a new snapshot parses only records added since the last one and
 re-reads only values.
+
+Its parts below it: ``record_table`` (the parsed records and the metadata
+cache readers share), ``filemap`` (a mapping, or copies of other users'
+files), ``liveness`` (is the writer alive).
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import mmap
 import os
-import resource
 import stat
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _layout as L
-from . import cells
-from ._proc import boot_id, pid_exists, process_start_time
+from . import cells, filemap, liveness
 from .errors import FormatError, ResourceError
 from .kinds import TYPE_NAMES as TYPE_NAMES  # type code -> name: the table of kinds is its home
+from .liveness import ALIVE as ALIVE  # the statuses are part of the reader's API: re-exported
+from .liveness import CLOSED as CLOSED
+from .liveness import DEAD as DEAD
+from .liveness import NOT_READY as NOT_READY
+from .record_table import RecordTable
 
 # The value classes live in values.py; re-exported here, where they were first.
 from .values import HistogramValue as HistogramValue
@@ -34,9 +39,6 @@ from .values import json_number as json_number
 
 #: Types whose value is a latch (format.md section 6).
 _LATCHED = (L.MetricType.HISTOGRAM, L.MetricType.SUMMARY, L.MetricType.TEXT)
-
-#: Liveness of a file's writer.
-ALIVE, CLOSED, DEAD, NOT_READY = "alive", "closed", "dead", "not-ready"
 
 
 @dataclass(frozen=True)
@@ -100,47 +102,8 @@ class Snapshot:
         }
 
 
-class _Entry:
-    """Decoded metadata of one distinct record, shared by every reader that holds a record with these bytes."""
-
-    __slots__ = ("key", "known", "placed", "refs", "spec", "vsize")
-
-    def __init__(self, key: bytes, spec: L.RecordSpec, vsize: int, known: bool) -> None:
-        self.key = key
-        self.spec = spec
-        self.vsize = vsize
-        self.known = known
-        self.placed: dict[int, L.Record] = {}  # the same record at the same offset: one shared object
-        self.refs = 0  # readers holding it; the entry goes when the last of them closes
-
-
-#: Decoded record metadata by its bytes (record start up to the value area),
-#: shared by all readers and counted: an entry lives as long as a reader
-#: holding its record, so memory follows the files that are open.
-_decoded: dict[bytes, _Entry] = {}
-_decoded_high = 0  # its size when last rebuilt or at its largest seen
-
 #: Errors of this process, not of a file: they fail a whole collection.
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
-
-#: Before Python 3.13 every mmap object keeps a duplicate of its file's
-#: descriptor. Readers then map at most half of the descriptor limit's worth
-#: of files and read the others through copies, which hold none.
-_TRACKFD = sys.version_info >= (3, 13)
-_mapped = 0  # mappings held by readers (each holding a descriptor before 3.13)
-#: Readers of live files keep their descriptor between reads while descriptors
-#: are plentiful (within the same budget): probing liveness then costs one
-#: flock, not an open and a close (about 4 us per file and scrape).
-_held = 0
-
-
-def _map_budget() -> float:
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return float("inf") if soft == resource.RLIM_INFINITY else soft // 2
-
-
-#: Copy mode: rounds of three whole copies before proving latches one by one.
-_COPY_ROUNDS = 20
 
 
 class _Grown(Exception):
@@ -167,12 +130,9 @@ class Reader:
         self._words: memoryview | None = None
         self._copies: tuple[bytearray, bytearray] | None = None  # copy mode: the reads before and after
         self._final = False  # closed, or its writer dead: liveness cannot change any more
-        self._holding = False  # keeps its descriptor between reads (see _held)
+        self._holding = False  # keeps its descriptor between reads (see filemap.py)
         self._stale = False  # the header says the file grew beyond what we hold
-        self._records: list[L.Record] = []
-        self._entries: list[_Entry] = []
-        self._metadata = 0  # bytes of record metadata parsed so far (bounded by MAX_METADATA)
-        self._parsed_end = 0
+        self._table = RecordTable()  # the records parsed so far
         self._header: L.Header | None = None
         self._fixed: L.Header | None = None  # the validated header fields that never change
         self._closed = False
@@ -248,95 +208,59 @@ class Reader:
         self._release_map()
         if size == 0:
             return 0
-        global _mapped
-        if not _TRACKFD and _mapped + _held >= _map_budget():
-            self._copy = True  # no descriptor to spare for one more mapping: read through copies
-            return self._read_copies(size)
         try:
-            if _TRACKFD:
-                self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ, trackfd=False)  # type: ignore[call-arg,unused-ignore]
-            else:
-                self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
-                _mapped += 1
+            m = filemap.map_file(self._fd, size)
         except OSError as exc:
             if exc.errno not in _RESOURCE_ERRNOS:
                 raise self._fail(f"cannot map: {exc.strerror}") from None
-            self._copy = True  # out of descriptors or mappings: copies need neither
+            m = None  # out of descriptors or mappings: copies need neither
+        if m is None:
+            self._copy = True  # no descriptor to spare for one more mapping: read through copies
             return self._read_copies(size)
-        self._words = memoryview(self._map).cast("Q") if size % 8 == 0 else None
-        if not self._holding and not self._final and _mapped + _held < _map_budget():
+        self._map, self._words = m, L.words_view(m)
+        if not self._holding and not self._final and filemap.spare():
             self._hold(True)
         return size
 
     def _hold(self, on: bool) -> None:
-        global _held
         if on != self._holding:
             self._holding = on
-            _held += 1 if on else -1
+            filemap.hold(on)
 
-    def _pread(self, n: int) -> bytearray:
-        buf = bytearray(n)
-        try:
-            got = os.preadv(self._fd, [buf], 0)
-        except OSError as exc:
-            if exc.errno in _RESOURCE_ERRNOS:
-                raise self._resource("read", exc) from None
-            raise self._fail(f"cannot read: {exc.strerror}") from None
-        if got < n:
-            del buf[got:]  # shrunk since fstat: the header checks see what is there
-        return buf
+    def _read_error(self, exc: OSError) -> Exception:
+        if exc.errno in _RESOURCE_ERRNOS:
+            return self._resource("read", exc)
+        return self._fail(f"cannot read: {exc.strerror}")
 
     def _read_copies(self, size: int) -> int:
-        """Copy mode: three copies of the file up to its end of records (see _prove_latches)."""
-        head = self._pread(min(size, L.HEADER_SIZE))
-        n = len(head)
-        if n == L.HEADER_SIZE and head[: len(L.MAGIC)] == L.MAGIC:
-            end = cells.load_u64(head, L.OFF_END)
-            n = max(L.HEADER_SIZE, min(end, size))  # records before end are complete; end only grows
+        """Copy mode: three copies of the file up to its end of records (see ``filemap.py``)."""
+        try:
+            first, middle, last = filemap.read_copies(self._fd, size)
+        except OSError as exc:
+            raise self._read_error(exc) from None
         self._release_map()
-        first, middle, last = self._pread(n), self._pread(n), self._pread(n)
-        n = min(len(first), len(middle), len(last))
-        del first[n:], middle[n:], last[n:]
         self._map, self._copies = middle, (first, last)
-        self._words = memoryview(middle).cast("Q") if n % 8 == 0 else None
+        self._words = L.words_view(middle)
+        n = len(middle)
         return size if n == size or n >= L.HEADER_SIZE else n
 
     def _prove_latches(self) -> None:
-        """Copy mode: make every latch in the middle copy one the writer did not touch while it was copied.
-
-        Three reads in a row, first/middle/last: a latch whose ``seq`` is the
-        same in the first and the last was not written at all while the
-        middle one was copied (``seq`` only grows, and the selected copy is
-        written only after ``seq`` moved), so the middle copy holds it whole.
-        Latches that moved are copied again; after a few rounds each is read
-        on its own with the latch protocol through ``pread`` and patched in.
-        """
-        latched = [r.value_offset for r in self._records if r.known and r.value_size and r.spec.mtype in _LATCHED]
-        for attempt in range(_COPY_ROUNDS + 1):
-            assert self._copies is not None
-            first, last = self._copies
-            moving = [off for off in latched if off + 8 <= len(first) and first[off : off + 8] != last[off : off + 8]]
-            if not moving or attempt == _COPY_ROUNDS:
-                break
-            time.sleep(0)
-            self._read_copies(os.fstat(self._fd).st_size)
-        middle = self._map
-        assert isinstance(middle, bytearray)
-        by_offset = {r.value_offset: r for r in self._records if r.known}
-        for off in moving:
-            record = by_offset[off]
-            copy_size = (record.value_size - 8) // 2
-            for _ in range(10_000):
-                s1 = os.pread(self._fd, 8, off)
-                which = cells.load_u64(bytearray(s1), 0) & 1 if len(s1) == 8 else 0
-                start = off + 8 + which * copy_size
-                data = os.pread(self._fd, copy_size, start)
-                if os.pread(self._fd, 8, off) == s1 and len(data) == copy_size:
-                    middle[off : off + 8] = s1
-                    middle[start : start + copy_size] = data
-                    break
-            # A writer that kept this value moving through every attempt: the
-            # middle copy stays, as a mapped read would give up and use the last value.
+        """Copy mode: make every latch in the middle copy one the writer did not touch while it was copied."""
+        assert self._copies is not None and isinstance(self._map, bytearray)
+        records = self._table.records
+        latches = [
+            (r.value_offset, (r.value_size - 8) // 2)
+            for r in records
+            if r.known and r.value_size and r.spec.mtype in _LATCHED
+        ]
+        (first, last), middle = self._copies, self._map
+        try:
+            middle = filemap.prove_latches(self._fd, first, middle, last, latches)
+        except OSError as exc:
+            raise self._read_error(exc) from None
+        if middle is not self._map:  # read again: the proved copy replaces the one held
+            self._release_map()
+            self._map, self._words = middle, L.words_view(middle)
         self._copies = None
 
     def _release_map(self) -> None:
@@ -344,13 +268,7 @@ class Reader:
             self._words.release()
             self._words = None
         if isinstance(self._map, mmap.mmap):
-            if not _TRACKFD:
-                global _mapped
-                _mapped -= 1
-            try:
-                self._map.close()
-            except BufferError:
-                pass  # a view of it is still referenced (e.g. by a traceback); it closes when that goes
+            filemap.unmap(self._map)
         self._map = None
 
     def close(self) -> None:
@@ -358,17 +276,7 @@ class Reader:
         self._close_fd()
         if not self._closed:
             self._closed = True
-            global _decoded, _decoded_high
-            _decoded_high = max(_decoded_high, len(_decoded))
-            for entry in self._entries:
-                entry.refs -= 1
-                if entry.refs <= 0 and _decoded.get(entry.key) is entry:
-                    del _decoded[entry.key]
-            self._entries.clear()  # clear, not rebind: a traceback may still hold these lists
-            self._records.clear()
-            if len(_decoded) < _decoded_high // 4:  # a dict never shrinks its table: build a small one
-                _decoded = dict(_decoded)
-                _decoded_high = len(_decoded)
+            self._table.release()
 
     def __enter__(self) -> Reader:
         return self
@@ -455,53 +363,10 @@ class Reader:
 
     def _parse_new_records(self, header: L.Header) -> None:
         assert self._map is not None
-        if self._parsed_end == 0:
-            self._parsed_end = header.header_size
-        offset = self._parsed_end
-        if header.end < offset:
-            raise self._fail(f"end of records went backwards ({header.end} < {offset})")
-        m, end, cache, records, entries = self._map, header.end, _decoded, self._records, self._entries
-        copy = self._copy
-        while offset < end:
-            if len(records) >= L.MAX_RECORDS:
-                raise self._fail(f"more than {L.MAX_RECORDS} records: over the reader limit (format.md 11)")
-            # Files of one program hold the same records: decode each distinct
-            # metadata once per process. A cached decode is reused only for
-            # identical bytes at a position where the same checks pass.
-            record = entry = None
-            if offset + L.RECORD_HEADER_SIZE <= end:
-                fields = L.RECORD_HEADER.unpack_from(m, offset)
-                size, value_rel = fields[0], fields[5]  # record_size, value_offset
-                if L.RECORD_HEADER_SIZE <= value_rel <= size <= end - offset:
-                    raw = m[offset : offset + value_rel]
-                    entry = cache.get(bytes(raw) if copy else raw)  # type: ignore[arg-type]
-                    if entry is not None:
-                        record = entry.placed.get(offset)  # same record at the same place: share it (immutable)
-                        if record is None:
-                            record = entry.placed[offset] = L.Record(
-                                offset, size, entry.spec, offset + value_rel, entry.vsize, entry.known
-                            )
-            if record is None:
-                try:
-                    record = L.decode_record(m, offset, end)
-                except L.RecordError as exc:
-                    raise self._fail(str(exc)) from None
-            self._metadata += record.value_offset - offset
-            if self._metadata > L.MAX_METADATA:
-                raise self._fail(
-                    f"more than {L.MAX_METADATA} bytes of record metadata: over the reader limit (format.md 11)"
-                )
-            if entry is None:
-                key = bytes(m[offset : record.value_offset])
-                entry = cache.get(key)
-                if entry is None:
-                    entry = cache[key] = _Entry(key, record.spec, record.value_size, record.known)
-                entry.placed.setdefault(offset, record)
-            entry.refs += 1
-            entries.append(entry)
-            records.append(record)
-            offset += record.size
-        self._parsed_end = offset
+        try:
+            self._table.parse(self._map, header.header_size, header.end, self._copy)
+        except L.RecordError as exc:
+            raise self._fail(str(exc)) from None
 
     # -- liveness -------------------------------------------------------------
 
@@ -511,28 +376,11 @@ class Reader:
             return CLOSED
         if self._final:
             return DEAD  # no process takes a dead writer's lock again
-        # A shared lock on our own open of the file: it would block if the
-        # writer holds its exclusive lock; closing our descriptor drops it.
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return ALIVE  # the writer holds its exclusive lock
-        except OSError:
-            status = self._liveness_by_pid(header.identity)
-        else:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            status = DEAD
+        status = liveness.probe(self._fd, header.identity)  # a shared lock on our own open of the file
         self._final = status == DEAD
         return status
 
-    @staticmethod
-    def _liveness_by_pid(identity: L.Identity) -> str:
-        """Fallback where locks don't work: same boot, pid exists and started when the writer did."""
-        if identity.boot_id != boot_id() or not pid_exists(identity.pid):
-            return DEAD
-        if identity.start_time and process_start_time(identity.pid) != identity.start_time:
-            return DEAD
-        return ALIVE
+    _liveness_by_pid = staticmethod(liveness.by_pid)  # the fallback where locks don't work (tests call it)
 
     # -- values -------------------------------------------------------------
 
@@ -616,7 +464,7 @@ class Reader:
     @property
     def records(self) -> list[L.Record]:
         """Every record parsed so far (known and unknown types), in file order. Do not modify."""
-        return self._records
+        return self._table.records
 
     @property
     def header(self) -> L.Header | None:
@@ -664,7 +512,7 @@ class Reader:
                 value=self._value(r),
                 record=r,
             )
-            for r in self._records
+            for r in self._table.records
             if r.known
         ]
         return Snapshot(self.path, status, header.identity, series, (header.major, header.minor), size)
