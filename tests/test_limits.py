@@ -14,8 +14,9 @@ import shutil
 import signal
 import subprocess
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -278,3 +279,55 @@ def test_out_of_file_descriptors_is_a_clear_error(statdir: str) -> None:
     assert _values(path)[("c", ())] == 5
     hidden = [n for n in os.listdir(statdir) if n.startswith(".")]
     assert hidden == [], f"temporary files left behind: {hidden}"
+
+
+# -- the reader's limits per file (docs/format.md section 11) -------------------
+
+
+def _refused_beyond_reader_limit(pub: statmap.Publisher, make: Callable[[int], Any], match: str) -> None:
+    """``make(i)`` adds series i (returned) until the writer refuses one; then nothing written is lost."""
+    first = make(0)
+    first.inc()
+    i = 1
+    with pytest.raises(statmap.PublishError, match=match) as info:
+        while True:
+            make(i).inc()
+            i += 1
+    assert pub.path in str(info.value)
+    end = os.path.getsize(pub.path)
+    with statmap.open(pub.path) as reader:  # the reader takes everything the writer published
+        series = reader.snapshot().series
+    assert len(series) == i and series[0].value == 1 and series[-1].value == 1
+    with pytest.raises(statmap.PublishError, match=match):
+        make(i + 1)  # refused again, and still nothing appended
+    first.inc()  # existing series still work
+    assert os.path.getsize(pub.path) == end
+    assert _values(pub.path)[(series[0].name, tuple(series[0].labels.values()))] == 2
+
+
+def test_writer_refuses_records_beyond_the_reader_limit(statdir: str) -> None:
+    """A writer never publishes what a reader rejects: at most MAX_RECORDS records per file."""
+    from statmap import _layout as L
+
+    digits = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
+
+    def name(i: int) -> str:  # 4 characters: a 56-byte record, so the record limit comes first
+        return "a" + digits[i // 63**2] + digits[i // 63 % 63] + digits[i % 63]
+
+    with statmap.Publisher("many", statdir) as pub:
+        _refused_beyond_reader_limit(
+            pub, lambda i: pub.counter(name(i)), rf"the file holds {L.MAX_RECORDS} records.*MAX_RECORDS"
+        )
+        with statmap.open(pub.path) as reader:
+            assert len(reader.snapshot().series) == L.MAX_RECORDS
+
+
+def test_writer_refuses_metadata_beyond_the_reader_limit(statdir: str) -> None:
+    """... and at most MAX_METADATA bytes of record metadata per file (4 KiB help strings here)."""
+    from statmap import _layout as L
+
+    with statmap.Publisher("wordy", statdir) as pub:
+        fam = pub.counter("c", "h" * 4096, labels=("k",), max_series=L.MAX_RECORDS)
+        _refused_beyond_reader_limit(
+            pub, lambda i: fam.labels(str(i)), rf"reader limit of {L.MAX_METADATA} bytes.*MAX_METADATA"
+        )

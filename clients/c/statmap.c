@@ -71,9 +71,14 @@
 #define MAX_TEXT_CAPACITY (1024u * 1024u)
 #define MAX_FILE_SIZE (UINT64_C(1) << 30)
 #define DEFAULT_CAPACITY 16384u
+/* Reader limits (format.md section 11): what one file can cost a reader. */
+#define MAX_RECORDS (UINT64_C(1) << 17)
+#define MAX_METADATA (UINT64_C(1) << 23)
 
 #define LATCH_FAST_TRIES 10000
 #define LATCH_YIELDS 100
+#define COPY_ROUNDS 20          /* copy mode: rounds of three whole copies */
+#define COPY_LATCH_TRIES 10000  /* then per latch, with the latch protocol through pread */
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -1207,11 +1212,25 @@ typedef struct {
     uint32_t header_size;
 } hdr_t;
 
+/* Per-file counts for the reader limits (format.md section 11). */
+typedef struct {
+    uint64_t records, metadata;
+} walk_limits;
+
 struct statmap_reader {
     char *path;
     int fd;
     unsigned char *map;
     size_t mapsize;
+    /* Copy mode (a file another user owns, or STATMAP_READ_COPY): never
+     * mapped; three copies read with pread, cp[1] is the one read from. */
+    int copied;
+    uint64_t *cp[3];
+    size_t cpcap;             /* bytes allocated in each of cp[0..2] */
+    size_t cpsize;            /* bytes copied (the shortest of the three reads) */
+    unsigned char *unproven;  /* per record: a latch the copies could not prove whole */
+    size_t capunproven;
+    walk_limits lim;          /* records and metadata walked so far */
     statmap_record *recs;     /* known types, in order */
     size_t nrecs, caprecs;
     uint64_t parsed_end;      /* records before this offset are validated */
@@ -1327,7 +1346,7 @@ static int read_identity(const unsigned char *base, uint64_t state, statmap_iden
  * parses it into *r. Returns OK, CORRUPT, or NOT_READY meaning "unknown
  * type, skip it". *size receives record_size. */
 static int parse_record(const unsigned char *base, uint64_t o, uint64_t end, statmap_record *r, uint32_t *size,
-                        char *err, size_t errlen)
+                        uint32_t *meta, char *err, size_t errlen)
 {
 #define BAD(...)                                                                                                      \
     do {                                                                                                              \
@@ -1390,6 +1409,7 @@ static int parse_record(const unsigned char *base, uint64_t o, uint64_t end, sta
         BAD("strings use %u bytes, strings_size says %u", pos, ssize);
     }
     *size = rsize;
+    *meta = voff; /* the record's bytes before its value area */
     if (type < STATMAP_COUNTER || type > STATMAP_ENUM) {
         free(lens);
         free(offs);
@@ -1487,15 +1507,29 @@ static int parse_record(const unsigned char *base, uint64_t o, uint64_t end, sta
 
 /* Walks records [from, end), appending known ones to the arrays. */
 static int walk_records(const unsigned char *base, uint64_t from, uint64_t end, statmap_record **recs, size_t *nrecs,
-                        size_t *caprecs, uint64_t *parsed_end, char *err, size_t errlen)
+                        size_t *caprecs, uint64_t *parsed_end, walk_limits *lim, char *err, size_t errlen)
 {
     uint64_t o = from;
     while (o < end) {
+        if (lim->records >= MAX_RECORDS) {
+            set_err(err, errlen, "more than %llu records: over the reader limit (format.md 11)",
+                    (unsigned long long)MAX_RECORDS);
+            return STATMAP_CORRUPT;
+        }
         statmap_record r;
-        uint32_t size = 0;
-        int rc = parse_record(base, o, end, &r, &size, err, errlen);
+        uint32_t size = 0, meta = 0;
+        int rc = parse_record(base, o, end, &r, &size, &meta, err, errlen);
         if (rc == STATMAP_CORRUPT)
             return rc;
+        lim->records++;
+        lim->metadata += meta;
+        if (lim->metadata > MAX_METADATA) {
+            if (rc == STATMAP_OK)
+                free_record(&r);
+            set_err(err, errlen, "more than %llu bytes of record metadata: over the reader limit (format.md 11)",
+                    (unsigned long long)MAX_METADATA);
+            return STATMAP_CORRUPT;
+        }
         if (rc == STATMAP_OK) {
             if (*nrecs == *caprecs) {
                 size_t c = *caprecs ? 2 * *caprecs : 32;
@@ -1561,8 +1595,9 @@ static int words_reserve(uint64_t **words, size_t *cap, size_t need)
 
 /* Reads every value. Latch copies go into *words (grown as needed); the
  * returned values point into it, so fix up bucket pointers afterwards. */
-static int read_values(const unsigned char *base, const statmap_record *recs, size_t nrecs, statmap_series_value *vals,
-                       uint64_t **words, size_t *capwords, char *err, size_t errlen)
+static int read_values(const unsigned char *base, const statmap_record *recs, size_t nrecs,
+                       const unsigned char *unproven, statmap_series_value *vals, uint64_t **words, size_t *capwords,
+                       char *err, size_t errlen)
 {
     /* First pass: how many words. */
     size_t need = 0;
@@ -1598,7 +1633,7 @@ static int read_values(const unsigned char *base, const statmap_record *recs, si
             break;
         }
         case STATMAP_SUMMARY:
-            if (!latch_read(v, 16, sum_buf, 2, 0, 0)) {
+            if ((unproven && unproven[i]) || !latch_read(v, 16, sum_buf, 2, 0, 0)) {
                 sv->value.readable = 0;
                 break;
             }
@@ -1609,7 +1644,7 @@ static int read_values(const unsigned char *base, const statmap_record *recs, si
             size_t n = (size_t)r->param_count + 3;
             uint64_t *w = *words + at;
             at += n;
-            if (!latch_read(v, 8 * (uint64_t)n, w, n, 0, 0)) {
+            if ((unproven && unproven[i]) || !latch_read(v, 8 * (uint64_t)n, w, n, 0, 0)) {
                 sv->value.readable = 0;
                 break;
             }
@@ -1637,7 +1672,7 @@ static int read_values(const unsigned char *base, const statmap_record *recs, si
             size_t n = (size_t)(copy / 8);
             uint64_t *w = *words + at;
             at += n;
-            if (!latch_read(v, copy, w, n, 1, r->capacity)) {
+            if ((unproven && unproven[i]) || !latch_read(v, copy, w, n, 1, r->capacity)) {
                 sv->value.readable = 0;
                 break;
             }
@@ -1689,11 +1724,12 @@ int statmap_read_buffer(const unsigned char *data, size_t size, char *err, size_
         statmap_identity id;
         if (read_identity(base, h.state, &id) == 0)
             free_ident(&id);
-        rc = walk_records(base, h.header_size, h.end, &recs, &nrecs, &caprecs, &parsed, err, errlen);
+        walk_limits lim = {0, 0};
+        rc = walk_records(base, h.header_size, h.end, &recs, &nrecs, &caprecs, &parsed, &lim, err, errlen);
     }
     if (rc == STATMAP_OK) {
         vals = calloc(nrecs + 1, sizeof *vals);
-        rc = vals ? read_values(base, recs, nrecs, vals, &w, &capw, err, errlen) : STATMAP_ERROR;
+        rc = vals ? read_values(base, recs, nrecs, NULL, vals, &w, &capw, err, errlen) : STATMAP_ERROR;
         if (vals)
             free_values(vals, nrecs);
     }
@@ -1706,15 +1742,9 @@ int statmap_read_buffer(const unsigned char *data, size_t size, char *err, size_
     return rc;
 }
 
-/* (Re)maps the file at its current size. */
-static int remap(statmap_reader *r, char *err, size_t errlen)
+/* (Re)maps the file at its current size (st_size of the caller's fstat). */
+static int remap(statmap_reader *r, size_t size, char *err, size_t errlen)
 {
-    struct stat st;
-    if (fstat(r->fd, &st) != 0) {
-        set_err(err, errlen, "cannot stat: %s", strerror(errno));
-        return STATMAP_ERROR;
-    }
-    size_t size = (size_t)st.st_size;
     if (r->map && size == r->mapsize)
         return STATMAP_OK;
     if (r->map && size < r->mapsize) {
@@ -1737,27 +1767,235 @@ static int remap(statmap_reader *r, char *err, size_t errlen)
     return STATMAP_OK;
 }
 
-/* Maps (again if needed) and checks the header. */
+/* pread until n bytes or the end of the file: the bytes read, or -1. */
+static ssize_t pread_full(int fd, unsigned char *buf, size_t n, uint64_t off)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = pread(fd, buf + got, n - got, (off_t)(off + got));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return -1;
+        if (k == 0)
+            break; /* shorter now than when we looked: the caller sees fewer bytes */
+        got += (size_t)k;
+    }
+    return (ssize_t)got;
+}
+
+/* Three copies of the file's first n bytes in a row; cpsize becomes the
+ * shortest read (the file may shrink meanwhile). n <= MAX_FILE_SIZE. */
+static int copy_three(statmap_reader *r, size_t n, char *err, size_t errlen)
+{
+    size_t need = (size_t)align8(n < STATMAP_HEADER_SIZE ? STATMAP_HEADER_SIZE : n);
+    if (need > r->cpcap) {
+        for (int i = 0; i < 3; i++) {
+            free(r->cp[i]);
+            r->cp[i] = calloc(need / 8, 8); /* aligned for the word loads of the reader */
+        }
+        r->cpcap = r->cp[0] && r->cp[1] && r->cp[2] ? need : 0;
+        if (!r->cpcap) {
+            r->cpsize = 0;
+            set_err(err, errlen, "out of memory for copies of %zu bytes", n);
+            return STATMAP_ERROR;
+        }
+    }
+    size_t least = n;
+    for (int i = 0; i < 3; i++) {
+        ssize_t k = pread_full(r->fd, (unsigned char *)r->cp[i], n, 0);
+        if (k < 0) {
+            r->cpsize = 0;
+            set_err(err, errlen, "cannot read: %s", strerror(errno));
+            return STATMAP_ERROR;
+        }
+        if ((size_t)k < least)
+            least = (size_t)k;
+    }
+    r->cpsize = least;
+    return STATMAP_OK;
+}
+
+/* Copy mode's remap: copies of the file up to its end of records (records
+ * before end are complete, and end only grows). *image: the size to check
+ * the header against (the file's, when the copies hold a whole header). */
+static int recopy(statmap_reader *r, size_t size, size_t *image, char *err, size_t errlen)
+{
+    unsigned char head[STATMAP_HEADER_SIZE];
+    ssize_t k = pread_full(r->fd, head, size < sizeof head ? size : sizeof head, 0);
+    if (k < 0) {
+        set_err(err, errlen, "cannot read: %s", strerror(errno));
+        return STATMAP_ERROR;
+    }
+    size_t n = (size_t)k;
+    if (n == sizeof head && rd64(head + H_MAGIC) == MAGIC_LE) {
+        uint64_t end = rd64(head + H_END);
+        n = end < size ? (size_t)end : size;
+        if (n < sizeof head)
+            n = sizeof head;
+    }
+    int rc = copy_three(r, n, err, errlen);
+    if (rc != STATMAP_OK)
+        return rc;
+    if (r->cpsize < n) {
+        /* Only truncation shortens a statmap file: never read what is left as the whole file. */
+        set_err(err, errlen, "file shrank to %zu bytes while read (it had %zu)", r->cpsize, n);
+        return STATMAP_CORRUPT;
+    }
+    *image = r->cpsize >= STATMAP_HEADER_SIZE ? size : r->cpsize;
+    return STATMAP_OK;
+}
+
+/* Brings the mapping (or the copies) up to the file as it is now. *image:
+ * the size the header is checked against. */
+static int sync_file(statmap_reader *r, size_t *image, char *err, size_t errlen)
+{
+    struct stat st;
+    if (fstat(r->fd, &st) != 0) {
+        set_err(err, errlen, "cannot stat: %s", strerror(errno));
+        return STATMAP_ERROR;
+    }
+    if (st.st_size < 0 || (uint64_t)st.st_size > MAX_FILE_SIZE) {
+        set_err(err, errlen, "file size %lld exceeds the reader limit of %llu bytes (format.md 11)",
+                (long long)st.st_size, (unsigned long long)MAX_FILE_SIZE);
+        return STATMAP_CORRUPT;
+    }
+    size_t size = (size_t)st.st_size;
+    if (!r->copied && st.st_uid != geteuid()) {
+        /* Another user can shrink this file under a mapping (SIGBUS):
+         * from now on it is read through copies, never mapped. */
+        if (r->map)
+            munmap(r->map, r->mapsize);
+        r->map = NULL;
+        r->mapsize = 0;
+        r->copied = 1;
+    }
+    if (r->copied)
+        return recopy(r, size, image, err, errlen);
+    *image = size;
+    return remap(r, size, err, errlen);
+}
+
+static const unsigned char *image_base(const statmap_reader *r)
+{
+    return r->copied ? (const unsigned char *)r->cp[1] : r->map;
+}
+
+/* Maps or copies (again if needed) and checks the header. */
 static int refresh(statmap_reader *r, hdr_t *h, char *err, size_t errlen)
 {
     for (int attempt = 0;; attempt++) {
-        int rc = remap(r, err, errlen);
+        size_t image = 0;
+        int rc = sync_file(r, &image, err, errlen);
         if (rc != STATMAP_OK)
             return rc;
-        rc = check_header(r->map, r->mapsize, h, err, errlen);
+        rc = check_header(image_base(r), image, h, err, errlen);
         if (rc == STATMAP_CORRUPT && attempt == 0) {
-            /* capacity or end past our mapping: the file may have grown */
+            /* capacity or end past what we read: the file may have grown */
             struct stat st;
-            if (fstat(r->fd, &st) == 0 && (size_t)st.st_size > r->mapsize)
+            if (fstat(r->fd, &st) == 0 && st.st_size > 0 && (uint64_t)st.st_size > image)
                 continue;
         }
+        if (rc == STATMAP_OK && r->copied && h->end > r->cpsize)
+            h->end = r->cpsize; /* the copies hold the records up to the end read just before them */
         return rc;
     }
 }
 
+static int latched(unsigned type)
+{
+    return type == STATMAP_HISTOGRAM || type == STATMAP_SUMMARY || type == STATMAP_TEXT;
+}
+
+/* Copy mode: makes every latch of the middle copy one the writer did not
+ * touch while it was copied. Three reads in a row: a latch whose seq is the
+ * same in the first and the third was not written while the second was
+ * read (seq only grows, and its stable copy is written only after seq
+ * moved), so the second holds it whole. Latches that moved are copied
+ * again; after COPY_ROUNDS each is read alone with the latch protocol
+ * through pread. One still moving after that is marked unproven (read as
+ * unreadable, as a mapped read whose retries ran out). */
+static int prove_latches(statmap_reader *r, char *err, size_t errlen)
+{
+    if (r->nrecs > r->capunproven) {
+        unsigned char *p = realloc(r->unproven, r->nrecs);
+        if (!p) {
+            set_err(err, errlen, "out of memory");
+            return STATMAP_ERROR;
+        }
+        r->unproven = p;
+        r->capunproven = r->nrecs;
+    }
+    size_t n = r->cpsize, moving = 0;
+    for (int round = 0;; round++) {
+        moving = 0;
+        const unsigned char *first = (const unsigned char *)r->cp[0], *last = (const unsigned char *)r->cp[2];
+        for (size_t i = 0; i < r->nrecs; i++) {
+            const statmap_record *rec = &r->recs[i];
+            uint64_t off = rec->offset + rec->value_offset;
+            /* records lie before end <= n (checked by the walk); checked again, cheaply */
+            r->unproven[i] = latched(rec->type) && (off + rec->value_size > n || memcmp(first + off, last + off, 8));
+            moving += r->unproven[i];
+        }
+        if (!moving || round == COPY_ROUNDS)
+            break;
+        sched_yield();
+        int rc = copy_three(r, n, err, errlen);
+        if (rc != STATMAP_OK)
+            return rc;
+        if (r->cpsize < n) {
+            set_err(err, errlen, "file shrank to %zu bytes while read (records end at %zu)", r->cpsize, n);
+            return STATMAP_CORRUPT;
+        }
+        /* n >= the header (refresh checked it): still a ready statmap file? */
+        const unsigned char *mid = (const unsigned char *)r->cp[1];
+        uint64_t state = rd64(mid + H_STATE);
+        if (rd64(mid + H_MAGIC) != MAGIC_LE || (state != STATE_READY && state != STATE_CLOSED)) {
+            set_err(err, errlen, "header overwritten while read (magic or state)");
+            return STATMAP_CORRUPT;
+        }
+    }
+    unsigned char *mid = (unsigned char *)r->cp[1];
+    for (size_t i = 0; moving && i < r->nrecs; i++) {
+        if (!r->unproven[i])
+            continue;
+        const statmap_record *rec = &r->recs[i];
+        uint64_t off = rec->offset + rec->value_offset;
+        if (rec->value_size < 8 || off + rec->value_size > n)
+            continue; /* stays unproven */
+        uint64_t copy = (rec->value_size - 8) / 2;
+        for (int t = 0; t < COPY_LATCH_TRIES; t++) {
+            unsigned char s1[8], s2[8];
+            if (pread_full(r->fd, s1, 8, off) != 8)
+                break;
+            uint64_t start = off + 8 + (rd64(s1) & 1) * copy;
+            ssize_t k = pread_full(r->fd, mid + start, (size_t)copy, start);
+            if (k < 0 || pread_full(r->fd, s2, 8, off) != 8)
+                break;
+            if ((uint64_t)k == copy && !memcmp(s1, s2, 8)) {
+                memcpy(mid + off, s1, 8);
+                r->unproven[i] = 0;
+                break;
+            }
+        }
+    }
+    return STATMAP_OK;
+}
+
 int statmap_reader_open(statmap_reader **out, const char *path, char *err, size_t errlen)
 {
+    return statmap_reader_open_flags(out, path, 0, err, errlen);
+}
+
+int statmap_reader_copied(const statmap_reader *r) { return r ? r->copied : 0; }
+
+int statmap_reader_open_flags(statmap_reader **out, const char *path, unsigned flags, char *err, size_t errlen)
+{
     *out = NULL;
+    if (flags & ~(unsigned)STATMAP_READ_COPY) {
+        set_err(err, errlen, "unknown reader flags 0x%x", flags);
+        return STATMAP_ERROR;
+    }
     int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         set_err(err, errlen, "cannot open: %s", strerror(errno));
@@ -1777,6 +2015,7 @@ int statmap_reader_open(statmap_reader **out, const char *path, char *err, size_
         return STATMAP_ERROR;
     }
     r->fd = fd;
+    r->copied = (flags & STATMAP_READ_COPY) || st.st_uid != geteuid();
     hdr_t h;
     int rc = refresh(r, &h, err, errlen);
     if (rc != STATMAP_OK && rc != STATMAP_NOT_READY) {
@@ -1851,14 +2090,16 @@ static int reader_snapshot(statmap_reader *r, statmap_snapshot *snap, char *err,
         if (r->have_ident)
             free_ident(&r->ident);
         r->have_ident = 0;
-        if (read_identity(r->map, h.state, &r->ident) != 0) {
+        if (read_identity(image_base(r), h.state, &r->ident) != 0) {
             set_err(err, errlen, "out of memory");
             return STATMAP_ERROR;
         }
         r->have_ident = 1;
-        rc = walk_records(r->map, r->parsed_end ? r->parsed_end : h.header_size, h.end, &r->recs, &r->nrecs,
-                          &r->caprecs, &r->parsed_end, err, errlen);
+        rc = walk_records(image_base(r), r->parsed_end ? r->parsed_end : h.header_size, h.end, &r->recs,
+                          &r->nrecs, &r->caprecs, &r->parsed_end, &r->lim, err, errlen);
     }
+    if (rc == STATMAP_OK && r->copied)
+        rc = prove_latches(r, err, errlen);
     if (rc == STATMAP_OK && r->nrecs + 1 > r->capvals) {
         statmap_series_value *p = realloc(r->vals, (r->nrecs + 1) * sizeof *p);
         if (!p) {
@@ -1871,7 +2112,8 @@ static int reader_snapshot(statmap_reader *r, statmap_snapshot *snap, char *err,
     if (rc == STATMAP_OK) {
         memset(r->vals, 0, r->nrecs * sizeof *r->vals);
         r->nvals = r->nrecs;
-        rc = read_values(r->map, r->recs, r->nrecs, r->vals, &r->words, &r->capwords, err, errlen);
+        rc = read_values(image_base(r), r->recs, r->nrecs, r->copied ? r->unproven : NULL, r->vals, &r->words,
+                         &r->capwords, err, errlen);
     }
     if (rc != STATMAP_OK)
         return rc;
@@ -1897,6 +2139,9 @@ void statmap_reader_free(statmap_reader *r)
         free_ident(&r->ident);
     if (r->map)
         munmap(r->map, r->mapsize);
+    for (int i = 0; i < 3; i++)
+        free(r->cp[i]);
+    free(r->unproven);
     close(r->fd);
     free(r->path);
     free(r);

@@ -9,7 +9,8 @@
  * values (histogram, summary, text) take a tiny per-series spin lock so that
  * there is one latch writer at a time (section 6).
  *
- * Reader: statmap_reader_open() maps a file read-only, validates it as
+ * Reader: statmap_reader_open() maps a file read-only (or, for a file of
+ * another user, reads it through copies: see below), validates it as
  * untrusted input (sections 4.2, 5 and 9) and statmap_reader_snapshot()
  * returns every series with a consistent value.
  */
@@ -183,8 +184,24 @@ typedef struct {
 
 typedef struct statmap_reader statmap_reader;
 
-/* Opens and validates; STATMAP_NOT_READY for a file still being created. */
+/* Opens and validates; STATMAP_NOT_READY for a file still being created.
+ *
+ * A file owned by another user than this process's effective user (fstat
+ * st_uid != geteuid(), checked at open and before every read) is never
+ * mapped: that user could shrink it under the mapping and kill this process
+ * with SIGBUS. It is read through copies (pread into buffers this reader
+ * owns, at most three of up to 1 GiB each, the reader's file size limit),
+ * and each multi-word value is proven whole: three copies in a row, and a
+ * latch whose seq is equal in the first and the third was not written while
+ * the second was made; latches that moved are read alone with the latch
+ * protocol through pread. A file damaged meanwhile reads as corrupt or not
+ * ready, never a crash. The reader's own files are mapped. */
 int statmap_reader_open(statmap_reader **out, const char *path, char *err, size_t errlen);
+/* Flags of statmap_reader_open_flags. */
+#define STATMAP_READ_COPY 0x1u /* read through copies even a file this user owns */
+int statmap_reader_open_flags(statmap_reader **out, const char *path, unsigned flags, char *err, size_t errlen);
+/* 1 when the file is read through copies (not mapped), 0 when it is mapped. */
+int statmap_reader_copied(const statmap_reader *r);
 /* Reads everything now. The snapshot stays valid until the next snapshot
  * call on this reader or statmap_reader_free. */
 int statmap_reader_snapshot(statmap_reader *r, statmap_snapshot *snap, char *err, size_t errlen);

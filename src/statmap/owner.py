@@ -104,6 +104,7 @@ class FileOwner:
         self.lock = threading.RLock()
         self._cells: list[Any] = []  # every live cell, re-pointed after fork
         self._records: list[tuple[int, int]] = []  # (value offset, value size)
+        self._metadata = 0  # bytes of record metadata appended or parked (L.MAX_METADATA)
         self._names: set[str] = set()  # metric names in use
         self._closed = False
         self._appending = False  # an append is in progress (in this thread, if re-entered)
@@ -252,6 +253,17 @@ class FileOwner:
             found = self._bindings.get(key)
             if found is not None:
                 return found
+            # A writer never publishes what a reader rejects (docs/format.md section 11).
+            if len(self._records) + len(self._deferred) >= L.MAX_RECORDS:
+                raise PublishError(
+                    f"{self._path}: cannot add {spec.name!r}: the file holds {L.MAX_RECORDS} records, "
+                    f"the reader limit per file (MAX_RECORDS, docs/format.md section 11)"
+                )
+            if self._metadata + value_rel > L.MAX_METADATA:
+                raise PublishError(
+                    f"{self._path}: cannot add {spec.name!r}: its {value_rel} bytes of record metadata would pass "
+                    f"the reader limit of {L.MAX_METADATA} bytes per file (MAX_METADATA, docs/format.md section 11)"
+                )
             if self._appending:
                 # Re-entered by a signal handler that interrupted an append in
                 # this thread. Appending now would interleave with the
@@ -261,6 +273,7 @@ class FileOwner:
                 found = self._bindings.setdefault(key, binding)
                 if found is not binding:  # a handler nested in this one claimed it first
                     return found
+                self._metadata += value_rel
                 self._deferred.append((key, data, value_rel, binding))
                 return binding
             self._appending = True
@@ -298,6 +311,7 @@ class FileOwner:
             # its parked record is the one (published by add_record, at this
             # same place); this unpublished copy is dropped.
             return found
+        self._metadata += value_rel
         return self._commit(m, offset, data, value_rel)
 
     def _publish_deferred(self, key: tuple[str, Any], data: bytes, value_rel: int, parked: Binding) -> None:
