@@ -299,6 +299,8 @@ def _refused_beyond_reader_limit(pub: statmap.Publisher, make: Callable[[int], A
         series = reader.snapshot().series
     assert len(series) == i and series[0].value == 1 and series[-1].value == 1
     with pytest.raises(statmap.PublishError, match=match):
+        make(i)  # the same series again: refused for the same reason (a refused metric's name is not kept)
+    with pytest.raises(statmap.PublishError, match=match):
         make(i + 1)  # refused again, and still nothing appended
     first.inc()  # existing series still work
     assert os.path.getsize(pub.path) == end

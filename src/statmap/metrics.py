@@ -187,7 +187,11 @@ class Metric(Generic[_T]):
         publisher.claim_name(name)
         made: Any
         if not self.label_names:
-            made = self._series(publisher, name, ())
+            try:
+                made = self._series(publisher, name, ())
+            except BaseException:  # refused (a limit, a closed publisher): the name stays free
+                publisher.release_name(name)
+                raise
         else:
             children: dict[Any, Any] = {}
             create = _Children(self, publisher, name, children).create

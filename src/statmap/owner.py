@@ -350,6 +350,11 @@ class FileOwner:
                 raise ValueError(f"publisher {self.name!r} already has a metric named {name!r}")
             self._names.add(name)
 
+    def release_name(self, name: str) -> None:
+        """Give back a name whose metric could not be created (its record was refused)."""
+        with self.lock:
+            self._names.discard(name)
+
     # -- fork ------------------------------------------------------------
 
     def _after_fork_in_child(self) -> None:
