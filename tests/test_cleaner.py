@@ -194,7 +194,7 @@ def test_odd_entry_never_hangs_or_crashes_the_cleaner(statdir: str, tmp_path: Pa
     if where == "archive":
         # Something unreadable where an archive's totals belong: collecting without
         # them could report lower totals (a counter reset), so the collection fails
-        # loudly, naming it (P-R1), and exports nothing partial.
+        # loudly, naming it (P18), and exports nothing partial.
         with pytest.raises(CollectionError, match=re.escape(NAMES[where])):
             collect(statdir)
         assert exported.returncode == 1 and NAMES[where] in exported.stderr, exported.stderr

@@ -57,7 +57,7 @@ def _get(host: str, port: int, path: str, timeout: float = 30) -> tuple[int, byt
 
 
 def test_catastrophic_patterns_do_not_stall_the_server(statdir: str, workers: list[Worker]) -> None:
-    """P-S1: matching costs time linear in the name; /healthz answers within 1 s meanwhile."""
+    """P29: matching costs time linear in the name; /healthz answers within 1 s meanwhile."""
     server = Server(statdir, "--max-age", "0")
     results: list[tuple[str, int, bytes]] = []
 
@@ -130,7 +130,7 @@ def _low_nofile() -> None:
 
 
 def test_idle_and_dribbling_connections_do_not_take_the_server_down(statdir: str, workers: list[Worker]) -> None:
-    """P-S2: more idle and slow-loris sockets than the server has descriptors; a scraper is still answered."""
+    """P30: more idle and slow-loris sockets than the server has descriptors; a scraper is still answered."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "statmap", "serve", "--dir", statdir, "--port", "0"],
         stdout=subprocess.PIPE,
@@ -308,7 +308,7 @@ def _server_side(client: socket.socket) -> socket.socket | None:
 
 
 def test_keepalive_responses_arrive_whole(statdir: str, workers: list[Worker]) -> None:
-    """P-S3: headers and body in one write with TCP_NODELAY: the first recv holds the whole response."""
+    """P31: headers and body in one write with TCP_NODELAY: the first recv holds the whole response."""
     app = StatmapApp(statdir, token="")
     server = StatmapHTTPServer(("127.0.0.1", 0), app)
     thread = _threaded(server)
