@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from . import _layout as L
 from . import cells
-from .kinds import COUNT, KINDS, MODE, STATE, TYPE_NAMES, Kind
+from .kinds import COUNT, KINDS, MODE, STATE, SUM, TYPE_NAMES, Kind
 from .reader import ALIVE, Reader
 from .results import ARCHIVE, CollectError, FileInfo, MetricFamily, Sample
 
@@ -223,56 +223,62 @@ def aggregate(
     for s, parts in multi.items():
         acc[s] = parts[0] if len(parts) == 1 else reduce(add, parts)  # HistogramValue + HistogramValue...
     pid_labels = _pid_labels(readings)
-    out: dict[tuple[str, str], MetricFamily] = {}
+    result: list[MetricFamily] = []
     # Every family this collector has seen stays while its publisher has a file or an archive
     # here, even when no file has a value for it now (workers replaced): families do not come
-    # and go with worker churn, and a summed gauge nobody contributes to reads 0.
+    # and go with worker churn, and a summed gauge nobody contributes to reads 0. A family
+    # replaced in ``families`` (a declaration its processes redefined) is not there any more.
     publishers = {src.publisher for src, _info, _values in readings}
-    families_now = families
-    for s, slot in enumerate(slots):
-        fam = slot.family
-        if fam.publisher not in publishers or families_now.get((fam.publisher, fam.name)) is not fam:
-            continue  # not here now, or a declaration its processes redefined
-        mf = out.get((fam.publisher, fam.name))
-        if mf is None:
-            mf = out[(fam.publisher, fam.name)] = _family_view(fam)
+    for fam in families.values():
+        if fam.publisher not in publishers:
+            continue
+        mf = _family_view(fam)
+        result.append(mf)
+        samples = mf.samples
+        if fam.kind.merge == SUM:  # one value per slot, in ``acc`` when present (the hot loop)
+            for slot in fam.slots.values():
+                s = slot.index
+                if s in present:
+                    samples.append(Sample(slot.label_dict, acc[s], None, slot.labels))
+            continue
         by_mode = fam.kind.merge == MODE
-        summed_gauge = by_mode and fam.aggregation & 0xFF == L.Aggregation.SUM
-        if s not in present and s not in per_process:
-            if summed_gauge:
-                mf.samples.append(Sample(slot.label_dict, 0.0, None, slot.labels))
-            continue
-        if s in present:
-            mf.samples.append(Sample(slot.label_dict, acc[s], None, slot.labels))
-            continue
-        contributions = per_process[s]
         mode = fam.aggregation & 0xFF if by_mode else 0
-        if by_mode and fam.aggregation & L.AGG_LIVE_ONLY:
-            contributions = [(i, v) for i, v in contributions if i.status == ALIVE]
-        if mode:
-            if not contributions:
-                if summed_gauge:  # the sum over no process
-                    mf.samples.append(Sample(slot.label_dict, 0.0, None, slot.labels))
+        summed_gauge = by_mode and mode == L.Aggregation.SUM
+        live_only = by_mode and fam.aggregation & L.AGG_LIVE_ONLY
+        for slot in fam.slots.values():
+            s = slot.index
+            contributions = per_process.get(s)
+            if contributions is None:
+                if s in present:
+                    samples.append(Sample(slot.label_dict, acc[s], None, slot.labels))
+                elif summed_gauge:
+                    samples.append(Sample(slot.label_dict, 0.0, None, slot.labels))
                 continue
-            vals = [v for _, v in contributions]
-            if mode == L.Aggregation.SUM:
-                value = sum(vals)
-            elif mode == L.Aggregation.MAX:
-                value = max(vals)
-            elif mode == L.Aggregation.MIN:
-                value = min(vals)
-            else:  # LAST, or a mode from a newer minor version
-                value = max(contributions, key=lambda c: c[0].identity.created_ns)[1]  # type: ignore[union-attr]
-            mf.samples.append(Sample(slot.label_dict, value, None, slot.labels))
-            continue
-        for info, value in sorted(contributions, key=lambda c: c[0].pid):
-            if value is None:
+            if live_only:
+                contributions = [(i, v) for i, v in contributions if i.status == ALIVE]
+            if mode:
+                if not contributions:
+                    if summed_gauge:  # the sum over no process
+                        samples.append(Sample(slot.label_dict, 0.0, None, slot.labels))
+                    continue
+                vals = [v for _, v in contributions]
+                if mode == L.Aggregation.SUM:
+                    value = sum(vals)
+                elif mode == L.Aggregation.MAX:
+                    value = max(vals)
+                elif mode == L.Aggregation.MIN:
+                    value = min(vals)
+                else:  # LAST, or a mode from a newer minor version
+                    value = max(contributions, key=lambda c: c[0].identity.created_ns)[1]  # type: ignore[union-attr]
+                samples.append(Sample(slot.label_dict, value, None, slot.labels))
                 continue
-            pid = pid_labels.get(info.path, str(info.pid))
-            labels = dict(slot.labels)
-            labels["pid"] = pid
-            mf.samples.append(Sample(labels, value, info.pid, (slot.labels, pid)))
-    result = list(out.values())  # with families that have no series now (see above)
+            for info, value in sorted(contributions, key=lambda c: c[0].pid):
+                if value is None:
+                    continue
+                pid = pid_labels.get(info.path, str(info.pid))
+                labels = dict(slot.labels)
+                labels["pid"] = pid
+                samples.append(Sample(labels, value, info.pid, (slot.labels, pid)))
     result.sort(key=lambda m: (m.name, m.publisher))
     return result
 
