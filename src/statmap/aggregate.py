@@ -38,6 +38,7 @@ class _Family:
         "name",
         "order",
         "publisher",
+        "rows",
         "slots",
         "states",
         "unit",
@@ -56,6 +57,9 @@ class _Family:
         self.unit = spec.unit
         self.first_path = path
         self.slots: dict[tuple[tuple[str, str], ...], _Slot] = {}
+        # (index, label dict, labels) of every slot, in slot order: the hot loop's view of
+        # ``slots`` (slots are only ever added), rebuilt when a slot was added
+        self.rows: list[tuple[int, dict[str, str], tuple[tuple[str, str], ...]]] = []
         self.order = order
         self.states = spec.extras if self.kind.read == STATE else ()
         self.declared_only = False  # known only from an archive's gauge declaration so far
@@ -127,6 +131,11 @@ class _Source:
         self.series = 0
         self.seen: set[int] = set()  # slots with a record in this file
         self.kept: dict[int, int] = {}  # gauges, enums, infos, texts: slot -> position in its list
+
+    @property
+    def mixed(self) -> bool:
+        """Whether this file has values read one list at a time (not only integer counters and latches)."""
+        return bool(self.flt_slot or self.gauge_slot or self.enums or self.infos or self.texts)
 
     def close(self) -> None:
         self.reader.close()
@@ -205,6 +214,8 @@ def aggregate(
             multi.setdefault(s, []).extend(got)
 
     for src, info, values in readings:
+        if not src.mixed:
+            continue  # integer counters and latches only: done above
         for s, fv in zip(src.flt_slot, values.flts, strict=False):
             acc[s] += fv
         present.update(src.flt_slot)
@@ -236,10 +247,10 @@ def aggregate(
         result.append(mf)
         samples = mf.samples
         if fam.kind.merge == SUM:  # one value per slot, in ``acc`` when present (the hot loop)
-            for slot in fam.slots.values():
-                s = slot.index
-                if s in present:
-                    samples.append(Sample(slot.label_dict, acc[s], None, slot.labels))
+            rows = fam.rows
+            if len(rows) != len(fam.slots):
+                rows = fam.rows = [(slot.index, slot.label_dict, slot.labels) for slot in fam.slots.values()]
+            samples.extend([Sample(d, acc[s], None, labels) for s, d, labels in rows if s in present])
             continue
         by_mode = fam.kind.merge == MODE
         mode = fam.aggregation & 0xFF if by_mode else 0

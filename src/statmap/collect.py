@@ -105,8 +105,7 @@ class Collector:
             kind = ResourceError if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM) else CollectionError
             raise kind(f"{self.directory}: cannot list the directory: {exc.strerror or exc}") from None
 
-    def _source(self, name: str, inode: int) -> _Source:
-        path = os.path.join(self.directory, name)
+    def _source(self, name: str, inode: int, path: str) -> _Source:
         src = self._sources.get(name)
         if src is not None and src.inode != inode:
             src.close()
@@ -262,8 +261,11 @@ class Collector:
         order = [e for e in scanned if not is_archive_name(e[0])] + [e for e in scanned if is_archive_name(e[0])]
         readings: list[tuple[_Source, FileInfo, _Values]] = []
         retries: dict[str, int] = {}
+        directory = self.directory
+        sources = self._sources
         for name, inode in order:
-            path = os.path.join(self.directory, name)
+            known = sources.get(name)
+            path = known.path if known is not None else os.path.join(directory, name)
             archive = is_archive_name(name)
             if archive:
                 # An archive is replaced by rename: look at the path now, not at the listing.
@@ -272,7 +274,7 @@ class Collector:
                 except FileNotFoundError:
                     continue
             try:
-                src = self._source(name, inode)
+                src = self._source(name, inode, path)
                 status, header, size = src.reader.poll()
                 info = FileInfo(path, status, size=size)
                 if header is None:
