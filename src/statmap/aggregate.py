@@ -111,6 +111,7 @@ class _Source:
         self.int_off: list[int] = []
         self.int_slot: list[int] = []
         self.int_key: tuple[int, ...] = ()
+        self.int_run: tuple[int, int] | None = None  # int_slot is range(a, b): (a, b)
         self.flt_off: list[int] = []
         self.flt_slot: list[int] = []
         self.gauge_off: list[int] = []
@@ -179,7 +180,13 @@ def aggregate(
                 g[1].append(src.reader.buffer)
     for first, buffers in groups.values():
         present.update(first.int_slot)
-        for s, v in zip(first.int_slot, cells.sum_words(buffers, first.int_off), strict=True):
+        sums = cells.sum_words(buffers, first.int_off)
+        run = first.int_run
+        if run is not None:  # slots a..b-1 in order (the usual layout): added as a slice, in C
+            a, b = run
+            acc[a:b] = map(add, acc[a:b], sums)
+            continue
+        for s, v in zip(first.int_slot, sums, strict=True):
             acc[s] += v
 
     # Histograms and summaries: files with the same layout summed in C;
@@ -298,8 +305,9 @@ def _pid_labels(readings: list[tuple[_Source, FileInfo, _Values]]) -> dict[str, 
     """``pid`` label values; files of one publisher sharing a pid (reuse, containers) get ``PID:INSTANCE8``."""
     by_pid: dict[tuple[str, int], list[FileInfo]] = {}
     for _src, info, _ in readings:
-        if info.identity is not None and info.status != ARCHIVE:
-            by_pid.setdefault((info.name, info.pid), []).append(info)
+        ident = info.identity
+        if ident is not None and info.status != ARCHIVE:
+            by_pid.setdefault((ident.publisher, ident.pid), []).append(info)
     out: dict[str, str] = {}
     for (_, pid), infos in by_pid.items():
         if len(infos) > 1:

@@ -222,6 +222,8 @@ class Collector:
         # share one key, and are summed together in one sum_words() call.
         key = (*src.int_slot, -1, *src.int_off)
         src.int_key = self._interned.setdefault(key, key)
+        ints = src.int_slot
+        src.int_run = (ints[0], ints[-1] + 1) if ints and ints == list(range(ints[0], ints[-1] + 1)) else None
         key = (*src.sum_slot, -1, *src.sum_off, -2, *src.sum_size)
         src.sum_key = self._interned.setdefault(key, key)
 

@@ -89,6 +89,17 @@ def escape_help(text: str, openmetrics: bool) -> str:
     return text.replace('"', '\\"') if openmetrics else text
 
 
+class _Plan:
+    """How one exposed family of a fixed kind is written: each series' text around its value."""
+
+    __slots__ = ("keys", "series", "texts")
+
+    def __init__(self) -> None:
+        self.texts: dict[Any, tuple[str, str]] = {}  # sample key -> (text before the value, text after)
+        self.keys: list[Any] = []  # the sample keys of the last scrape, in order
+        self.series: list[tuple[str, str]] = []  # their texts, in the same order
+
+
 class _Out:
     """One family as it will be written."""
 
@@ -133,7 +144,7 @@ class Exposer:
         # The render plan, kept across scrapes: family headers, and per series of a fixed kind
         # its text around the value (_fixed_family); only values are formatted per scrape.
         self._heads: dict[tuple[str, str, str, str, bool], str] = {}
-        self._plans: dict[Any, dict[Any, tuple[str, str]]] = {}
+        self._plans: dict[Any, _Plan] = {}
         self._planned = 0
         self.problems: list[str] = []
 
@@ -286,19 +297,26 @@ class Exposer:
             if len(self._plans) > 10_000 or self._planned > 200_000:
                 self._plans.clear()  # bounded, as the label cache: churning names or _created times
                 self._planned = 0
-            plan = self._plans[key] = {}
-        expand = None
-        for sample in fam.samples:
-            got = plan.get(sample.key)
-            if got is None:
-                if expand is None:
-                    expand = out.kind.expand(out.name, when, fam.states)
-                got = plan[sample.key] = self._fixed_series(expand, *self.base_labels(out, fam, sample))
-                self._planned += 1
+            plan = self._plans[key] = _Plan()
+        samples = fam.samples
+        keys = [sample.key for sample in samples]
+        if keys != plan.keys:  # the same series as last time compare by identity: cheap
+            texts = plan.texts
+            expand = None
+            series = []
+            for sample in samples:
+                got = texts.get(sample.key)
+                if got is None:
+                    if expand is None:
+                        expand = out.kind.expand(out.name, when, fam.states)
+                    got = texts[sample.key] = self._fixed_series(expand, *self.base_labels(out, fam, sample))
+                    self._planned += 1
+                series.append(got)
+            plan.keys, plan.series = keys, series
+        for (before, after), sample in zip(plan.series, samples, strict=True):
             number = sample.value
             cls = number.__class__
-            value = str(number) if cls is int else number if cls is str else format_value(number)
-            put(got[0] + value + got[1])
+            put(before + (str(number) if cls is int else number if cls is str else format_value(number)) + after)
 
     @staticmethod
     def _fixed_series(expand: Any, text: str, labels: dict[str, str]) -> tuple[str, str]:
