@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functools import reduce
 from operator import add
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from . import _layout as L
 from . import cells
@@ -34,6 +34,7 @@ class _Family:
         "help",
         "kind",
         "label_names",
+        "last",
         "mtype",
         "name",
         "order",
@@ -60,6 +61,7 @@ class _Family:
         # (index, label dict, labels) of every slot, in slot order: the hot loop's view of
         # ``slots`` (slots are only ever added), rebuilt when a slot was added
         self.rows: list[tuple[int, dict[str, str], tuple[tuple[str, str], ...]]] = []
+        self.last: list[Sample | None] = []  # summed kinds: the Sample of each row at the last collection
         self.order = order
         self.states = spec.extras if self.kind.read == STATE else ()
         self.declared_only = False  # known only from an archive's gauge declaration so far
@@ -257,7 +259,26 @@ def aggregate(
             rows = fam.rows
             if len(rows) != len(fam.slots):
                 rows = fam.rows = [(slot.index, slot.label_dict, slot.labels) for slot in fam.slots.values()]
-            samples.extend([Sample(d, acc[s], None, labels) for s, d, labels in rows if s in present])
+            last = fam.last
+            if len(last) != len(rows):
+                last = [None] * len(rows)
+            # A series whose integer value did not change keeps its Sample (results are never
+            # mutated, so collections may share them): no object churn for idle series.
+            now = [
+                (
+                    p
+                    if p is not None and p.value == (v := acc[s]) and v.__class__ is int and p.value.__class__ is int
+                    else Sample(d, acc[s], None, labels)
+                )
+                if s in present
+                else None
+                for (s, d, labels), p in zip(rows, last, strict=True)
+            ]
+            fam.last = now
+            if None in now:
+                samples.extend([x for x in now if x is not None])
+            else:
+                samples.extend(cast("list[Sample]", now))
             continue
         by_mode = fam.kind.merge == MODE
         mode = fam.aggregation & 0xFF if by_mode else 0

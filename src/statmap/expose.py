@@ -72,6 +72,11 @@ def exposed_unit(fam: MetricFamily) -> str:
     return metric_name(fam.unit).strip("_")
 
 
+def _number_text(value: Any) -> str:
+    """A sample's number as the text formats write it (ints are written with ``str`` inline)."""
+    return value if value.__class__ is str else format_value(value)
+
+
 def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -92,12 +97,12 @@ def escape_help(text: str, openmetrics: bool) -> str:
 class _Plan:
     """How one exposed family of a fixed kind is written: each series' text around its value."""
 
-    __slots__ = ("keys", "series", "texts")
+    __slots__ = ("last", "texts")
 
     def __init__(self) -> None:
         self.texts: dict[Any, tuple[str, str]] = {}  # sample key -> (text before the value, text after)
-        self.keys: list[Any] = []  # the sample keys of the last scrape, in order
-        self.series: list[tuple[str, str]] = []  # their texts, in the same order
+        # the last scrape's sample keys, their texts, the samples and their lines, in order
+        self.last: tuple[list[Any], list[tuple[str, str]], list[Any], list[str]] = ([], [], [], [])
 
 
 class _Out:
@@ -262,7 +267,7 @@ class Exposer:
                 # _created is written as text, formatted once per family (numbers are formatted per sample)
                 when = format_float(created) if created else None
                 if kind.fixed:
-                    self._fixed_family(out, fam, when, put)
+                    self._fixed_family(out, fam, when, parts)
                     continue
                 expand = kind.expand(out.name, when, fam.states)
                 for sample in fam.samples:
@@ -289,7 +294,7 @@ class Exposer:
         name = out.name + kind.head
         return f"# HELP {name} {escape_help(out.help, False)}\n# TYPE {name} {kind.prom_type}\n"
 
-    def _fixed_family(self, out: _Out, fam: MetricFamily, when: str | None, put: Callable[[str], None]) -> None:
+    def _fixed_family(self, out: _Out, fam: MetricFamily, when: str | None, parts: list[str]) -> None:
         """A family of a ``fixed`` kind (counters, gauges): each series' text is kept, only its value is formatted."""
         key = (out.name, out.publisher_label, fam.publisher, fam.type, when)
         plan = self._plans.get(key)
@@ -300,7 +305,9 @@ class Exposer:
             plan = self._plans[key] = _Plan()
         samples = fam.samples
         keys = [sample.key for sample in samples]
-        if keys != plan.keys:  # the same series as last time compare by identity: cheap
+        # one tuple, replaced whole: a plan is never seen half-updated
+        last_keys, series, kept, lines = plan.last
+        if keys != last_keys:  # the same series as last time compare by identity: cheap
             texts = plan.texts
             expand = None
             series = []
@@ -312,11 +319,16 @@ class Exposer:
                     got = texts[sample.key] = self._fixed_series(expand, *self.base_labels(out, fam, sample))
                     self._planned += 1
                 series.append(got)
-            plan.keys, plan.series = keys, series
-        for (before, after), sample in zip(plan.series, samples, strict=True):
-            number = sample.value
-            cls = number.__class__
-            put(before + (str(number) if cls is int else number if cls is str else format_value(number)) + after)
+            kept, lines = [None] * len(samples), [""] * len(samples)
+        # A Sample the collector kept (its value did not change) keeps its line.
+        lines = [
+            line
+            if sample is was
+            else before + (str(n) if (n := sample.value).__class__ is int else _number_text(n)) + after
+            for (before, after), sample, was, line in zip(series, samples, kept, lines, strict=True)
+        ]
+        plan.last = (keys, series, list(samples), lines)
+        parts.extend(lines)
 
     @staticmethod
     def _fixed_series(expand: Any, text: str, labels: dict[str, str]) -> tuple[str, str]:
