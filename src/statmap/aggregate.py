@@ -174,7 +174,7 @@ def aggregate(
     # column, in C, straight from their mappings.
     groups: dict[int, tuple[_Source, list[Any]]] = {}
     for src, _info, _values in readings:
-        if src.int_key:
+        if src.int_off:  # (its key is never empty)
             g = groups.get(id(src.int_key))
             if g is None:
                 groups[id(src.int_key)] = (src, [src.reader.buffer])
@@ -195,7 +195,7 @@ def aggregate(
     # each group's total is one more part of its slots' sums.
     sum_groups: dict[int, tuple[_Source, list[Any], list[list[Any]]]] = {}
     for src, _info, values in readings:
-        if src.sum_key:
+        if src.sum_off:  # (its key is never empty)
             sg = sum_groups.get(id(src.sum_key))
             if sg is None:
                 sum_groups[id(src.sum_key)] = (src, [src.reader.buffer], [values.summed])

@@ -48,6 +48,8 @@ from .pattern import compile_pattern
 from .reader import ALIVE, CLOSED, DEAD, NOT_READY, Reader
 from .results import ARCHIVE, CORRUPT, CollectError, Collection, FileInfo, MetricFamily, Sample
 
+_NO_VALUES = _Values((), (), [], [], [])  # a file of integer counters only (never mutated)
+
 
 def _inode(path: str) -> int | None:
     try:
@@ -351,6 +353,8 @@ class Collector:
 
         Integer counters are not read here: they are summed straight from the mappings (_aggregate).
         """
+        if not src.mixed and not src.sum_off:
+            return _NO_VALUES  # integer counters only: summed straight from the mapping
         reader = src.reader
         flts = L.floats_from_bits(reader.load_words(src.flt_off))
         gauges = L.floats_from_bits(reader.load_words(src.gauge_off))

@@ -392,6 +392,8 @@ class Reader:
         )
 
     def _parse_new_records(self, header: L.Header) -> None:
+        if header.end == self._table.parsed_end:
+            return  # nothing new (the repeat read of an unchanged file)
         assert self._map is not None
         try:
             self._table.parse(self._map, header.header_size, header.end, self._copy)
