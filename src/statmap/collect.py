@@ -262,15 +262,18 @@ class Collector:
         if self._dropped:
             self._forget_specs()
         # Process files first, archives last (see the module's docstring).
-        order = [e for e in scanned if not is_archive_name(e[0])] + [e for e in scanned if is_archive_name(e[0])]
+        archives = [e for e in scanned if is_archive_name(e[0])]
+        order = [e for e in scanned if not is_archive_name(e[0])] + archives if archives else scanned
         readings: list[tuple[_Source, FileInfo, _Values]] = []
         retries: dict[str, int] = {}
         directory = self.directory
         sources = self._sources
         for name, inode in order:
             known = sources.get(name)
-            path = known.path if known is not None else os.path.join(directory, name)
-            archive = is_archive_name(name)
+            if known is not None:
+                path, archive = known.path, known.is_archive
+            else:
+                path, archive = os.path.join(directory, name), is_archive_name(name)
             if archive:
                 # An archive is replaced by rename: look at the path now, not at the listing.
                 try:
