@@ -132,13 +132,10 @@ class _Source:
         self.processes = 0  # archives: how many process files they hold
         self.last: dict[int, Any] = {}  # latched values by record offset, for a busy writer
         self.series = 0
+        # values read one list at a time (not only integer counters and latches): set by classifying
+        self.mixed = False
         self.seen: set[int] = set()  # slots with a record in this file
         self.kept: dict[int, int] = {}  # gauges, enums, infos, texts: slot -> position in its list
-
-    @property
-    def mixed(self) -> bool:
-        """Whether this file has values read one list at a time (not only integer counters and latches)."""
-        return bool(self.flt_slot or self.gauge_slot or self.enums or self.infos or self.texts)
 
     def close(self) -> None:
         self.reader.close()

@@ -220,6 +220,7 @@ class Collector:
             else:  # TEXT
                 src.kept[slot.index] = len(src.texts)
                 src.texts.append((record, slot.index))
+        src.mixed = bool(src.flt_slot or src.gauge_slot or src.enums or src.infos or src.texts)
         # Files whose integer counters sit in the same slots at the same offsets
         # share one key, and are summed together in one sum_words() call.
         key = (*src.int_slot, -1, *src.int_off)
