@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from functools import reduce
 from operator import add
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from . import _layout as L
 from . import cells
-from .kinds import COUNT, KINDS, MODE, STATE, TYPE_NAMES, Kind
+from .kinds import COUNT, KINDS, MODE, STATE, SUM, TYPE_NAMES, Kind
 from .reader import ALIVE, Reader
 from .results import ARCHIVE, CollectError, FileInfo, MetricFamily, Sample
 
@@ -34,10 +34,12 @@ class _Family:
         "help",
         "kind",
         "label_names",
+        "last",
         "mtype",
         "name",
         "order",
         "publisher",
+        "rows",
         "slots",
         "states",
         "unit",
@@ -56,6 +58,10 @@ class _Family:
         self.unit = spec.unit
         self.first_path = path
         self.slots: dict[tuple[tuple[str, str], ...], _Slot] = {}
+        # (index, label dict, labels) of every slot, in slot order: the hot loop's view of
+        # ``slots`` (slots are only ever added), rebuilt when a slot was added
+        self.rows: list[tuple[int, dict[str, str], tuple[tuple[str, str], ...]]] = []
+        self.last: list[Sample | None] = []  # summed kinds: the Sample of each row at the last collection
         self.order = order
         self.states = spec.extras if self.kind.read == STATE else ()
         self.declared_only = False  # known only from an archive's gauge declaration so far
@@ -107,6 +113,7 @@ class _Source:
         self.int_off: list[int] = []
         self.int_slot: list[int] = []
         self.int_key: tuple[int, ...] = ()
+        self.int_run: tuple[int, int] | None = None  # int_slot is range(a, b): (a, b)
         self.flt_off: list[int] = []
         self.flt_slot: list[int] = []
         self.gauge_off: list[int] = []
@@ -125,6 +132,8 @@ class _Source:
         self.processes = 0  # archives: how many process files they hold
         self.last: dict[int, Any] = {}  # latched values by record offset, for a busy writer
         self.series = 0
+        # values read one list at a time (not only integer counters and latches): set by classifying
+        self.mixed = False
         self.seen: set[int] = set()  # slots with a record in this file
         self.kept: dict[int, int] = {}  # gauges, enums, infos, texts: slot -> position in its list
 
@@ -162,7 +171,7 @@ def aggregate(
     # column, in C, straight from their mappings.
     groups: dict[int, tuple[_Source, list[Any]]] = {}
     for src, _info, _values in readings:
-        if src.int_key:
+        if src.int_off:  # (its key is never empty)
             g = groups.get(id(src.int_key))
             if g is None:
                 groups[id(src.int_key)] = (src, [src.reader.buffer])
@@ -170,14 +179,20 @@ def aggregate(
                 g[1].append(src.reader.buffer)
     for first, buffers in groups.values():
         present.update(first.int_slot)
-        for s, v in zip(first.int_slot, cells.sum_words(buffers, first.int_off), strict=True):
+        sums = cells.sum_words(buffers, first.int_off)
+        run = first.int_run
+        if run is not None:  # slots a..b-1 in order (the usual layout): added as a slice, in C
+            a, b = run
+            acc[a:b] = map(add, acc[a:b], sums)
+            continue
+        for s, v in zip(first.int_slot, sums, strict=True):
             acc[s] += v
 
     # Histograms and summaries: files with the same layout summed in C;
     # each group's total is one more part of its slots' sums.
     sum_groups: dict[int, tuple[_Source, list[Any], list[list[Any]]]] = {}
     for src, _info, values in readings:
-        if src.sum_key:
+        if src.sum_off:  # (its key is never empty)
             sg = sum_groups.get(id(src.sum_key))
             if sg is None:
                 sum_groups[id(src.sum_key)] = (src, [src.reader.buffer], [values.summed])
@@ -205,6 +220,8 @@ def aggregate(
             multi.setdefault(s, []).extend(got)
 
     for src, info, values in readings:
+        if not src.mixed:
+            continue  # integer counters and latches only: done above
         for s, fv in zip(src.flt_slot, values.flts, strict=False):
             acc[s] += fv
         present.update(src.flt_slot)
@@ -223,56 +240,81 @@ def aggregate(
     for s, parts in multi.items():
         acc[s] = parts[0] if len(parts) == 1 else reduce(add, parts)  # HistogramValue + HistogramValue...
     pid_labels = _pid_labels(readings)
-    out: dict[tuple[str, str], MetricFamily] = {}
+    result: list[MetricFamily] = []
     # Every family this collector has seen stays while its publisher has a file or an archive
     # here, even when no file has a value for it now (workers replaced): families do not come
-    # and go with worker churn, and a summed gauge nobody contributes to reads 0.
+    # and go with worker churn, and a summed gauge nobody contributes to reads 0. A family
+    # replaced in ``families`` (a declaration its processes redefined) is not there any more.
     publishers = {src.publisher for src, _info, _values in readings}
-    families_now = families
-    for s, slot in enumerate(slots):
-        fam = slot.family
-        if fam.publisher not in publishers or families_now.get((fam.publisher, fam.name)) is not fam:
-            continue  # not here now, or a declaration its processes redefined
-        mf = out.get((fam.publisher, fam.name))
-        if mf is None:
-            mf = out[(fam.publisher, fam.name)] = _family_view(fam)
+    for fam in families.values():
+        if fam.publisher not in publishers:
+            continue
+        mf = _family_view(fam)
+        result.append(mf)
+        samples = mf.samples
+        if fam.kind.merge == SUM:  # one value per slot, in ``acc`` when present (the hot loop)
+            rows = fam.rows
+            if len(rows) != len(fam.slots):
+                rows = fam.rows = [(slot.index, slot.label_dict, slot.labels) for slot in fam.slots.values()]
+            last = fam.last
+            if len(last) != len(rows):
+                last = [None] * len(rows)
+            # A series whose integer value did not change keeps its Sample (results are never
+            # mutated, so collections may share them): no object churn for idle series.
+            now = [
+                (
+                    p
+                    if p is not None and p.value == (v := acc[s]) and v.__class__ is int and p.value.__class__ is int
+                    else Sample(d, acc[s], None, labels)
+                )
+                if s in present
+                else None
+                for (s, d, labels), p in zip(rows, last, strict=True)
+            ]
+            fam.last = now
+            if None in now:
+                samples.extend([x for x in now if x is not None])
+            else:
+                samples.extend(cast("list[Sample]", now))
+            continue
         by_mode = fam.kind.merge == MODE
-        summed_gauge = by_mode and fam.aggregation & 0xFF == L.Aggregation.SUM
-        if s not in present and s not in per_process:
-            if summed_gauge:
-                mf.samples.append(Sample(slot.label_dict, 0.0, None, slot.labels))
-            continue
-        if s in present:
-            mf.samples.append(Sample(slot.label_dict, acc[s], None, slot.labels))
-            continue
-        contributions = per_process[s]
         mode = fam.aggregation & 0xFF if by_mode else 0
-        if by_mode and fam.aggregation & L.AGG_LIVE_ONLY:
-            contributions = [(i, v) for i, v in contributions if i.status == ALIVE]
-        if mode:
-            if not contributions:
-                if summed_gauge:  # the sum over no process
-                    mf.samples.append(Sample(slot.label_dict, 0.0, None, slot.labels))
+        summed_gauge = by_mode and mode == L.Aggregation.SUM
+        live_only = by_mode and fam.aggregation & L.AGG_LIVE_ONLY
+        for slot in fam.slots.values():
+            s = slot.index
+            contributions = per_process.get(s)
+            if contributions is None:
+                if s in present:
+                    samples.append(Sample(slot.label_dict, acc[s], None, slot.labels))
+                elif summed_gauge:
+                    samples.append(Sample(slot.label_dict, 0.0, None, slot.labels))
                 continue
-            vals = [v for _, v in contributions]
-            if mode == L.Aggregation.SUM:
-                value = sum(vals)
-            elif mode == L.Aggregation.MAX:
-                value = max(vals)
-            elif mode == L.Aggregation.MIN:
-                value = min(vals)
-            else:  # LAST, or a mode from a newer minor version
-                value = max(contributions, key=lambda c: c[0].identity.created_ns)[1]  # type: ignore[union-attr]
-            mf.samples.append(Sample(slot.label_dict, value, None, slot.labels))
-            continue
-        for info, value in sorted(contributions, key=lambda c: c[0].pid):
-            if value is None:
+            if live_only:
+                contributions = [(i, v) for i, v in contributions if i.status == ALIVE]
+            if mode:
+                if not contributions:
+                    if summed_gauge:  # the sum over no process
+                        samples.append(Sample(slot.label_dict, 0.0, None, slot.labels))
+                    continue
+                vals = [v for _, v in contributions]
+                if mode == L.Aggregation.SUM:
+                    value = sum(vals)
+                elif mode == L.Aggregation.MAX:
+                    value = max(vals)
+                elif mode == L.Aggregation.MIN:
+                    value = min(vals)
+                else:  # LAST, or a mode from a newer minor version
+                    value = max(contributions, key=lambda c: c[0].identity.created_ns)[1]  # type: ignore[union-attr]
+                samples.append(Sample(slot.label_dict, value, None, slot.labels))
                 continue
-            pid = pid_labels.get(info.path, str(info.pid))
-            labels = dict(slot.labels)
-            labels["pid"] = pid
-            mf.samples.append(Sample(labels, value, info.pid, (slot.labels, pid)))
-    result = list(out.values())  # with families that have no series now (see above)
+            for info, value in sorted(contributions, key=lambda c: c[0].pid):
+                if value is None:
+                    continue
+                pid = pid_labels.get(info.path, str(info.pid))
+                labels = dict(slot.labels)
+                labels["pid"] = pid
+                samples.append(Sample(labels, value, info.pid, (slot.labels, pid)))
     result.sort(key=lambda m: (m.name, m.publisher))
     return result
 
@@ -281,8 +323,9 @@ def _pid_labels(readings: list[tuple[_Source, FileInfo, _Values]]) -> dict[str, 
     """``pid`` label values; files of one publisher sharing a pid (reuse, containers) get ``PID:INSTANCE8``."""
     by_pid: dict[tuple[str, int], list[FileInfo]] = {}
     for _src, info, _ in readings:
-        if info.identity is not None and info.status != ARCHIVE:
-            by_pid.setdefault((info.name, info.pid), []).append(info)
+        ident = info.identity
+        if ident is not None and info.status != ARCHIVE:
+            by_pid.setdefault((ident.publisher, ident.pid), []).append(info)
     out: dict[str, str] = {}
     for (_, pid), infos in by_pid.items():
         if len(infos) > 1:

@@ -48,6 +48,8 @@ from .pattern import compile_pattern
 from .reader import ALIVE, CLOSED, DEAD, NOT_READY, Reader
 from .results import ARCHIVE, CORRUPT, CollectError, Collection, FileInfo, MetricFamily, Sample
 
+_NO_VALUES = _Values((), (), [], [], [])  # a file of integer counters only (never mutated)
+
 
 def _inode(path: str) -> int | None:
     try:
@@ -105,8 +107,7 @@ class Collector:
             kind = ResourceError if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM) else CollectionError
             raise kind(f"{self.directory}: cannot list the directory: {exc.strerror or exc}") from None
 
-    def _source(self, name: str, inode: int) -> _Source:
-        path = os.path.join(self.directory, name)
+    def _source(self, name: str, inode: int, path: str) -> _Source:
         src = self._sources.get(name)
         if src is not None and src.inode != inode:
             src.close()
@@ -219,10 +220,13 @@ class Collector:
             else:  # TEXT
                 src.kept[slot.index] = len(src.texts)
                 src.texts.append((record, slot.index))
+        src.mixed = bool(src.flt_slot or src.gauge_slot or src.enums or src.infos or src.texts)
         # Files whose integer counters sit in the same slots at the same offsets
         # share one key, and are summed together in one sum_words() call.
         key = (*src.int_slot, -1, *src.int_off)
         src.int_key = self._interned.setdefault(key, key)
+        ints = src.int_slot
+        src.int_run = (ints[0], ints[-1] + 1) if ints and ints == list(range(ints[0], ints[-1] + 1)) else None
         key = (*src.sum_slot, -1, *src.sum_off, -2, *src.sum_size)
         src.sum_key = self._interned.setdefault(key, key)
 
@@ -259,12 +263,18 @@ class Collector:
         if self._dropped:
             self._forget_specs()
         # Process files first, archives last (see the module's docstring).
-        order = [e for e in scanned if not is_archive_name(e[0])] + [e for e in scanned if is_archive_name(e[0])]
+        archives = [e for e in scanned if is_archive_name(e[0])]
+        order = [e for e in scanned if not is_archive_name(e[0])] + archives if archives else scanned
         readings: list[tuple[_Source, FileInfo, _Values]] = []
         retries: dict[str, int] = {}
+        directory = self.directory
+        sources = self._sources
         for name, inode in order:
-            path = os.path.join(self.directory, name)
-            archive = is_archive_name(name)
+            known = sources.get(name)
+            if known is not None:
+                path, archive = known.path, known.is_archive
+            else:
+                path, archive = os.path.join(directory, name), is_archive_name(name)
             if archive:
                 # An archive is replaced by rename: look at the path now, not at the listing.
                 try:
@@ -272,7 +282,7 @@ class Collector:
                 except FileNotFoundError:
                     continue
             try:
-                src = self._source(name, inode)
+                src = self._source(name, inode, path)
                 status, header, size = src.reader.poll()
                 info = FileInfo(path, status, size=size)
                 if header is None:
@@ -347,6 +357,8 @@ class Collector:
 
         Integer counters are not read here: they are summed straight from the mappings (_aggregate).
         """
+        if not src.mixed and not src.sum_off:
+            return _NO_VALUES  # integer counters only: summed straight from the mapping
         reader = src.reader
         flts = L.floats_from_bits(reader.load_words(src.flt_off))
         gauges = L.floats_from_bits(reader.load_words(src.gauge_off))

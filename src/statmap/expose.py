@@ -51,6 +51,7 @@ JSON_CONTENT_TYPE = "application/json"
 
 _PREFIX_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _free = free_name
+_VALUE = object()  # stands for the value when a series' text is planned (Exposer._fixed_series)
 
 
 def family_name(fam: MetricFamily) -> str:
@@ -71,6 +72,11 @@ def exposed_unit(fam: MetricFamily) -> str:
     return metric_name(fam.unit).strip("_")
 
 
+def _number_text(value: Any) -> str:
+    """A sample's number as the text formats write it (ints are written with ``str`` inline)."""
+    return value if value.__class__ is str else format_value(value)
+
+
 def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
@@ -86,6 +92,17 @@ def escape_label_value(value: str) -> str:
 def escape_help(text: str, openmetrics: bool) -> str:
     text = text.replace("\\", "\\\\").replace("\n", "\\n")
     return text.replace('"', '\\"') if openmetrics else text
+
+
+class _Plan:
+    """How one exposed family of a fixed kind is written: each series' text around its value."""
+
+    __slots__ = ("last", "texts")
+
+    def __init__(self) -> None:
+        self.texts: dict[Any, tuple[str, str]] = {}  # sample key -> (text before the value, text after)
+        # the last scrape's sample keys, their texts, the samples and their lines, in order
+        self.last: tuple[list[Any], list[tuple[str, str]], list[Any], list[str]] = ([], [], [], [])
 
 
 class _Out:
@@ -129,6 +146,11 @@ class Exposer:
         self.include_text = include_text
         self.match = match
         self._labels: dict[Any, tuple[str, dict[str, str]]] = {}
+        # The render plan, kept across scrapes: family headers, and per series of a fixed kind
+        # its text around the value (_fixed_family); only values are formatted per scrape.
+        self._heads: dict[tuple[str, str, str, str, bool], str] = {}
+        self._plans: dict[Any, _Plan] = {}
+        self._planned = 0
         self.problems: list[str] = []
 
     # -- grouping and names --------------------------------------------------
@@ -224,41 +246,108 @@ class Exposer:
     # -- text formats --------------------------------------------------------
 
     def _lines(self, collection: Collection, openmetrics: bool) -> Iterator[str]:
+        return iter(self._text(collection, openmetrics))
+
+    def _text(self, collection: Collection, openmetrics: bool) -> list[str]:
+        """The text of a collection, as pieces to join: the one sample expansion, written inline for speed."""
         base = self.base_labels
+        parts: list[str] = []
+        put = parts.append
         for out in self.plan(collection):
             kind = out.kind
-            if openmetrics:
-                yield f"# HELP {out.name} {escape_help(out.help, True)}\n"
-                yield f"# TYPE {out.name} {kind.om_type}\n"
-                if out.unit:
-                    yield f"# UNIT {out.name} {out.unit}\n"
-            else:
-                head = out.name + kind.head
-                yield f"# HELP {head} {escape_help(out.help, False)}\n"
-                yield f"# TYPE {head} {kind.prom_type}\n"
+            hkey = (out.name, out.help, out.unit, kind.name, openmetrics)
+            head = self._heads.get(hkey)
+            if head is None:
+                if len(self._heads) > 10_000:
+                    self._heads.clear()  # bounded: families that come and go
+                head = self._heads[hkey] = self._head(out, openmetrics)
+            put(head)
             for fam in out.fam:
                 created = collection.created.get(fam.publisher) if openmetrics else None
                 # _created is written as text, formatted once per family (numbers are formatted per sample)
-                expand = kind.expand(out.name, format_float(created) if created else None, fam.states)
+                when = format_float(created) if created else None
+                if kind.fixed:
+                    self._fixed_family(out, fam, when, parts)
+                    continue
+                expand = kind.expand(out.name, when, fam.states)
                 for sample in fam.samples:
                     text, _labels = base(out, fam, sample)
                     for sample_name, extra, number in expand(sample.value, _labels):
                         cls = number.__class__
                         value = str(number) if cls is int else number if cls is str else format_value(number)
                         if extra is None:
-                            yield f"{sample_name}{{{text}}} {value}\n" if text else f"{sample_name} {value}\n"
+                            put(f"{sample_name}{{{text}}} {value}\n" if text else f"{sample_name} {value}\n")
                         else:
                             more = ",".join([f'{k}="{escape_label_value(v)}"' for k, v in extra])
                             inner = f"{text},{more}" if text and more else text or more
-                            yield f"{sample_name}{{{inner}}} {value}\n"
+                            put(f"{sample_name}{{{inner}}} {value}\n")
         if openmetrics:
-            yield "# EOF\n"
+            put("# EOF\n")
+        return parts
+
+    @staticmethod
+    def _head(out: _Out, openmetrics: bool) -> str:
+        kind = out.kind
+        if openmetrics:
+            head = f"# HELP {out.name} {escape_help(out.help, True)}\n# TYPE {out.name} {kind.om_type}\n"
+            return head + (f"# UNIT {out.name} {out.unit}\n" if out.unit else "")
+        name = out.name + kind.head
+        return f"# HELP {name} {escape_help(out.help, False)}\n# TYPE {name} {kind.prom_type}\n"
+
+    def _fixed_family(self, out: _Out, fam: MetricFamily, when: str | None, parts: list[str]) -> None:
+        """A family of a ``fixed`` kind (counters, gauges): each series' text is kept, only its value is formatted."""
+        key = (out.name, out.publisher_label, fam.publisher, fam.type, when)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) > 10_000 or self._planned > 200_000:
+                self._plans.clear()  # bounded, as the label cache: churning names or _created times
+                self._planned = 0
+            plan = self._plans[key] = _Plan()
+        samples = fam.samples
+        keys = [sample.key for sample in samples]
+        # one tuple, replaced whole: a plan is never seen half-updated
+        last_keys, series, kept, lines = plan.last
+        if keys != last_keys:  # the same series as last time compare by identity: cheap
+            texts = plan.texts
+            expand = None
+            series = []
+            for sample in samples:
+                got = texts.get(sample.key)
+                if got is None:
+                    if expand is None:
+                        expand = out.kind.expand(out.name, when, fam.states)
+                    got = texts[sample.key] = self._fixed_series(expand, *self.base_labels(out, fam, sample))
+                    self._planned += 1
+                series.append(got)
+            kept, lines = [None] * len(samples), [""] * len(samples)
+        # A Sample the collector kept (its value did not change) keeps its line.
+        lines = [
+            line
+            if sample is was
+            else before + (str(n) if (n := sample.value).__class__ is int else _number_text(n)) + after
+            for (before, after), sample, was, line in zip(series, samples, kept, lines, strict=True)
+        ]
+        plan.last = (keys, series, list(samples), lines)
+        parts.extend(lines)
+
+    @staticmethod
+    def _fixed_series(expand: Any, text: str, labels: dict[str, str]) -> tuple[str, str]:
+        """One series of a fixed kind as (text before its value, text after it): its samples written once."""
+        first, *rest = expand(_VALUE, labels)
+        lines = []
+        for sample_name, extra, number in rest:
+            assert extra is None and number is not _VALUE, "a fixed kind's constant samples"
+            cls = number.__class__
+            value = str(number) if cls is int else number if cls is str else format_value(number)
+            lines.append(f"{sample_name}{{{text}}} {value}\n" if text else f"{sample_name} {value}\n")
+        assert first[1] is None and first[2] is _VALUE, "a fixed kind's first sample carries the value"
+        return (f"{first[0]}{{{text}}} " if text else f"{first[0]} "), "\n" + "".join(lines)
 
     def openmetrics(self, collection: Collection) -> str:
-        return "".join(self._lines(collection, True))
+        return "".join(self._text(collection, True))
 
     def prometheus(self, collection: Collection) -> str:
-        return "".join(self._lines(collection, False))
+        return "".join(self._text(collection, False))
 
     def json(self, collection: Collection, *, indent: int | None = 2) -> str:
         doc = collection.to_json()

@@ -278,6 +278,10 @@ class Kind:
     latch_size: Callable[[L.RecordSpec], int] | None = None  # LATCH_SUM: the copy size
     from_words: Callable[[Any, tuple[float, ...], int], Any] | None = None  # LATCH_SUM: value of summed words
     zero: Callable[[L.RecordSpec], Any] | None = None  # archived kinds: the empty total
+    # Its samples' names and labels never depend on the value: the first sample carries the
+    # value, any others are constants. The exposer then keeps each series' text across
+    # scrapes and formats only the value (expose.Exposer, "render plan").
+    fixed: bool = False
 
 
 _M = L.MetricType
@@ -285,11 +289,11 @@ _TABLE = (
     Kind(
         _M.COUNTER, "counter", SUM, COUNT, True, "counter", "counter", "_total", "_total", ("_total", "_created"),
         (), False, True, True, _counter_samples, _json_number, _human_number, "rate", 1,
-        zero=lambda spec: 0.0 if spec.flags & L.FLAG_FLOAT else 0,
+        zero=lambda spec: 0.0 if spec.flags & L.FLAG_FLOAT else 0, fixed=True,
     ),
     Kind(
         _M.GAUGE, "gauge", MODE, LEVEL, False, "gauge", "gauge", "", "", ("",),
-        (), False, True, True, _gauge_samples, _json_number, _human_number, "level", 2,
+        (), False, True, True, _gauge_samples, _json_number, _human_number, "level", 2, fixed=True,
     ),
     Kind(
         _M.HISTOGRAM, "histogram", SUM, LATCH_SUM, True, "histogram", "histogram", "", "",

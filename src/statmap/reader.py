@@ -37,6 +37,12 @@ from .values import HistogramValue as HistogramValue
 from .values import SummaryValue as SummaryValue
 from .values import json_number as json_number
 
+# The header words read on every poll, bound once (_read_header's repeat path).
+_load = cells.load_u64
+_MAGIC, _MAGIC_LEN, _HEADER_SIZE, _ALIGN = L.MAGIC, len(L.MAGIC), L.HEADER_SIZE, L.ALIGN
+_OFF_STATE, _OFF_END, _OFF_CAPACITY, _OFF_CLOSED_NS = L.OFF_STATE, L.OFF_END, L.OFF_CAPACITY, L.OFF_CLOSED_NS
+_READY, _CLOSED = int(L.State.READY), int(L.State.CLOSED)
+
 #: Types whose value is a latch (format.md section 6).
 _LATCHED = (L.MetricType.HISTOGRAM, L.MetricType.SUMMARY, L.MetricType.TEXT)
 
@@ -135,6 +141,7 @@ class Reader:
         self._table = RecordTable()  # the records parsed so far
         self._header: L.Header | None = None
         self._fixed: L.Header | None = None  # the validated header fields that never change
+        self._last: L.Header | None = None  # the last header the repeat path returned (_read_header)
         self._closed = False
         self._open_fd()  # kept until the first read, so that opening then reading opens once
 
@@ -295,6 +302,29 @@ class Reader:
     def _read_header(self, size: int) -> L.Header | None:
         """The validated header, or None if the file is not ready yet."""
         m = self._map
+        fixed = self._fixed
+        if fixed is not None and m is not None and not self._copy:
+            # The repeat read of a file validated before: its fixed part is known, and
+            # when the words a writer changes are as they were, so is the header (frozen,
+            # shared). Anything unusual takes the full checks below, which name the problem.
+            if size >= _HEADER_SIZE and not size % _ALIGN and m[:_MAGIC_LEN] == _MAGIC:
+                state = _load(m, _OFF_STATE)
+                end, capacity = _load(m, _OFF_END), _load(m, _OFF_CAPACITY)  # end first (see below)
+                if (state == _READY or state == _CLOSED) and capacity <= size and fixed.header_size <= end <= capacity:
+                    closed_ns = _load(m, _OFF_CLOSED_NS) if state == _CLOSED else 0
+                    last = self._last
+                    if (
+                        last is not None
+                        and last.state == state
+                        and last.end == end
+                        and last.capacity == capacity
+                        and last.closed_ns == closed_ns
+                    ):
+                        return last
+                    self._last = last = L.Header(
+                        fixed.major, fixed.minor, fixed.header_size, state, capacity, end, fixed.identity, closed_ns
+                    )
+                    return last
         if m is None:
             return None  # empty: a writer may be about to fill it
         if size < L.HEADER_SIZE:
@@ -362,6 +392,8 @@ class Reader:
         )
 
     def _parse_new_records(self, header: L.Header) -> None:
+        if header.end == self._table.parsed_end:
+            return  # nothing new (the repeat read of an unchanged file)
         assert self._map is not None
         try:
             self._table.parse(self._map, header.header_size, header.end, self._copy)
