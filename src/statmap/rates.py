@@ -34,7 +34,8 @@ def since(value: Any, previous: Any) -> Any:
         if not isinstance(previous, type(value)):
             return None
         try:
-            delta = _difference(value, previous)  # the one per-type step: ``value.since(previous)``
+            earlier: Any = previous  # the same class as value (checked above)
+            delta = value.since(earlier)  # the values' own difference (values.py)
         except ValueError:  # other bucket bounds
             return None
         return delta if delta.count >= 0 else None
@@ -42,16 +43,6 @@ def since(value: Any, previous: Any) -> Any:
         gained = value - previous
         return gained if gained >= 0 else None  # NaN (a NaN counter) is no rate either
     return None
-
-
-def _difference(value: Any, previous: Any) -> Any:
-    """``value.since(previous)`` for the multi-word values (raises ValueError for other bucket bounds)."""
-    if isinstance(value, HistogramValue):
-        if [b for b, _ in value.buckets] != [b for b, _ in previous.buckets]:
-            raise ValueError("histograms with different bucket bounds cannot be compared")
-        buckets = tuple((b, c1 - c0) for (b, c1), (_, c0) in zip(value.buckets, previous.buckets, strict=True))
-        return HistogramValue(value.count - previous.count, value.sum - previous.sum, buckets, value.log_buckets)
-    return SummaryValue(value.count - previous.count, value.sum - previous.sum)
 
 
 class Interval:
