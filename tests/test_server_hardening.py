@@ -333,3 +333,22 @@ def test_keepalive_responses_arrive_whole(statdir: str, workers: list[Worker]) -
         server.server_close()
         thread.join(timeout=10)
         app.close()
+
+
+def test_access_log_escapes_the_request_line(statdir: str) -> None:
+    """The request line is the client's: --access-log writes it escaped, never raw control characters."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "statmap", "serve", "--dir", statdir, "--port", "0", "--access-log"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline().decode()  # "statmap serve: DIR on http://127.0.0.1:PORT/ (...)"
+        port = int(line.split("http://127.0.0.1:", 1)[1].split("/", 1)[0])
+        _raw(port, b"GET /\x1b]0;owned\x07\x1b[2J HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    logged = err.decode(errors="replace")
+    assert "\x1b" not in logged and "\x07" not in logged, logged
+    assert "\\x1b]0;owned\\x07\\x1b[2J" in logged, logged

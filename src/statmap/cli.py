@@ -162,7 +162,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _clean_before_export(args: argparse.Namespace) -> list[tuple[str, str]]:
     """``export --clean``: fold ended processes; the problems found, never raised (export what can be read)."""
     from .archive import clean
-    from .errors import DirectoryError
 
     directory = args.dir or default_directory()
     try:
@@ -232,7 +231,6 @@ def write_atomically(path: str, text: str) -> None:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     from .archive import clean
-    from .errors import DirectoryError
 
     directory = readable_directory(args)
     try:

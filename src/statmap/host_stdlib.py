@@ -34,6 +34,7 @@ from .httputil import (
     bind_warning,
     is_loopback,
 )
+from .render import printable
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464  # the port Prometheus' registry of default ports gives statmap-like exporters
@@ -454,8 +455,9 @@ class StatmapHTTPServer:
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         if self.access_log:
             sys.stderr.write(
-                f'statmap serve: {req.conn.peer[0]} "{req.method} {req.target} {req.version}" '
-                f"{resp.status} {len(resp.body)}\n"
+                # the request line is the client's: escaped, so it cannot drive the operator's terminal
+                printable(f'statmap serve: {req.conn.peer[0]} "{req.method} {req.target} {req.version}" ')
+                + f"{resp.status} {len(resp.body)}\n"
             )
         return (head if req.method == "HEAD" else head + resp.body), keep
 
