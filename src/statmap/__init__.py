@@ -23,6 +23,7 @@ from .errors import (
     ResourceError,
     StatmapError,
 )
+from .gcstats import gc_metrics
 from .metrics import (
     DEFAULT_BUCKETS,
     Average,
@@ -85,6 +86,7 @@ __all__ = [
     "default_publisher",
     "enum",
     "gauge",
+    "gc_metrics",
     "histogram",
     "info",
     "open",

@@ -129,7 +129,8 @@ class StatmapApp:
     collection is shared between requests (seconds). ``publishers``: only
     these publisher names. ``allowed_hosts``: if set, requests whose ``Host``
     is not one of them get 403 (``serve()`` sets it to the loopback names
-    when it listens on loopback, against DNS rebinding).
+    when it listens on loopback, against DNS rebinding). ``process_metrics``:
+    add each live writer's /proc metrics (``procstats.py``).
     """
 
     def __init__(
@@ -142,6 +143,7 @@ class StatmapApp:
         publisher_label: str = "auto",
         include_text: bool = False,
         allowed_hosts: Iterable[str] | None = None,
+        process_metrics: bool = False,
     ) -> None:
         self.directory = os.fspath(directory) if directory is not None else default_directory()
         if token is None:
@@ -149,7 +151,7 @@ class StatmapApp:
         self._token = token.encode() if token else None
         self.max_age = max_age
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts) if allowed_hosts is not None else None
-        self._collector = Collector(self.directory, publishers=publishers)
+        self._collector = Collector(self.directory, publishers=publishers, process_metrics=process_metrics)
         self._exposer_options = {"publisher_label": publisher_label, "include_text": include_text}
         self._exposer = Exposer(**self._exposer_options)  # type: ignore[arg-type]
         self._lock = threading.Lock()  # rendering (the exposer and the rate history are not thread-safe)

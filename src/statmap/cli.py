@@ -74,6 +74,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         ]
     if args.json:
         doc: dict[str, Any] = {"processes": [s.to_json() for s in snapshots]}
+        if args.process_metrics:
+            from .cli_fleet import process_json
+
+            found = process_json(snapshots)
+            for proc, snap in zip(doc["processes"], snapshots, strict=True):
+                proc["process"] = found.get(snap.path)
         if errors:
             doc["errors"] = [{"path": e.path, "problem": e.problem} for e in errors]
         json.dump(doc, sys.stdout, indent=2, allow_nan=False)
@@ -83,7 +89,9 @@ def cmd_show(args: argparse.Namespace) -> int:
             where = ", ".join(args.paths) if args.paths else args.dir or default_directory()
             print(printable(f"no statmap files in {where}"))
         else:
-            print(render_text(snapshots, errors))
+            from .cli_fleet import process_notes
+
+            print(render_text(snapshots, errors, process_notes(snapshots) if args.process_metrics else None))
     return 1 if errors else 0
 
 
@@ -91,10 +99,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _collector(args: argparse.Namespace, **options: Any) -> Any:
+    from .cli_fleet import collector_options
     from .collect import Collector
 
     publishers = getattr(args, "publisher", None) or None
-    return Collector(readable_directory(args), publishers=publishers, **options)
+    return Collector(readable_directory(args), publishers=publishers, **collector_options(args), **options)
 
 
 def _report_errors(collection: Any) -> int:
@@ -361,6 +370,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_age=args.max_age, publishers=args.publisher or None, publisher_label=args.publisher_label,
             include_text=args.include_text, header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
             write_timeout=args.write_timeout, max_connections=args.max_connections, threads=args.threads,
+            process_metrics=args.process_metrics,
         )  # fmt: skip
     finally:
         if cleaner is not None:
@@ -461,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_show)
     _add_ops_commands(sub)
     _add_serve_command(sub)
+    from .cli_fleet import register
+
+    register(sub)  # --process-metrics, push (cli_fleet.py)
 
     demo = sub.add_parser("demo", help="start worker processes publishing metrics and show them live")
     demo.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")

@@ -65,6 +65,8 @@ class Collector:
     ``clean``: before each collection, fold the files of dead and closed
     processes into their archive and remove them (see ``archive.clean``);
     ``clean_older_than``: only those that ended at least this many seconds ago.
+    ``process_metrics``: add CPU, memory, descriptors and threads of each live
+    writer, read from /proc (``procstats.py``).
     """
 
     def __init__(
@@ -74,11 +76,13 @@ class Collector:
         publishers: Iterable[str] | None = None,
         clean: bool = False,
         clean_older_than: float = 0.0,
+        process_metrics: bool = False,
     ) -> None:
         self.directory = os.fspath(directory)
         self.publishers = frozenset(publishers) if publishers is not None else None
         self.clean = clean
         self.clean_older_than = clean_older_than
+        self.process_metrics = process_metrics  # add the live writers' /proc metrics (procstats.py)
         self._sources: dict[str, _Source] = {}
         self._families: dict[tuple[str, str], _Family] = {}
         self._slots: list[_Slot] = []
@@ -343,6 +347,10 @@ class Collector:
                     info.absorbed = True
         counted = [(src, info, values) for src, info, values in readings if not info.absorbed]
         families = aggregate(self._slots, self._families, counted, errors)
+        if self.process_metrics:
+            from .procstats import process_families
+
+            families = [*families, *process_families(files, ((f.publisher, f.name) for f in families))]
         created: dict[str, float] = {}
         for _src, info, _ in counted:
             ident = info.identity

@@ -86,10 +86,15 @@ def describe(snapshot: Snapshot, now: float | None = None) -> str:
     return f"{ident.publisher}  pid {ident.pid}  {snapshot.status}  age {age:.0f}s  {ident.program}  {snapshot.path}"
 
 
-def render_text(snapshots: Sequence[Snapshot], errors: Sequence[FormatError]) -> str:
+def render_text(
+    snapshots: Sequence[Snapshot], errors: Sequence[FormatError], notes: dict[str, str] | None = None
+) -> str:
+    """``statmap show``; ``notes``: path -> a line under its file's (``--process-metrics``)."""
     lines: list[str] = []
     for snap in snapshots:
         lines.append(describe(snap))
+        if notes and snap.path in notes:
+            lines.append(f"  {notes[snap.path]}")
         width = max((len(series_label(s)) for s in snap.series), default=0)
         for s in snap.series:
             unit = f" {s.unit}" if s.unit else ""
