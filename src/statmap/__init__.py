@@ -90,6 +90,7 @@ __all__ = [
     "histogram",
     "info",
     "open",
+    "push",
     "summary",
     "text",
     "timer",
@@ -144,3 +145,14 @@ def enum(name: str, help: str = "", **options: Any) -> Any:
 
 def timer(name: str, help: str = "", **options: Any) -> Any:
     return default_publisher().timer(name, help, **options)
+
+
+def push(gateway: str, job: str, **options: Any) -> Any:
+    """Push a directory's aggregate (default: the default directory) to a Prometheus Pushgateway.
+
+    The end of a batch job: ``statmap.push("http://gateway:9091", job="nightly")``.
+    Options and errors: ``statmap.pushgateway.push`` (imported only when called).
+    """
+    from .pushgateway import push as push_to_gateway
+
+    return push_to_gateway(gateway, job, **options)

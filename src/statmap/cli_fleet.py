@@ -8,6 +8,8 @@ through ``collector_options(args)``.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +26,78 @@ def register(sub: Any) -> None:
             help="add CPU, memory, descriptors and threads of each live writer, read from /proc "
             "(process_* with a pid label, and statmap_processes_* sums; docs/integrations.md)",
         )  # fmt: skip
+    _add_push(sub)
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """An argparse type: ``K=V``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    return key, value
+
+
+def _add_push(sub: Any) -> None:
+    from .directory import default_directory
+
+    push = sub.add_parser(
+        "push", help="push the aggregate to a Prometheus Pushgateway (batch jobs) or an OTLP endpoint, once"
+    )
+    push.add_argument("--gateway", metavar="URL", help="Pushgateway address (http://HOST:9091)")
+    push.add_argument("--job", metavar="NAME", help="the job label (required with --gateway)")
+    push.add_argument(
+        "--grouping", action="append", type=key_value, default=[], metavar="K=V",
+        help="more grouping labels (repeatable), e.g. --grouping instance=batch-7",
+    )  # fmt: skip
+    source = push.add_mutually_exclusive_group()
+    source.add_argument("--dir", help=f"statmap directory (default: $STATMAP_DIR or {default_directory()})")
+    source.add_argument("--file", metavar="FILE", help="push this one file alone (e.g. a finished process's)")
+    push.add_argument("--add", action="store_true", help="POST: replace only metrics of the same names in the group")
+    push.add_argument("--publisher", action="append", metavar="NAME", help="only this publisher name (repeatable)")
+    push.add_argument("--publisher-label", choices=("auto", "always"), default="auto")
+    push.add_argument("--include-text", action="store_true", help="also push text metrics (as info)")
+    push.add_argument("--match", metavar="PATTERN", help="only metrics whose name matches (docs/serve.md#patterns)")
+    push.add_argument(
+        "--process-metrics", action="store_true", help="add each live writer's /proc metrics (see export)"
+    )
+    push.add_argument(
+        "--header", action="append", type=key_value, default=[], metavar="K=V",
+        help="an HTTP header to send (repeatable), e.g. --header 'Authorization=Bearer T'",
+    )  # fmt: skip
+    push.add_argument("--retries", type=int, default=3, help="retries after a failure that may pass (default 3)")
+    push.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="per attempt (default 10)")
+    push.set_defaults(func=cmd_push)
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from .errors import DirectoryError
+    from .pushgateway import PushError, push
+
+    if not args.gateway:
+        print("statmap push: --gateway URL is required", file=sys.stderr)
+        return 2
+    if not args.job:
+        print("statmap push: --gateway needs --job NAME", file=sys.stderr)
+        return 2
+    if args.dir and not os.path.isdir(args.dir):
+        raise DirectoryError(f"{args.dir}: directory does not exist")
+    if args.file and not os.path.isfile(args.file):
+        raise DirectoryError(f"{args.file}: no such file")
+    try:
+        result = push(
+            args.gateway, args.job, grouping=dict(args.grouping), directory=args.dir, file=args.file,
+            publishers=args.publisher or None, add=args.add, headers=dict(args.header), retries=max(0, args.retries),
+            timeout=args.timeout, process_metrics=args.process_metrics, publisher_label=args.publisher_label,
+            include_text=args.include_text, match=args.match,
+        )  # fmt: skip
+    except ValueError as exc:
+        print(f"statmap push: {exc}", file=sys.stderr)
+        return 2
+    except PushError as exc:
+        print(f"statmap push: {exc}", file=sys.stderr)
+        return 1
+    print(f"pushed {result.series} samples to {result.url} ({result.status})")
+    return 0
 
 
 def collector_options(args: argparse.Namespace) -> dict[str, Any]:
