@@ -28,7 +28,12 @@ def readable_directory(args: argparse.Namespace) -> str:
 
     A mistyped ``--dir`` must not look like an idle system ("no statmap
     files", an empty export): main() turns the DirectoryError into exit 2.
+    ``--pid``: the directory of that process's files (cli_fleet.py).
     """
+    if getattr(args, "pid", None) is not None:
+        from .cli_fleet import attached_directory
+
+        return attached_directory(args)
     path = str(args.dir or default_directory())
     where = "" if args.dir else f" (the default; set --dir or ${ENV_DIR})"
     try:
@@ -55,6 +60,10 @@ def error(message: object) -> None:
 
 
 def target_paths(args: argparse.Namespace) -> list[str]:
+    if getattr(args, "pid", None) is not None:
+        from .cli_fleet import attached
+
+        return list(attached(args).paths)
     if args.paths:
         return list(args.paths)
     return statmap_files(readable_directory(args))
@@ -99,11 +108,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _collector(args: argparse.Namespace, **options: Any) -> Any:
-    from .cli_fleet import collector_options
+    from .cli_fleet import collector_options, publishers
     from .collect import Collector
 
-    publishers = getattr(args, "publisher", None) or None
-    return Collector(readable_directory(args), publishers=publishers, **collector_options(args), **options)
+    return Collector(readable_directory(args), publishers=publishers(args), **collector_options(args), **options)
 
 
 def _report_errors(collection: Any) -> int:
@@ -354,6 +362,7 @@ def _add_ops_commands(sub: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .cleaning import PeriodicCleaner
+    from .cli_fleet import publishers
     from .server import serve
 
     directory = readable_directory(args)
@@ -367,7 +376,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         return serve(
             directory, args.host, args.port, token=args.token, access_log=args.access_log,
-            max_age=args.max_age, publishers=args.publisher or None, publisher_label=args.publisher_label,
+            max_age=args.max_age, publishers=publishers(args), publisher_label=args.publisher_label,
             include_text=args.include_text, header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
             write_timeout=args.write_timeout, max_connections=args.max_connections, threads=args.threads,
             process_metrics=args.process_metrics,

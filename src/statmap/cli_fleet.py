@@ -26,6 +26,12 @@ def register(sub: Any) -> None:
             help="add CPU, memory, descriptors and threads of each live writer, read from /proc "
             "(process_* with a pid label, and statmap_processes_* sums; docs/integrations.md)",
         )  # fmt: skip
+        parser.add_argument(
+            "--pid", type=int, metavar="PID",
+            help="read the statmap files process PID has mapped, wherever they are (through /proc/PID/root; "
+            "instead of --dir)" + ("" if name == "show" else ", aggregated with its directory's files of the same "
+            "publisher names"),
+        )  # fmt: skip
     _add_push(sub)
 
 
@@ -98,6 +104,61 @@ def cmd_push(args: argparse.Namespace) -> int:
         return 1
     print(f"pushed {result.series} samples to {result.url} ({result.status})")
     return 0
+
+
+def attached(args: argparse.Namespace) -> Any:
+    """The files ``--pid`` names (``attach.Attached``), found once per command; None without ``--pid``."""
+    from .attach import attach
+    from .errors import DirectoryError
+
+    pid = getattr(args, "pid", None)
+    if pid is None:
+        return None
+    found = getattr(args, "_attached", None)
+    if found is None:
+        if getattr(args, "dir", None) or getattr(args, "paths", None):
+            raise DirectoryError("--pid finds the files itself: give --pid or --dir/paths, not both")
+        found = args._attached = attach(pid)
+        for problem in found.problems:
+            print(f"statmap: pid {pid}: {problem}", file=sys.stderr)
+    return found
+
+
+def attached_directory(args: argparse.Namespace) -> str:
+    """``--pid``: the directory of the process's files, as readable from here."""
+    from .errors import DirectoryError
+
+    found = attached(args)
+    dirs = found.directories
+    if len(dirs) > 1:
+        inner = ", ".join(sorted({os.path.dirname(p) for p in found.inner}))
+        raise DirectoryError(f"pid {found.pid}: files in several directories ({inner}); choose one with --dir")
+    return str(dirs[0])
+
+
+def attached_publishers(args: argparse.Namespace) -> list[str] | None:
+    """``--pid``: the publisher names of the process's files (None: every name, the process's files unreadable)."""
+    from .errors import FormatError
+    from .reader import open as open_reader
+
+    names = []
+    for path in attached(args).paths:
+        try:
+            with open_reader(path) as reader:
+                ident = reader.snapshot().identity
+        except FormatError:
+            continue
+        if ident is not None and ident.publisher not in names:
+            names.append(ident.publisher)
+    return names or None
+
+
+def publishers(args: argparse.Namespace) -> list[str] | None:
+    """``--publisher`` names, else with ``--pid`` the process's own."""
+    given = getattr(args, "publisher", None)
+    if given:
+        return list(given)
+    return attached_publishers(args) if getattr(args, "pid", None) is not None else None
 
 
 def collector_options(args: argparse.Namespace) -> dict[str, Any]:
