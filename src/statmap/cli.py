@@ -362,12 +362,17 @@ def _add_ops_commands(sub: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .cleaning import PeriodicCleaner
-    from .cli_fleet import publishers
+    from .cli_fleet import publishers, start_otlp
     from .server import serve
 
     directory = readable_directory(args)
     if args.clean_interval <= 0:
         print("statmap serve: --clean-interval must be a positive number of seconds", file=sys.stderr)
+        return 2
+    try:
+        pusher = start_otlp(args, directory)  # --otlp: a thread pushing the aggregate (cli_fleet.py)
+    except (ImportError, ValueError) as exc:
+        print(f"statmap serve: {exc}", file=sys.stderr)
         return 2
     # --clean: fold ended processes in a thread beside the HTTP server (its failures are logged, never fatal)
     cleaner = PeriodicCleaner(directory, args.clean_interval, publishers=args.publisher or None) if args.clean else None
@@ -382,6 +387,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             process_metrics=args.process_metrics,
         )  # fmt: skip
     finally:
+        if pusher is not None:
+            pusher.stop()
         if cleaner is not None:
             cleaner.stop()
 

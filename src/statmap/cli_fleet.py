@@ -32,6 +32,19 @@ def register(sub: Any) -> None:
             "instead of --dir)" + ("" if name == "show" else ", aggregated with its directory's files of the same "
             "publisher names"),
         )  # fmt: skip
+    serve = sub.choices["serve"]
+    otlp = serve.add_argument_group("OpenTelemetry (needs the otel extra: pip install 'statmap[otel]')")
+    otlp.add_argument(
+        "--otlp", metavar="URL",
+        help="also push the aggregate to this OTLP/HTTP endpoint (e.g. http://collector:4318/v1/metrics)",
+    )  # fmt: skip
+    otlp.add_argument(
+        "--otlp-interval", type=float, default=10.0, metavar="SECONDS", help="seconds between pushes (default 10)"
+    )
+    otlp.add_argument(
+        "--otlp-header", action="append", type=key_value, default=[], metavar="K=V",
+        help="an HTTP header for the OTLP endpoint (repeatable), e.g. an API key",
+    )  # fmt: skip
     _add_push(sub)
 
 
@@ -50,6 +63,10 @@ def _add_push(sub: Any) -> None:
         "push", help="push the aggregate to a Prometheus Pushgateway (batch jobs) or an OTLP endpoint, once"
     )
     push.add_argument("--gateway", metavar="URL", help="Pushgateway address (http://HOST:9091)")
+    push.add_argument(
+        "--otlp", metavar="URL",
+        help="OTLP/HTTP endpoint (http://HOST:4318/v1/metrics; needs the otel extra: pip install 'statmap[otel]')",
+    )  # fmt: skip
     push.add_argument("--job", metavar="NAME", help="the job label (required with --gateway)")
     push.add_argument(
         "--grouping", action="append", type=key_value, default=[], metavar="K=V",
@@ -79,16 +96,23 @@ def cmd_push(args: argparse.Namespace) -> int:
     from .errors import DirectoryError
     from .pushgateway import PushError, push
 
-    if not args.gateway:
-        print("statmap push: --gateway URL is required", file=sys.stderr)
+    if not args.gateway and not args.otlp:
+        print("statmap push: --gateway URL or --otlp URL is required", file=sys.stderr)
         return 2
-    if not args.job:
+    if args.gateway and not args.job:
         print("statmap push: --gateway needs --job NAME", file=sys.stderr)
         return 2
     if args.dir and not os.path.isdir(args.dir):
         raise DirectoryError(f"{args.dir}: directory does not exist")
     if args.file and not os.path.isfile(args.file):
         raise DirectoryError(f"{args.file}: no such file")
+    if args.otlp:
+        if args.file:
+            print("statmap push: --otlp pushes a directory (--dir), not one file", file=sys.stderr)
+            return 2
+        status = _push_otlp(args)
+        if status or not args.gateway:
+            return status
     try:
         result = push(
             args.gateway, args.job, grouping=dict(args.grouping), directory=args.dir, file=args.file,
@@ -159,6 +183,39 @@ def publishers(args: argparse.Namespace) -> list[str] | None:
     if given:
         return list(given)
     return attached_publishers(args) if getattr(args, "pid", None) is not None else None
+
+
+def _push_otlp(args: argparse.Namespace) -> int:
+    try:
+        from .otel import ExportError, push_otlp
+
+        points = push_otlp(
+            args.otlp, directory=args.dir, headers=dict(args.header), timeout=args.timeout,
+            publishers=args.publisher or None, match=args.match, include_text=args.include_text,
+            process_metrics=args.process_metrics,
+        )  # fmt: skip
+    except ImportError as exc:
+        print(f"statmap push: {exc}", file=sys.stderr)
+        return 2
+    except ExportError as exc:
+        print(f"statmap push: {exc}", file=sys.stderr)
+        return 1
+    print(f"pushed {points} data points to {args.otlp}")
+    return 0
+
+
+def start_otlp(args: argparse.Namespace, directory: str) -> Any:
+    """``serve --otlp``: the running OtlpPusher (stop it when serving stops), or None."""
+    if not getattr(args, "otlp", None):
+        return None
+    if not args.otlp_interval > 0:
+        raise ValueError("--otlp-interval must be a positive number of seconds")
+    from .otel import OtlpPusher
+
+    return OtlpPusher(
+        args.otlp, directory, interval=args.otlp_interval, headers=dict(args.otlp_header),
+        publishers=publishers(args), include_text=args.include_text, process_metrics=args.process_metrics,
+    ).start()  # fmt: skip
 
 
 def collector_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -22,6 +22,15 @@ application stores under ``environ["statmap.route"]`` / ``scope["statmap.route"]
 anything else, and any route beyond the first ``max_routes``, is ``other``.
 A request that raises is a ``5xx``. See docs/integrations.md.
 
+``names="otel"`` follows the OpenTelemetry HTTP semantic conventions
+instead: ``http_server_request_duration`` (histogram, seconds, the
+conventions' buckets), labels ``http_request_method``, ``http_route``,
+``http_response_status_code`` (the code itself, at most 20 distinct, then
+``other``), and ``http_server_active_requests``; no separate counter (the
+histogram's count is it). statmap names cannot hold dots; the OTLP export
+(otel.py) gives them their dotted names back, and Prometheus sees the names
+the OTel Collector would give them.
+
 Only the standard library and statmap are imported; no framework is needed.
 """
 
@@ -65,6 +74,12 @@ ROUTE_KEY = "statmap.route"
 _WSGI_CLASSES = {str(i): f"{i}xx" for i in range(1, 6)}
 _ASGI_CLASSES = (OTHER, "1xx", "2xx", "3xx", "4xx", "5xx")
 _STATUS_CLASSES = 6  # 1xx..5xx and other
+_MAX_CODES = 20  # names="otel": distinct status codes kept as label values
+
+#: The OpenTelemetry HTTP semantic conventions' advised buckets for http.server.request.duration (seconds).
+OTEL_DURATION_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
 
 
 class HTTPMetrics:
@@ -87,7 +102,10 @@ class HTTPMetrics:
         max_routes: int = 100,
         buckets: Iterable[float] | LogBuckets = DEFAULT_LATENCY_BUCKETS,
         directory: str | None = None,
+        names: str = "statmap",
     ) -> None:
+        if names not in ("statmap", "otel"):
+            raise ValueError("names must be 'statmap' or 'otel' (the OpenTelemetry HTTP semantic conventions)")
         if isinstance(publisher, str):
             publisher = Publisher(publisher, directory)
         elif publisher is None:
@@ -107,6 +125,25 @@ class HTTPMetrics:
         self._routes: dict[str, str] = {OTHER: OTHER}
         route_sets = max_routes + 1
         method_sets = len(self.methods) + 1
+        # (method, route, status) -> (counter series or None, histogram series): one lookup per request
+        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._warned = False
+        self.otel = names == "otel"
+        if self.otel:
+            self._codes: dict[Any, str] = {}
+            self.requests = None
+            self.in_flight = publisher.gauge(
+                "http_server_active_requests", "Number of active HTTP server requests", aggregate="sum", live_only=True
+            )
+            self.duration = publisher.histogram(
+                "http_server_request_duration",
+                "Duration of HTTP server requests",
+                unit="seconds",
+                labels=("http_request_method", "http_route", "http_response_status_code"),
+                buckets=OTEL_DURATION_BUCKETS if buckets is DEFAULT_LATENCY_BUCKETS else buckets,
+                max_series=route_sets * method_sets * (_MAX_CODES + 1),
+            )
+            return
         self.requests = publisher.counter(
             f"{prefix}_requests",
             "HTTP requests answered, by method, route template and status class",
@@ -127,9 +164,6 @@ class HTTPMetrics:
             buckets=buckets,
             max_series=route_sets * method_sets,
         )
-        # (method, route, status) -> (counter series, histogram series): one lookup per request
-        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._warned = False
 
     def route_value(self, route: Any) -> str:
         """The label value for ``route``: itself while fewer than ``max_routes`` are known, else ``other``."""
@@ -145,21 +179,36 @@ class HTTPMetrics:
         self._routes[route] = route
         return route
 
-    def record(self, method: Any, route: Any, status: str, elapsed: float) -> None:
+    def code_value(self, code: Any) -> str:
+        """``names="otel"``: the status code label, ``other`` past ``_MAX_CODES`` distinct codes."""
+        found = self._codes.get(code)
+        if found is None:
+            found = str(code) if len(self._codes) < _MAX_CODES and isinstance(code, int) else OTHER
+            self._codes[code] = found
+        return found
+
+    def record(self, method: Any, route: Any, status: str, elapsed: float, code: Any = None) -> None:
         """Count one finished request and take it out of flight.
 
         ``method`` and ``route`` are raw (bounded here); ``status`` is a class
-        (``2xx``). The in-flight gauge is decremented last, so a reader that
+        (``2xx``); ``code`` the status code (``names="otel"``; 500 if None). The
+        in-flight gauge is decremented last, so a reader that
         sees 0 in flight knows every finished request is counted.
         """
         method = self.methods.get(method, OTHER)
         known = self._routes.get(route) if type(route) is str else None
+        if self.otel:
+            status = self.code_value(code if code is not None else 500)
         key = (method, known if known is not None else self.route_value(route), status)
         series = self._series.get(key)
         try:
             if series is None:
-                series = self._series[key] = (self.requests.labels(*key), self.duration.labels(*key[:2]))
-            series[0].inc()
+                if self.requests is None:
+                    series = self._series[key] = (None, self.duration.labels(*key))
+                else:
+                    series = self._series[key] = (self.requests.labels(*key), self.duration.labels(*key[:2]))
+            if series[0] is not None:
+                series[0].inc()
             series[1].observe(elapsed)
         except (StatmapError, ValueError, OSError) as exc:  # never fail a request for its metrics
             if not self._warned:
@@ -328,6 +377,7 @@ class _WSGIRequest:
             self.route,
             "5xx" if failed else _WSGI_CLASSES.get(self.status[:1], OTHER),
             elapsed,
+            None if failed or not self.status[:3].isdigit() else int(self.status[:3]),
         )
 
 
@@ -405,7 +455,7 @@ class ASGIMiddleware(_Middleware):
                     route = _starlette_route(scope, root_path)
             code = sender.status
             status = "5xx" if failed or not code else _ASGI_CLASSES[code // 100] if 100 <= code < 600 else OTHER
-            metrics.record(scope.get("method"), route, status, elapsed)
+            metrics.record(scope.get("method"), route, status, elapsed, None if failed or not code else code)
 
 
 class _ClosingAtShutdown:
