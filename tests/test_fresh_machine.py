@@ -26,7 +26,7 @@ pytestmark = pytest.mark.once  # runs pytest itself, with a stripped PATH
 # The programs of .ci/apt-packages the tests use (gcc, cc and the rest of the machine stay).
 DEPENDENCIES = (
     "make", "clang", "cargo", "rustc", "rustup", "prometheus", "promtool", "chromium", "chromedriver",
-    "unshare", "setpriv", "mount", "umount",
+    "unshare", "setpriv", "mount", "umount", "prometheus-pushgateway",
 )  # fmt: skip
 
 
@@ -82,6 +82,8 @@ def test_without_any_debian_package_every_such_test_skips(tmp_path: Path) -> Non
         "tests/test_identity.py::test_same_pid_in_two_pid_namespaces",
         "tests/test_limits.py::test_full_disk_at_growth_and_creation",
         "tests/test_hostile.py::test_unprivileged_user_gets_a_private_directory_and_0600_files",
+        "tests/test_push.py",
+        "tests/test_attach.py::test_a_process_in_another_mount_namespace",
     ]
     out = pytest_without(tmp_path, DEPENDENCIES, tests, require=False)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-3000:]
@@ -89,5 +91,6 @@ def test_without_any_debian_package_every_such_test_skips(tmp_path: Path) -> Non
     assert "skipped" in summary and "failed" not in summary and "error" not in summary, out.stdout[-4000:]
     skips = [line for line in out.stdout.splitlines() if line.startswith("SKIPPED")]
     assert skips and all("needs" in line for line in skips), "\n".join(skips)
-    for package in ("make", "cargo", "prometheus", "promtool", "chromium", "unshare", "mount", "setpriv"):
+    packages = ("make", "cargo", "prometheus", "promtool", "chromium", "unshare", "mount", "setpriv", "pushgateway")
+    for package in packages:
         assert any(package in line for line in skips), (package, skips)

@@ -23,7 +23,6 @@ from .errors import (
     ResourceError,
     StatmapError,
 )
-from .gcstats import gc_metrics
 from .metrics import (
     DEFAULT_BUCKETS,
     Average,
@@ -156,3 +155,10 @@ def push(gateway: str, job: str, **options: Any) -> Any:
     from .pushgateway import push as push_to_gateway
 
     return push_to_gateway(gateway, job, **options)
+
+
+def gc_metrics(publisher: Publisher | None = None) -> Any:
+    """Count garbage collections into ``publisher`` (default: the default publisher); see ``statmap.gcstats``."""
+    from .gcstats import gc_metrics as count_collections
+
+    return count_collections(publisher if publisher is not None else default_publisher())

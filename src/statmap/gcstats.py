@@ -81,7 +81,8 @@ _lock = threading.Lock()
 def gc_metrics(publisher: Any) -> GCMetrics:
     """Count this interpreter's garbage collections into ``publisher`` (until ``close()``).
 
-    Asking again for the same publisher gives the same counters (started again if closed).
+    Asking again for the same publisher gives the same counters (started
+    again if closed). ``statmap.gc_metrics()`` uses the default publisher.
     """
     with _lock:
         found = _made.get(publisher)
