@@ -361,7 +361,8 @@ def test_dashboard_history_hover_breakdown_heatmap(statdir: str, browser: Any, t
         overlap = browser.execute_script(
             "const out = [];"
             "for (const svg of document.querySelectorAll('.chart svg')) {"
-            "  const left = Math.min(...Array.from(svg.querySelectorAll('.grid-line')).map(l => +l.getAttribute('x1')));"
+            "  const xs = Array.from(svg.querySelectorAll('.grid-line')).map(l => +l.getAttribute('x1'));"
+            "  const left = Math.min(...xs);"
             "  for (const t of svg.querySelectorAll('text.tick.y')) {"
             "    const b = t.getBBox(); if (b.x + b.width > left + 0.5) out.push(t.textContent); } }"
             "return out;"
@@ -369,7 +370,7 @@ def test_dashboard_history_hover_breakdown_heatmap(statdir: str, browser: Any, t
         assert overlap == [], overlap
 
         # Hover over the counter's chart: a read-out with the time and the rate.
-        chart = browser.find_element(By.CSS_SELECTOR, f'{card(jobs)} .chart')
+        chart = browser.find_element(By.CSS_SELECTOR, f"{card(jobs)} .chart")
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", chart)
         ActionChains(browser).move_to_element_with_offset(chart, chart.size["width"] // 2 - 20, 0).perform()
         text = wait_for(lambda: readout(browser, jobs), what="the hover read-out")
@@ -390,7 +391,7 @@ def test_dashboard_history_hover_breakdown_heatmap(statdir: str, browser: Any, t
             workers[0]("inc 50")
             workers[1]("inc 5")
             time.sleep(1)
-        per = f'{card(jobs)} .chart.per-process'
+        per = f"{card(jobs)} .chart.per-process"
         wait_for(lambda: attrs(browser, per, "data-processes") == ["2"], what="two process lines")
         chart = browser.find_element(By.CSS_SELECTOR, per)
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", chart)
@@ -417,13 +418,13 @@ def test_dashboard_history_hover_breakdown_heatmap(statdir: str, browser: Any, t
         workers[1].proc.kill()
         workers[1].proc.wait()
         wait_for(
-            lambda: browser.find_elements(By.CSS_SELECTOR, f'{card(jobs)} .chart .event-died'),
+            lambda: browser.find_elements(By.CSS_SELECTOR, f"{card(jobs)} .chart .event-died"),
             what="the death marked on the time axis",
         )
 
         # Screenshot: the view with the breakdown and the heatmap in sight.
         browser.execute_script("window.scrollTo(0, 0);")
-        chart = browser.find_element(By.CSS_SELECTOR, f'{card(jobs)} .chart')
+        chart = browser.find_element(By.CSS_SELECTOR, f"{card(jobs)} .chart")
         ActionChains(browser).move_to_element_with_offset(chart, chart.size["width"] // 4, 0).perform()
         shot = artefact_dir(tmp_path) / f"dashboard-{size}.png"
         browser.save_screenshot(str(shot))

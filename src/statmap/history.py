@@ -43,9 +43,10 @@ from array import array
 from collections import deque
 from typing import Any, Protocol
 
-from .errors import CollectionError, FormatError, ResourceError
+from .breakdown import ProcessValues, SeriesKey
+from .errors import CollectionError
 from .httputil import Response, _json, _text
-from .reader import ALIVE, CLOSED, DEAD, HistogramValue, Reader, SummaryValue
+from .reader import ALIVE, CLOSED, DEAD, HistogramValue, SummaryValue
 from .results import ARCHIVE, Collection, MetricFamily
 
 STEP = 1.0  # seconds between samples
@@ -109,7 +110,7 @@ class _Watch:
 
     __slots__ = ("key", "rings", "until")
 
-    def __init__(self, key: tuple[str, str, tuple[tuple[str, str], ...]], until: float) -> None:
+    def __init__(self, key: SeriesKey, until: float) -> None:
         self.key = key  # (publisher, name, labels)
         self.until = until
         self.rings: dict[str, array[float]] = {}
@@ -127,7 +128,7 @@ class History:
         self._missing: set[str] = set()
         self._watched: dict[str, _Watch] = {}
         self._process_cells = 0
-        self._readers: dict[str, Reader] = {}
+        self._per_process = ProcessValues()
         self._files: dict[str, tuple[str, str, int]] = {}  # file name -> (status, publisher, pid)
         self.events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
 
@@ -140,7 +141,6 @@ class History:
             self._times[i] = collection.time
             self._n = n + 1
             seen: set[str] = set()
-            families: dict[str, MetricFamily] = {}
             for fam in collection.families:
                 summed = fam.aggregation == "sum"
                 for s in fam.samples:
@@ -158,8 +158,6 @@ class History:
                         ring[i] = v
                     track.last = n
                     seen.add(sid)
-                    if sid in self._watched:
-                        families[sid] = fam
             for sid, track in list(self._tracks.items()):
                 if sid in seen:
                     continue
@@ -170,7 +168,7 @@ class History:
                 for ring in track.rings:
                     ring[i] = _NAN
             self._events(collection)
-            self._sample_processes(collection, i, seen)
+            self._sample_processes(collection, i)
 
     def _new_track(
         self, sid: str, fam: MetricFamily, shape: tuple[Any, ...], width: int, summed: bool
@@ -208,7 +206,7 @@ class History:
     def _event(self, at: float, file: str, publisher: str, pid: int, what: str) -> None:
         self.events.append({"time": at, "file": file, "publisher": publisher, "pid": pid, "event": what})
 
-    def _sample_processes(self, collection: Collection, i: int, seen: set[str]) -> None:
+    def _sample_processes(self, collection: Collection, i: int) -> None:
         """One value per process of each watched series (its count for histograms and summaries)."""
         clock = time.monotonic()
         for sid, watch in list(self._watched.items()):
@@ -216,43 +214,15 @@ class History:
                 del self._watched[sid]
                 self._process_cells -= len(watch.rings)
         if not self._watched:
-            for reader in self._readers.values():
-                reader.close()
-            self._readers.clear()
+            self._per_process.close()
             return
-        wanted = {w.key[0] for w in self._watched.values()}
-        got: dict[str, dict[str, float]] = {sid: {} for sid in self._watched}
-        live_paths = set()
-        pids: dict[tuple[str, int], int] = {}
-        files = [f for f in collection.files if f.identity is not None and f.status != ARCHIVE and not f.absorbed]
-        for f in files:
-            pids[(f.name, f.pid)] = pids.get((f.name, f.pid), 0) + 1
-        for f in files:
-            if f.name not in wanted or f.status not in (ALIVE, CLOSED, DEAD):
-                continue
-            live_paths.add(f.path)
-            try:
-                known = self._readers.get(f.path)
-                reader = known if known is not None else Reader(f.path)
-                self._readers[f.path] = reader
-                reader.poll()
-                index = {(r.spec.name, r.spec.labels): r for r in reader.records if r.known}
-                assert f.identity is not None
-                pkey = str(f.pid) if pids[(f.name, f.pid)] == 1 else f"{f.pid}:{f.identity.instance_id[:4].hex()}"
-                for sid, watch in self._watched.items():
-                    publisher, name, labels = watch.key
-                    record = index.get((name, labels)) if publisher == f.name else None
-                    if record is None:
-                        continue
-                    cols = _columns(reader.value(record))
-                    if cols is not None:
-                        got[sid][pkey] = cols[0]
-            except (FormatError, ResourceError, OSError, ValueError):
-                continue  # that file is left out of this sample (the collection reports it)
-        for path in [p for p in self._readers if p not in live_paths]:
-            self._readers.pop(path).close()
-        for sid, watch in self._watched.items():
-            values = got[sid]
+        got = self._per_process.read(collection, [w.key for w in self._watched.values()])
+        for watch in self._watched.values():
+            values: dict[str, float] = {}
+            for pkey, _f, value in got.get(watch.key, []):
+                cols = _columns(value)
+                if cols is not None:
+                    values[pkey] = cols[0]
             for pkey, v in values.items():
                 ring = watch.rings.get(pkey)
                 if ring is None:
