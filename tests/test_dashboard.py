@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from urllib.parse import quote
 from pathlib import Path
 from typing import Any
 
@@ -328,12 +329,15 @@ def test_dashboard_history_hover_breakdown_heatmap(statdir: str, browser: Any, t
     server = Server(statdir)
     jobs = 'dash:jobs{queue="high"}'
     try:
-        # The server keeps history from its start: some seconds pass before the page is opened.
-        for i in range(5):
+        # Per-process history starts when someone asks for it: asked here, before the page exists.
+        server.json("/api/history?breakdown=" + quote(jobs))
+        # The server keeps history from its start: some seconds pass before the page is opened
+        # (a minute when the screenshots are for the docs, so the charts have a past to show).
+        for i in range(60 if os.environ.get("STATMAP_SCREENSHOT_DIR") else 5):
             workers[0]("inc 30")
             workers[1]("inc 3")
             for w in workers:
-                w(f"observe {0.005 * (i + 1)}")
+                w(f"observe {0.005 * (i % 7 + 1)}")
                 w("observe 0.5")
             time.sleep(1)
         viewport(browser, width, height)
@@ -425,7 +429,7 @@ def test_dashboard_history_hover_breakdown_heatmap(statdir: str, browser: Any, t
         # Screenshot: the view with the breakdown and the heatmap in sight.
         browser.execute_script("window.scrollTo(0, 0);")
         chart = browser.find_element(By.CSS_SELECTOR, f"{card(jobs)} .chart")
-        ActionChains(browser).move_to_element_with_offset(chart, chart.size["width"] // 4, 0).perform()
+        ActionChains(browser).move_to_element_with_offset(chart, chart.size["width"] // 3, 0).perform()
         shot = artefact_dir(tmp_path) / f"dashboard-{size}.png"
         browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000

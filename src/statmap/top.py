@@ -148,7 +148,7 @@ def histogram_text(now: HistogramValue, delta: HistogramValue | None, unit: str)
     window, when = (delta, "") if delta is not None and delta.count > 0 else (now, " (all time)")
     if window.count == 0:
         return f"n={total(now.count)}  (no observations)"
-    pct = "  ".join(f"p{round(q * 100)}={amount(window.percentile(q), unit, '')}" for q in QUANTILES)
+    pct = " ".join(f"p{round(q * 100)}={amount(window.percentile(q), unit, '')}" for q in QUANTILES)
     lower, top = 0.0, 0.0
     for bound, cumulative in window.buckets:
         if cumulative >= window.count:
@@ -156,13 +156,13 @@ def histogram_text(now: HistogramValue, delta: HistogramValue | None, unit: str)
             break
         lower = bound
     most = f"max>{amount(lower, unit, '')}" if top == math.inf else f"max<={amount(top, unit, '')}"
-    return f"n={total(now.count)}  {pct}  {most}{when}"
+    return f"n={total(now.count)} {pct} {most}{when}"
 
 
 def summary_text(now: SummaryValue, delta: SummaryValue | None, unit: str) -> str:
     window, when = (delta, "") if delta is not None and delta.count > 0 else (now, " (all time)")
     avg = amount(window.average, unit, "") if window.count else "-"
-    return f"n={total(now.count)}  avg={avg}  sum={amount(now.sum, unit, '')}{when if window.count else ''}"
+    return f"n={total(now.count)} avg={avg} sum={amount(now.sum, unit, '')}{when if window.count else ''}"
 
 
 class TopModel:
@@ -272,7 +272,8 @@ def row_lines(rows: Sequence[Row], width: int = 200, descriptions: bool = False)
     value_w = max((len(r.value) for r in rows), default=5)
     rate_w = max([6, *(len(r.rate_text) for r in rows)])
     fixed = 9 + rate_w + 6
-    label_w = min(max((len(r.label) for r in rows), default=10), max(16, width - fixed - value_w - 1))
+    longest = max((len(r.label) for r in rows), default=10)
+    label_w = min(longest, max(width - fixed - value_w - 1, min(longest, 36)))  # labels keep 36 columns
     out = [f"{'SERIES':<{label_w}}  {'TYPE':<9}  {'RATE/s':>{rate_w}}  VALUE"]
     for r in rows:
         out.append(f"{_fit(r.label, label_w):<{label_w}}  {r.type:<9}  {r.rate_text:>{rate_w}}  {r.value}"[:width])

@@ -61,7 +61,8 @@
   }
   function rateOf(times, values, smooth) {
     return times.map((t, k) => {
-      const j = baseline(times, k, smooth);
+      let j = baseline(times, k, smooth);
+      while (j < k - 1 && values[j] === null) j++;  // a series that began inside the interval
       const a = values[j]; const b = values[k];
       if (j === k || a === null || b === null || b < a) return null;  // no baseline, a gap, or a reset
       return (b - a) / (t - times[j]);
@@ -133,18 +134,22 @@
   }
   // Heatmap cells: for each of `columns` time columns, the observations per bucket in it.
   function heatCells(h, times, from, columns) {
+    // Columns by sample index, not by time: samples a second apart leave no empty stripes.
     const n = times.length; const cells = [];
+    let first = 1;
+    while (first < n && times[first] < from) first++;
+    const span = Math.max(1, n - first);
+    columns = Math.max(1, Math.min(columns, span));
     let max = 0;
     for (let c = 0; c < columns; c++) cells.push(null);
-    for (let k = 1; k < n; k++) {
-      if (times[k] < from) continue;
+    for (let k = first; k < n; k++) {
       const d = bucketDelta(h, k - 1, k);
       if (!d) continue;
-      const c = Math.min(columns - 1, Math.floor((times[k] - from) / ((times[n - 1] - from) || 1) * columns));
+      const c = Math.min(columns - 1, Math.floor((k - first) / span * columns));
       if (!cells[c]) cells[c] = d.map(() => 0);
       d.forEach((v, i) => { cells[c][i] += v; max = Math.max(max, cells[c][i]); });
     }
-    return { cells, max };
+    return { cells, max, first };
   }
   // Where a value sits on the heatmap's bucket axis (0 = bottom of the first bucket).
   function bucketPos(bounds, v) {
@@ -238,15 +243,16 @@
       const g = canvas.getContext("2d");
       g.setTransform(ratio, 0, 0, ratio, 0, 0);
       g.clearRect(0, 0, width, height);
-      const columns = Math.max(10, Math.min(spec.times.length, Math.floor(W / 3)));
-      const { cells, max } = heatCells(spec.heat, spec.times, spec.from, columns);
-      const cw = W / columns; const bh = Hh / spec.bounds.length;
+      const { cells, max, first } = heatCells(spec.heat, spec.times, spec.from, Math.floor(W / 3));
+      // the columns span from the first sample in the window to the last, as the lines do
+      const x0 = x(spec.times[Math.max(0, first - 1)]); const cw = (M.left + W - x0) / cells.length;
+      const bh = Hh / spec.bounds.length;
       cells.forEach((col, c) => {
         if (!col) return;
         col.forEach((v, i) => {
           if (v <= 0) return;
           g.fillStyle = ramp(Math.sqrt(v / max));
-          g.fillRect(M.left + c * cw, M.top + Hh - (i + 1) * bh, Math.ceil(cw), Math.ceil(bh));
+          g.fillRect(x0 + c * cw, M.top + Hh - (i + 1) * bh, Math.ceil(cw), Math.ceil(bh));
         });
       });
       root.dataset.cells = String(cells.filter((c) => c && c.some((v) => v > 0)).length);
