@@ -44,7 +44,6 @@ from collections import deque
 from typing import Any, Protocol
 
 from .breakdown import ProcessValues, SeriesKey
-from .errors import CollectionError
 from .httputil import Response, _json, _text
 from .reader import ALIVE, CLOSED, DEAD, HistogramValue, SummaryValue
 from .results import ARCHIVE, Collection, MetricFamily
@@ -337,16 +336,19 @@ def _sample_loop(app_ref: weakref.ref[Any], history: History) -> None:
             snap = app.snapshot()
         except RuntimeError:  # the app is closed
             return
-        except CollectionError as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed collection is a gap in the history, never its end
             if not complained:
-                print(f"statmap serve: history: {exc}", file=sys.stderr)
+                print(f"statmap serve: history: {type(exc).__name__}: {exc}", file=sys.stderr)
                 complained = True
             snap = None
         del app  # no strong reference while sleeping: the app can go away
         if snap is not None and snap.at != last:
             last = snap.at
-            history.sample(snap.collection)
-            complained = False
+            try:
+                history.sample(snap.collection)
+                complained = False
+            except Exception as exc:  # noqa: BLE001 - as above
+                print(f"statmap serve: history: {type(exc).__name__}: {exc}", file=sys.stderr)
         next_at += STEP
         delay = next_at - time.monotonic()
         if delay < 0:  # late (a slow collection): sample now and again a STEP later
