@@ -2,13 +2,15 @@
 
 The page must load without console errors, list the test's worker
 processes, and a chart's latest value must change after the workers update
-a metric. Filtering and pinning work. A screenshot is written to the test's
-temporary directory, and to ``$STATMAP_SCREENSHOT`` when that is set (that is
-how docs/dashboard.png is made: ``STATMAP_SCREENSHOT=docs/dashboard.png``).
+a metric. Filtering and pinning work. A screenshot is written to the test's temporary directory (or
+``$STATMAP_ARTEFACTS``). The history test (issue 16) runs at 1920x1080 and
+390x844; with ``STATMAP_SCREENSHOT_DIR=docs`` it writes docs/dashboard.png and
+docs/dashboard-phone.png, the README's screenshots.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -278,3 +281,170 @@ def test_dashboard_escapes_control_characters(statdir: str, browser: Any) -> Non
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(timeout=60)
+
+
+# -- the history, hover read-outs, per-process breakdown and heatmap (issue 16) -----------------
+
+SIZES = {"desktop": (1920, 1080), "phone": (390, 844)}
+
+
+def artefact_dir(tmp_path: Path) -> Path:
+    """Where screenshots go: ``$STATMAP_ARTEFACTS`` when set (CI keeps it), else the test's tmp dir."""
+    out = Path(os.environ.get("STATMAP_ARTEFACTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def viewport(driver: Any, width: int, height: int) -> None:
+    """Make the page's viewport (not the window) this size."""
+    driver.set_window_size(width, height)
+    inner = driver.execute_script("return [window.innerWidth, window.innerHeight];")
+    driver.set_window_size(width + (width - inner[0]), height + (height - inner[1]))
+
+
+def card(series_id: str) -> str:
+    """The CSS selector of a series' card (the id quoted as a CSS string)."""
+    return ".card[data-id=" + json.dumps(series_id) + "]"
+
+
+def readout(driver: Any, series_id: str) -> str:
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "const r = document.querySelector('.card[data-id=\"' + CSS.escape(arguments[0]) + '\"] .readout.on');"
+        "return r ? r.innerText : '';",
+        series_id,
+    )
+
+
+@pytest.mark.parametrize("size", sorted(SIZES))
+def test_dashboard_history_hover_breakdown_heatmap(statdir: str, browser: Any, tmp_path: Path, size: str) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    width, height = SIZES[size]
+    workers = [Worker(statdir, "dash"), Worker(statdir, "dash")]
+    demo = [
+        subprocess.Popen([sys.executable, "-m", "statmap.demo", statdir, str(i)], env=dict(os.environ))
+        for i in range(2)
+    ]
+    server = Server(statdir)
+    jobs = 'dash:jobs{queue="high"}'
+    try:
+        # Per-process history starts when someone asks for it: asked here, before the page exists.
+        server.json("/api/history?breakdown=" + quote(jobs))
+        # The server keeps history from its start: some seconds pass before the page is opened
+        # (a minute when the screenshots are for the docs, so the charts have a past to show).
+        for i in range(60 if os.environ.get("STATMAP_SCREENSHOT_DIR") else 5):
+            workers[0]("inc 30")
+            workers[1]("inc 3")
+            for w in workers:
+                w(f"observe {0.005 * (i % 7 + 1)}")
+                w("observe 0.5")
+            time.sleep(1)
+        viewport(browser, width, height)
+        browser.execute_script("window.localStorage.clear();") if browser.current_url.startswith("http") else None
+        browser.get(server.url)
+        first = wait_for(
+            lambda: browser.execute_script("return document.body.dataset.firstHistory;"), what="the first history"
+        )
+        assert int(first) >= 4, first  # the recent past at once, not one point
+        wait_for(lambda: card_value(browser, jobs) not in (None, ""), what="the jobs card")
+
+        # Layout: the header is one line, nothing overflows the page sideways, the process table scrolls.
+        layout = browser.execute_script(
+            "const h = document.querySelector('header');"
+            "const w = document.querySelector('.table-wrap');"
+            "return {header: h.getBoundingClientRect().height, page: document.documentElement.scrollWidth,"
+            " inner: window.innerWidth, wrapOverflow: getComputedStyle(w).overflowX,"
+            " wrapWidth: w.clientWidth, mainWidth: document.querySelector('main').clientWidth};"
+        )
+        assert layout["header"] < 56, layout
+        assert layout["page"] <= layout["inner"], layout
+        assert layout["wrapOverflow"] == "auto" and layout["wrapWidth"] <= layout["mainWidth"], layout
+
+        # Axis labels stay in the gutter, left of every line they label.
+        overlap = browser.execute_script(
+            "const out = [];"
+            "for (const svg of document.querySelectorAll('.chart svg')) {"
+            "  const xs = Array.from(svg.querySelectorAll('.grid-line')).map(l => +l.getAttribute('x1'));"
+            "  const left = Math.min(...xs);"
+            "  for (const t of svg.querySelectorAll('text.tick.y')) {"
+            "    const b = t.getBBox(); if (b.x + b.width > left + 0.5) out.push(t.textContent); } }"
+            "return out;"
+        )
+        assert overlap == [], overlap
+
+        # Hover over the counter's chart: a read-out with the time and the rate.
+        chart = browser.find_element(By.CSS_SELECTOR, f"{card(jobs)} .chart")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", chart)
+        ActionChains(browser).move_to_element_with_offset(chart, chart.size["width"] // 2 - 20, 0).perform()
+        text = wait_for(lambda: readout(browser, jobs), what="the hover read-out")
+        assert re.search(r"\d\d:\d\d:\d\d", text) and "rate" in text, text
+        # The keyboard moves the cursor too.
+        chart.send_keys(Keys.END)
+        end = wait_for(lambda: readout(browser, jobs), what="the read-out at the end")
+        chart.send_keys(Keys.ARROW_LEFT, Keys.ARROW_LEFT)
+        wait_for(lambda: readout(browser, jobs) not in ("", end), what="the read-out two samples back")
+
+        # Per process: the sum broken down, one line per worker, their values in the read-out.
+        browser.execute_script(
+            "arguments[0].scrollIntoView({block: 'center'});",
+            browser.find_element(By.CSS_SELECTOR, f"{card(jobs)} .by-process"),
+        )
+        click(browser, f"{card(jobs)} .by-process")
+        for _ in range(3):
+            workers[0]("inc 50")
+            workers[1]("inc 5")
+            time.sleep(1)
+        per = f"{card(jobs)} .chart.per-process"
+        wait_for(lambda: attrs(browser, per, "data-processes") == ["2"], what="two process lines")
+        chart = browser.find_element(By.CSS_SELECTOR, per)
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", chart)
+        chart.send_keys(Keys.END)
+        text = wait_for(
+            lambda: (t := readout(browser, jobs)) and all(f"pid {w.pid}" in t for w in workers) and t,
+            what="per-process values in the read-out",
+        )
+        lines = {ln.split("\t")[0].strip(): ln for ln in text.splitlines()}
+        assert any(str(workers[0].pid) in k for k in lines), text
+
+        # The histogram's heatmap has cells, with p50/p90/p99 drawn over them.
+        lat = '.card[data-id="dash:latency"]'
+        wait_for(lambda: int(attrs(browser, f"{lat} .chart.heatmap svg", "data-cells")[0] or 0) > 0, what="cells")
+        assert all(d.startswith("M") for d in attrs(browser, f"{lat} .chart.heatmap path.line", "d")), "p lines"
+        assert len(attrs(browser, f"{lat} .chart.heatmap path.line", "d")) == 3
+        # The 15-minute window shows all of it: every sample since the server started is on the chart.
+        button = browser.find_element(By.CSS_SELECTOR, '#window [data-value="900"]')
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+        button.click()
+        assert attrs(browser, "#window [aria-pressed=true]", "data-value") == ["900"]
+
+        # A worker killed is marked on the time axis of its publisher's charts.
+        workers[1].proc.kill()
+        workers[1].proc.wait()
+        wait_for(
+            lambda: browser.find_elements(By.CSS_SELECTOR, f"{card(jobs)} .chart .event-died"),
+            what="the death marked on the time axis",
+        )
+
+        # Screenshot: the view with the breakdown and the heatmap in sight.
+        if size == "desktop":  # (on the phone, the top of the page: header, processes, the first cards)
+            chart = browser.find_element(By.CSS_SELECTOR, f"{card(jobs)} .chart")
+            ActionChains(browser).move_to_element_with_offset(chart, chart.size["width"] // 3, 0).perform()
+        browser.execute_script("window.scrollTo(0, 0);")
+        time.sleep(0.5)
+        shot = artefact_dir(tmp_path) / ("dashboard.png" if size == "desktop" else f"dashboard-{size}.png")
+        browser.save_screenshot(str(shot))
+        assert shot.stat().st_size > 10_000
+        if os.environ.get("STATMAP_SCREENSHOT_DIR"):
+            shutil.copyfile(shot, Path(os.environ["STATMAP_SCREENSHOT_DIR"]) / shot.name)
+        errors = console_errors(browser)
+        assert errors == [], errors
+    finally:
+        for p in demo:
+            p.terminate()
+        for w in workers:
+            w.stop()
+        for p in demo:
+            p.wait(timeout=10)
+        server.stop()

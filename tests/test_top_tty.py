@@ -29,6 +29,40 @@ pytestmark = pytest.mark.once  # what the terminal shows: the values come from t
 ROWS, COLS = 30, 220  # wide enough for the header with a pytest tmp path
 
 
+class _Screen(pyte.Screen):  # type: ignore[misc,name-defined]
+    """pyte's screen plus what ncurses sends an xterm and pyte 0.8 leaves out: REP (repeat the last
+    character, ``CSI n b``), SU and SD (scroll the region, ``CSI n S`` / ``CSI n T``). Without them the
+    emulator shows stale text a real terminal does not (curses scrolls when rows change places)."""
+
+    _last = ""
+
+    def draw(self, data: str) -> None:
+        if data:
+            self._last = data[-1]
+        super().draw(data)
+
+    def repeat_last(self, count: int | None = None, *_: object) -> None:
+        if self._last:
+            super().draw(self._last * (count or 1))
+
+    def _scroll(self, count: int | None, up: bool) -> None:
+        top = self.margins.top if self.margins else 0
+        x, y = self.cursor.x, self.cursor.y
+        self.cursor.y = top
+        (self.delete_lines if up else self.insert_lines)(count or 1)
+        self.cursor.x, self.cursor.y = x, y
+
+    def scroll_up(self, count: int | None = None, *_: object) -> None:
+        self._scroll(count, True)
+
+    def scroll_down(self, count: int | None = None, *_: object) -> None:
+        self._scroll(count, False)
+
+
+class _Stream(pyte.ByteStream):  # type: ignore[misc,name-defined]
+    csi = dict(pyte.ByteStream.csi, b="repeat_last", S="scroll_up", T="scroll_down")
+
+
 class Terminal:
     """A process on a pty, and the screen its output draws."""
 
@@ -40,8 +74,8 @@ class Terminal:
             args, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True, close_fds=True
         )
         os.close(slave)
-        self.screen = pyte.Screen(COLS, ROWS)
-        self.stream = pyte.ByteStream(self.screen)
+        self.screen = _Screen(COLS, ROWS)
+        self.stream = _Stream(self.screen)
         self.raw = b""
 
     def pump(self, seconds: float) -> None:
@@ -101,6 +135,15 @@ def _row(screen: str, series: str) -> list[str]:
         if line.split()[:1] == [series]:
             return line.split()
     return []
+
+
+def _first_row(screen: str) -> str:
+    """The series of the table's first row (the line after the SERIES heading)."""
+    lines = screen.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("SERIES"):
+            return (lines[i + 1].split() or [""])[0]
+    return ""
 
 
 def test_top_draws_live_values_and_rates_and_quits_cleanly(statdir: str, terminal_of: Callable[..., Terminal]) -> None:
@@ -183,3 +226,75 @@ def test_top_shows_control_characters_escaped(statdir: str, terminal_of: Callabl
     term.type(b"q")
     assert term.proc.wait(timeout=15) == 0
     pub.close()
+
+
+def test_top_units_help_descriptions_and_per_process_view(statdir: str, terminal_of: Callable[..., Terminal]) -> None:
+    """Human units, full histogram lines, ``?`` help, ``d`` descriptions, Enter: a series process by process."""
+    from .test_server_support import Worker
+
+    workers = [Worker(statdir, "svc"), Worker(statdir, "svc")]
+    pub = statmap.Publisher("web", statdir)
+    sent = pub.counter("bytes_sent", "Response bytes sent", unit="bytes")
+    big = pub.counter("events", "Events seen")
+    wait = pub.gauge("wait", "Time spent waiting", unit="seconds", aggregate="max")
+    sent.inc(48_863_642)  # 46.6 MiB
+    big.inc(7_441_370)
+    wait.set(0.0106)
+    try:
+        workers[0]("inc 5")
+        workers[1]("inc 900")
+        for w in workers:
+            for v in (0.004, 0.004, 0.05, 0.5):
+                w(f"observe {v}")
+        term = terminal_of("--interval", "0.5")
+        screen = term.wait_for(lambda s: bool(_row(s, "bytes_sent")), "bytes_sent")
+        assert _row(screen, "bytes_sent")[-2:] == ["46.6", "MiB"], screen
+        assert _row(screen, "events")[-1] == "7.44M", screen
+        assert _row(screen, "wait")[-2:] == ["10.6", "ms"], screen
+        # a histogram line: count, percentiles and max, in ms, never cut
+        for w in workers:
+            w("observe 0.05")
+        screen = term.wait_for(lambda s: "p99=" in " ".join(_row(s, "latency")), "the histogram line")
+        line = " ".join(_row(screen, "latency"))
+        assert "n=" in line and "p50=" in line and "p90=" in line and "max<=" in line, line
+        assert "ms" in line and "e-0" not in line, line
+        # ? shows the keys; any key closes it
+        term.type(b"?")
+        term.wait_for(lambda s: "statmap top: keys" in s and "per-process" in s.lower(), "the help")
+        term.type(b"x")
+        term.wait_for(lambda s: "statmap top: keys" not in s and bool(_row(s, "events")), "the table again")
+        # d: descriptions under each series
+        term.type(b"d")
+        term.wait_for(lambda s: "Response bytes sent [bytes]" in s and "Events seen" in s, "the descriptions")
+        term.type(b"d")
+        # the selection moves with the arrows; Enter shows the selected series per process
+        term.type(b"/^jobs$\r")
+        term.wait_for(lambda s: bool(_row(s, 'jobs{queue="high"}')) and not _row(s, "events"), "jobs only")
+        term.type(b"\r")
+        screen = term.wait_for(lambda s: "per process:" in s and f"pid {workers[1].pid}" in s, "the per-process view")
+        rows = {w.pid: [ln for ln in screen.splitlines() if ln.startswith(f"pid {w.pid} ")] for w in workers}
+        assert rows[workers[0].pid][0].split()[-1] == "5", screen
+        assert rows[workers[1].pid][0].split()[-1] == "900", screen
+        # Esc goes back to the table (and does not quit)
+        term.type(b"\x1b")
+        term.wait_for(lambda s: "per process:" not in s and bool(_row(s, 'jobs{queue="high"}')), "the table")
+        assert term.proc.poll() is None
+        # sort by rate: the counter that moves comes first
+        term.type(b"/\r")
+        term.wait_for(lambda s: bool(_row(s, "events")), "everything again")
+        term.type(b"ss")
+        for _ in range(6):
+            big.inc(1000)
+            term.pump(0.3)
+        term.wait_for(lambda s: "sort: rate" in s, "sort: rate")
+        term.wait_for(lambda s: _first_row(s) == "events", "events first by rate")
+        capture = os.environ.get("STATMAP_TOP_CAPTURE")
+        if capture:
+            with open(capture, "w") as out:
+                out.write(term.text().rstrip() + "\n")
+        term.type(b"q")
+        assert term.proc.wait(timeout=15) == 0
+    finally:
+        for w in workers:
+            w.stop()
+        pub.close()

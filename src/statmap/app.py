@@ -55,6 +55,8 @@ from .collect import Collection, Collector, match_families
 from .directory import default_directory
 from .errors import CollectionError
 from .expose import FORMATS, SCRAPE_FORMATS, Exposer
+from .history import api_history
+from .history import series_id as series_id  # its home is history.py; re-exported
 from .httputil import JSON_TYPE, Response, _json, _text, load_assets, wants_gzip, wants_openmetrics
 from .pattern import compile_pattern
 from .rates import QUANTILES, Rates
@@ -94,11 +96,6 @@ def _raw(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if value != value else ("+Inf" if value > 0 else "-Inf")
     return value
-
-
-def series_id(publisher: str, name: str, labels: dict[str, str]) -> str:
-    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    return f"{publisher}:{name}" + ("{" + inner + "}" if inner else "")
 
 
 class _Snapshot:
@@ -462,6 +459,7 @@ ROUTES: dict[str, Route] = {
     "/metrics": lambda app, params, headers: app.metrics(params, headers),
     "/api/series": lambda app, params, headers: app.api_series(params),
     "/api/processes": lambda app, params, headers: app.api_processes(),
+    "/api/history": lambda app, params, headers: api_history(app, params),  # history.py
     "/healthz": lambda app, params, headers: app.healthz(),
     "/": lambda app, params, headers: app.asset("index.html", headers),
     "/index.html": lambda app, params, headers: app.asset("index.html", headers),

@@ -284,7 +284,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_top(args: argparse.Namespace) -> int:
     from .pattern import compile_pattern
-    from .top import TopModel, run_curses, run_plain
+    from .top import TopModel, run_plain
+    from .top_screen import run_curses
 
     if args.match:
         compile_pattern(args.match)

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from typing import Any
 
+from . import history
 from .app import TOKEN_ENV, StatmapApp
 from .httputil import (
     _HEAD_END,
@@ -501,6 +502,7 @@ def make_server(
         raise
     if check_host and is_loopback(host) and app.allowed_hosts is None:
         app.allowed_hosts = frozenset(_loopback_hosts(server.server_address[1]))
+    history.attach(app)  # the dashboard's recent past is sampled from the start
     return server
 
 

@@ -103,3 +103,65 @@ def render_text(
     for err in errors:
         lines.append(f"corrupt: {err}")
     return printable_lines(lines)
+
+
+# -- human units (top; the dashboard's chart.js writes the same forms) ----------------
+
+_SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def _digits(value: float) -> str:
+    """Three significant digits, no exponent for everyday sizes: 468, 10.6, 0.123."""
+    a = abs(value)
+    if a >= 100 or a == 0:
+        return f"{value:.0f}"
+    if a >= 0.001:
+        return f"{value:.3g}"
+    return f"{value:.2e}"
+
+
+def si(value: float) -> str:
+    """A number with an SI prefix and three significant digits: 7.44M, 4.82k, 468, 0.123."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return number(value)
+    a = abs(value)
+    for factor, prefix in _SI:
+        if a >= factor * 0.9995:
+            return _digits(value / factor) + prefix
+    return _digits(value)
+
+
+def total(value: Any) -> str:
+    """A running total: exact below 100,000 (so a change by one shows), with an SI prefix above."""
+    if isinstance(value, int) and abs(value) < 100_000:
+        return str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 100_000:
+        return str(int(value))
+    return si(float(value))
+
+
+def amount(value: float | None, unit: str = "", sep: str = " ") -> str:
+    """A value in its unit: seconds as ns/us/ms/s, bytes as B/KiB/MiB/GiB, anything else with an SI prefix."""
+    if value is None:
+        return "-"
+    if value != value or value in (float("inf"), float("-inf")):
+        return number(value)
+    a = abs(value)
+    if unit == "seconds":
+        if a == 0:
+            return f"0{sep}s"
+        for factor, name in ((1e-6, "ns"), (1e-3, "us"), (1.0, "ms")):
+            if a < factor:
+                return _digits(value / factor * 1000) + sep + name
+        if a < 600:
+            return _digits(value) + sep + "s"
+        return f"{int(value // 60)}m{int(value % 60):02d}s"
+    if unit == "bytes":
+        x, step = float(value), 0
+        names = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+        while abs(x) >= 1024 and step < len(names) - 1:
+            x /= 1024
+            step += 1
+        return (str(int(x)) if step == 0 and x.is_integer() else _digits(x)) + sep + names[step]
+    text = total(value) if isinstance(value, int) or float(value).is_integer() else si(value)
+    return text + (sep + printable(unit) if unit else "")

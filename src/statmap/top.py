@@ -3,8 +3,10 @@
 ``top`` refreshes a view of the aggregate: value, per-second rate for
 counters (and histogram/summary counts), percentiles for histograms over
 the last interval, sortable and filterable, with process counts and
-warnings for dead and corrupt files. On a terminal it is interactive
-(stdlib ``curses``); otherwise it prints one sample per interval, like
+warnings for dead and corrupt files; values in their units (durations in
+ms/us, bytes in KiB/MiB, other numbers with SI prefixes). On a terminal it
+is interactive (``top_screen.py``, stdlib ``curses``: help, descriptions,
+per-process view); otherwise it prints one sample per interval, like
 vmstat.
 """
 
@@ -12,17 +14,17 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from .breakdown import ProcessValues, SeriesKey
 from .collect import ARCHIVE, CORRUPT, Collection, Collector, FileInfo, match_families
 from .rates import QUANTILES, Rates
 from .reader import ALIVE, CLOSED, DEAD, NOT_READY, HistogramValue, SummaryValue
-from .render import number, printable, printable_lines, value_text
+from .render import amount, printable, printable_lines, total, value_text
 
 # -- small formatting helpers ----------------------------------------------------
 
@@ -127,18 +129,54 @@ class Row:
     value: str
     rate: float | None  # per second; None when not a rate-able series or no previous sample
     sort_value: float
+    unit: str = ""
+    help: str = ""
+    series: SeriesKey | None = None  # a total over processes (can be broken down); None when per process
+
+    @property
+    def rate_text(self) -> str:
+        if self.rate is None:
+            return ""
+        return amount(self.rate, self.unit if self.type == "counter" else "", "")
 
 
 SORTS = ("name", "value", "rate")
 
 
+def histogram_text(now: HistogramValue, delta: HistogramValue | None, unit: str) -> str:
+    """count, p50/p90/p99 and max (the top of the highest bucket used) over the interval, in the unit."""
+    window, when = (delta, "") if delta is not None and delta.count > 0 else (now, " (all time)")
+    if window.count == 0:
+        return f"n={total(now.count)}  (no observations)"
+    pct = " ".join(f"p{round(q * 100)}={amount(window.percentile(q), unit, '')}" for q in QUANTILES)
+    lower, top = 0.0, 0.0
+    for bound, cumulative in window.buckets:
+        if cumulative >= window.count:
+            top = bound
+            break
+        lower = bound
+    most = f"max>{amount(lower, unit, '')}" if top == math.inf else f"max<={amount(top, unit, '')}"
+    return f"n={total(now.count)} {pct} {most}{when}"
+
+
+def summary_text(now: SummaryValue, delta: SummaryValue | None, unit: str) -> str:
+    window, when = (delta, "") if delta is not None and delta.count > 0 else (now, " (all time)")
+    avg = amount(window.average, unit, "") if window.count else "-"
+    return f"n={total(now.count)} avg={avg} sum={amount(now.sum, unit, '')}{when if window.count else ''}"
+
+
 class TopModel:
-    """Turns successive collections into rows with rates and interval percentiles."""
+    """Turns successive collections into rows with rates and interval percentiles; breaks a row down by process."""
 
     def __init__(self, collector: Collector) -> None:
         self.collector = collector
         self._rates = Rates()  # each sample against the previous one
+        self._process_rates = Rates()
+        self._per_process = ProcessValues()
         self.collection: Collection | None = None
+
+    def close(self) -> None:
+        self._per_process.close()
 
     def sample(self, match: str | None = None, sort: str = "name", reverse: bool = False) -> list[Row]:
         collection = self.collector.collect()
@@ -146,6 +184,7 @@ class TopModel:
         interval = self._rates.start(collection.time)
         rows: list[Row] = []
         for fam in match_families(collection.families, match):
+            unit = fam.unit
             for s in fam.samples:
                 key = (fam.publisher, fam.name, s.key)
                 value = s.value
@@ -154,14 +193,20 @@ class TopModel:
                 sort_value = 0.0
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     sort_value = float(value)
+                    shown = amount(value, unit)
                     if fam.type == "counter":
                         rate = interval.change(key, value)[0]
-                elif isinstance(value, (HistogramValue, SummaryValue)):
+                elif isinstance(value, HistogramValue):
                     sort_value = float(value.count)
                     rate, delta = interval.change(key, value)
-                    if isinstance(value, HistogramValue) and delta is not None and delta.count > 0:
-                        shown = self._interval(value, delta)
-                rows.append(Row(key, sample_label(fam.name, s.labels), fam.type, shown, rate, sort_value))
+                    shown = histogram_text(value, delta, unit)
+                elif isinstance(value, SummaryValue):
+                    sort_value = float(value.count)
+                    rate, delta = interval.change(key, value)
+                    shown = summary_text(value, delta, unit)
+                series = (fam.publisher, fam.name, tuple(s.labels.items())) if s.pid is None else None
+                label = sample_label(fam.name, s.labels)
+                rows.append(Row(key, label, fam.type, shown, rate, sort_value, unit, fam.help, series))
         if sort == "value":
             rows.sort(key=lambda r: r.sort_value, reverse=not reverse)
         elif sort == "rate":
@@ -170,11 +215,29 @@ class TopModel:
             rows.sort(key=lambda r: r.label, reverse=reverse)
         return rows
 
-    @staticmethod
-    def _interval(now: HistogramValue, delta: HistogramValue) -> str:
-        """The cumulative count and the percentiles of the observations made in the last interval."""
-        pct = " ".join(f"p{int(q * 100)}={number(delta.percentile(q))}" for q in QUANTILES)
-        return f"count={now.count} {pct} (last interval)"
+    def per_process(self, row: Row) -> list[Row]:
+        """The row's series in each process file (after ``sample``): value and rate per process, by pid."""
+        if row.series is None or self.collection is None:
+            return []
+        found = self._per_process.read(self.collection, [row.series]).get(row.series, [])
+        interval = self._process_rates.start(self.collection.time)
+        out = []
+        for pkey, f, value in found:
+            rate, delta = None, None
+            shown = value_text(value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                shown = amount(value, row.unit)
+                if row.type == "counter":
+                    rate = interval.change(pkey, value)[0]
+            elif isinstance(value, HistogramValue):
+                rate, delta = interval.change(pkey, value)
+                shown = histogram_text(value, delta, row.unit)
+            elif isinstance(value, SummaryValue):
+                rate, delta = interval.change(pkey, value)
+                shown = summary_text(value, delta, row.unit)
+            label = f"pid {pkey}" + ("" if f.status == ALIVE else f" ({f.status})")
+            out.append(Row(pkey, label, row.type, shown, rate, 0.0, row.unit, row.help, None))
+        return out
 
 
 def top_header(collection: Collection, sort: str, match: str | None) -> list[str]:
@@ -195,13 +258,28 @@ def top_header(collection: Collection, sort: str, match: str | None) -> list[str
     return lines
 
 
-def row_lines(rows: Sequence[Row], width: int = 200) -> list[str]:
-    label_w = min(max((len(r.label) for r in rows), default=10), max(20, width // 2))
-    out = [f"{'SERIES':<{label_w}}  {'TYPE':<9}  {'RATE/s':>10}  VALUE"]
+def _fit(label: str, width: int) -> str:
+    """``label`` in ``width`` columns: cut in the middle (``~``), so the metric and the last labels both show."""
+    if len(label) <= width:
+        return label
+    keep = max(1, width - 1)
+    head = keep * 2 // 3
+    return label[:head] + "~" + label[len(label) - (keep - head) :]
+
+
+def row_lines(rows: Sequence[Row], width: int = 200, descriptions: bool = False) -> list[str]:
+    """The table: the value column is never cut when it fits the screen; labels give way first."""
+    value_w = max((len(r.value) for r in rows), default=5)
+    rate_w = max([6, *(len(r.rate_text) for r in rows)])
+    fixed = 9 + rate_w + 6
+    longest = max((len(r.label) for r in rows), default=10)
+    label_w = min(longest, max(width - fixed - value_w - 1, min(longest, 36)))  # labels keep 36 columns
+    out = [f"{'SERIES':<{label_w}}  {'TYPE':<9}  {'RATE/s':>{rate_w}}  VALUE"]
     for r in rows:
-        rate = "" if r.rate is None else number(round(r.rate, 2))
-        label = r.label if len(r.label) <= label_w else r.label[: label_w - 1] + "~"
-        out.append(f"{label:<{label_w}}  {r.type:<9}  {rate:>10}  {r.value}"[:width])
+        out.append(f"{_fit(r.label, label_w):<{label_w}}  {r.type:<9}  {r.rate_text:>{rate_w}}  {r.value}"[:width])
+        if descriptions:
+            unit = f" [{r.unit}]" if r.unit else ""
+            out.append(f"    {r.help or '(no description)'}{unit}"[:width])
     return out
 
 
@@ -221,98 +299,3 @@ def run_plain(
         if count is not None and n >= count:
             return 0
         time.sleep(interval)
-
-
-def run_curses(model: TopModel, *, interval: float, match: str | None, sort: str, reverse: bool) -> int:
-    """Interactive: q quits, s cycles the sort, r reverses it, / sets the filter, space pauses."""
-    import curses
-
-    def main(screen: Any) -> int:
-        nonlocal match, sort, reverse
-        curses.use_default_colors()
-        curses.curs_set(0)
-        screen.timeout(100)
-        paused = False
-        next_at = 0.0
-        rows: list[Row] = []
-        offset = 0
-        message = ""
-        while True:
-            now = time.monotonic()
-            if not paused and now >= next_at:
-                try:
-                    rows = model.sample(match, sort, reverse)
-                    message = ""
-                except re.error as exc:
-                    message = f"bad filter: {exc}"
-                    match = None
-                next_at = now + interval
-                draw(screen, rows, offset, paused, message)
-            key = screen.getch()
-            if key == -1:
-                continue
-            if key in (ord("q"), 27):
-                return 0
-            if key == ord("s"):
-                sort = SORTS[(SORTS.index(sort) + 1) % len(SORTS)]
-                next_at = 0
-            elif key == ord("r"):
-                reverse = not reverse
-                next_at = 0
-            elif key == ord(" "):
-                paused = not paused
-                next_at = 0
-            elif key == ord("/"):
-                match = prompt(screen, "filter (regex, empty for none): ") or None
-                next_at = 0
-            elif key in (curses.KEY_DOWN, ord("j")):
-                offset += 1
-            elif key in (curses.KEY_UP, ord("k")):
-                offset = max(0, offset - 1)
-            elif key == curses.KEY_NPAGE:
-                offset += screen.getmaxyx()[0] - 5
-            elif key == curses.KEY_PPAGE:
-                offset = max(0, offset - (screen.getmaxyx()[0] - 5))
-            offset = max(0, min(offset, max(0, len(rows) - 1)))
-            draw(screen, rows, offset, paused, message)
-
-    def draw(screen: Any, rows: list[Row], offset: int, paused: bool, message: str) -> None:
-        height, width = screen.getmaxyx()
-        screen.erase()
-        assert model.collection is not None
-        head = top_header(model.collection, sort + (" (reversed)" if reverse else ""), match)
-        if paused:
-            head[0] += "  [paused]"
-        body = row_lines(rows[offset:], width - 1)
-        lines = [printable(line) for line in head + body]
-        for y, line in enumerate(lines[: height - 1]):
-            attr = curses.A_BOLD if y < len(head) + 1 else curses.A_NORMAL
-            if line.startswith("WARNING"):
-                attr = curses.A_REVERSE
-            try:
-                screen.addnstr(y, 0, line, width - 1, attr)
-            except curses.error:
-                pass
-        help_line = printable(message) or "q quit  s sort  r reverse  / filter  space pause  arrows scroll"
-        try:
-            screen.addnstr(height - 1, 0, help_line, width - 1, curses.A_DIM)
-        except curses.error:
-            pass
-        screen.refresh()
-
-    def prompt(screen: Any, text: str) -> str:
-        height, width = screen.getmaxyx()
-        curses.echo()
-        curses.curs_set(1)
-        screen.timeout(-1)
-        screen.move(height - 1, 0)
-        screen.clrtoeol()
-        screen.addnstr(height - 1, 0, text, width - 1)
-        raw = screen.getstr(height - 1, min(len(text), width - 2), 200)
-        curses.noecho()
-        curses.curs_set(0)
-        screen.timeout(100)
-        return str(raw.decode("utf-8", "replace")).strip()
-
-    wrapper: Callable[..., int] = curses.wrapper
-    return wrapper(main)

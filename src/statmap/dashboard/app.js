@@ -1,13 +1,15 @@
-// statmap dashboard: polls api/processes and api/series every second and draws
-// small SVG charts. No dependencies; every URL is relative so the page works
-// wherever the exporter is mounted.
+// statmap dashboard: polls api/processes, api/series and api/history every second;
+// the history (kept by the server, 16 minutes) is fetched whole for the series on
+// screen when they appear, then only what is new. Charts are drawn by chart.js.
+// No dependencies; every URL is relative so the page works wherever the exporter is mounted.
 "use strict";
 
 (function () {
-  const POINTS = 120;          // two minutes of history per series
+  const C = window.StatmapChart;
   const LIMIT = 60;            // series shown besides the pinned ones
   const PERIOD = 1000;         // ms between updates
-  const SVGNS = "http://www.w3.org/2000/svg";
+  const WINDOWS = [[60, "1 min"], [300, "5 min"], [900, "15 min"]];
+  const SMOOTHING = [[1, "1 s"], [5, "5 s"], [15, "15 s"], [60, "1 min"]];
   const $ = (id) => document.getElementById(id);
 
   const store = {
@@ -22,44 +24,16 @@
 
   let pins = new Set(store.get("pins", []));
   let filter = store.get("filter", "");
+  let windowSec = store.get("window", 300);
+  let smooth = store.get("smooth", 5);
+  let breakdown = new Set(store.get("breakdown", []));
   let paused = false;
-  const history = new Map();   // series id -> [[t, v...], ...]
   const cards = new Map();     // series id -> card element
+  const shownSeries = new Map(); // series id -> its latest /api/series entry
+  // The history as the server sent it: one time axis, columns per series, per-process columns.
+  let H = { times: [], series: {}, processes: {}, events: [], capacity: 960 };
+  let needFull = true;
 
-  // -- formatting ---------------------------------------------------------
-  function num(v, digits) {
-    if (v === null || v === undefined || typeof v !== "number" || !isFinite(v)) return v === null || v === undefined ? "–" : String(v);
-    const a = Math.abs(v);
-    if (a !== 0 && (a >= 1e15 || a < 1e-3)) return v.toExponential(2);
-    if (Number.isInteger(v)) return v.toLocaleString("en-US");
-    const d = digits === undefined ? (a >= 100 ? 1 : a >= 1 ? 2 : 3) : digits;
-    return v.toLocaleString("en-US", { maximumFractionDigits: d });
-  }
-  function withUnit(v, unit) {
-    if (typeof v !== "number" || !isFinite(v)) return num(v);
-    if (unit === "seconds") {
-      const a = Math.abs(v);
-      if (a === 0) return "0 s";
-      if (a < 1e-3) return num(v * 1e6) + " µs";
-      if (a < 1) return num(v * 1e3) + " ms";
-      return num(v) + " s";
-    }
-    if (unit === "bytes") {
-      const steps = ["B", "KiB", "MiB", "GiB", "TiB"];
-      let i = 0; let x = v;
-      while (Math.abs(x) >= 1024 && i < steps.length - 1) { x /= 1024; i++; }
-      return num(x) + " " + steps[i];
-    }
-    return num(v) + (unit ? " " + visible(unit) : "");
-  }
-  function age(seconds) {
-    if (seconds === null || seconds === undefined) return "–";
-    const s = Math.max(0, Math.floor(seconds));
-    if (s < 120) return s + "s";
-    if (s < 7200) return Math.floor(s / 60) + "m";
-    if (s < 172800) return Math.floor(s / 3600) + "h";
-    return Math.floor(s / 86400) + "d";
-  }
   // Text read from files (names, labels, text values, file names) is always set with
   // textContent (never innerHTML) and passed through visible(): control characters
   // and bidi overrides are shown as escapes (\x1b, \u202e), as in the terminal views
@@ -78,6 +52,15 @@
     if (cls) e.className = cls;
     if (text !== undefined) e.textContent = visible(text);
     return e;
+  }
+  const unitOf = (s) => visible(s.unit || "");
+  function age(seconds) {
+    if (seconds === null || seconds === undefined) return "–";
+    const s = Math.max(0, Math.floor(seconds));
+    if (s < 120) return s + "s";
+    if (s < 7200) return Math.floor(s / 60) + "m";
+    if (s < 172800) return Math.floor(s / 3600) + "h";
+    return Math.floor(s / 86400) + "d";
   }
 
   // -- fetching -----------------------------------------------------------
@@ -104,11 +87,9 @@
   function renderProcesses(doc) {
     $("directory").textContent = doc.directory ? "· " + visible(doc.directory) : "";
     const counts = doc.counts || {};
-    const parts = Object.keys(counts).sort().map((k) => counts[k] + " " + k);
-    $("summary").textContent = parts.join(", ");
+    $("summary").textContent = Object.keys(counts).sort().map((k) => counts[k] + " " + k).join(", ");
     const procs = doc.processes || [];
     $("process-count").textContent = "(" + procs.length + ")";
-    const body = $("processes").tBodies[0];
     const rows = procs.map((p) => {
       const tr = el("tr");
       tr.dataset.pid = p.pid === null ? "" : String(p.pid);
@@ -127,31 +108,67 @@
       tr.appendChild(el("td", "muted", p.program || ""));
       return tr;
     });
-    body.replaceChildren(...rows);
-    const warn = $("warnings");
+    $("processes").tBodies[0].replaceChildren(...rows);
     const msgs = [];
     if (counts.dead) msgs.push(counts.dead + " dead process file(s): run `statmap clean` to archive them");
     for (const e of (doc.errors || []).slice(0, 5)) msgs.push(e.file + ": " + e.problem);
-    warn.replaceChildren(...msgs.map((m) => el("p", "", m)));
+    $("warnings").replaceChildren(...msgs.map((m) => el("p", "", m)));
   }
 
-  // -- series cards -------------------------------------------------------
-  function plotted(s) {
-    // What a series' chart shows: [values...] for this update, or null (no chart).
-    // s.view comes with the series (the server's table of kinds), so a new metric type needs no change here.
-    switch (s.view) {
-      case "rate": return [s.rate === undefined ? null : s.rate];
-      case "level": return [typeof s.value === "number" ? s.value : null];
-      case "quantiles": return [s.p50, s.p90, s.p99];
-      case "average": return [s.avg === undefined ? null : s.avg];
-      default: return null;
+  // -- history ------------------------------------------------------------
+  const charted = (s) => ["rate", "level", "quantiles", "average"].includes(s.view);
+  const COLUMNS = ["values", "count", "sum"];
+  function appendHistory(doc) {
+    const n = H.times.length; const add = doc.times.length;
+    H.times = H.times.concat(doc.times);
+    for (const id in doc.series) {
+      const old = H.series[id]; const got = doc.series[id];
+      if (!old) { needFull = true; continue; }
+      for (const c of COLUMNS) if (got[c]) old[c] = old[c].concat(got[c]);
+      if (got.buckets) old.buckets = old.buckets.map((col, i) => col.concat(got.buckets[i] || []));
+    }
+    for (const id in doc.processes) {
+      const per = H.processes[id] || (H.processes[id] = {});
+      const got = doc.processes[id];
+      for (const pid in got) per[pid] = (per[pid] || new Array(n).fill(null)).concat(got[pid]);
+      for (const pid in per) if (!(pid in got)) per[pid] = per[pid].concat(new Array(add).fill(null));
+    }
+    const known = new Set(H.events.map((e) => e.time + e.file + e.event));
+    H.events = H.events.concat(doc.events.filter((e) => !known.has(e.time + e.file + e.event)));
+    const drop = H.times.length - H.capacity;
+    if (drop > 0) {
+      H.times = H.times.slice(drop);
+      for (const id in H.series) {
+        const s = H.series[id];
+        for (const c of COLUMNS) if (s[c]) s[c] = s[c].slice(drop);
+        if (s.buckets) s.buckets = s.buckets.map((col) => col.slice(drop));
+      }
+      for (const id in H.processes) for (const pid in H.processes[id]) H.processes[id][pid] = H.processes[id][pid].slice(drop);
+    }
+    if (H.times.length) H.events = H.events.filter((e) => e.time >= H.times[0]);
+  }
+  async function fetchHistory(ids) {
+    const params = new URLSearchParams();
+    for (const id of ids) params.append("id", id);
+    for (const id of breakdown) if (ids.includes(id)) params.append("breakdown", id);
+    const full = needFull || !H.times.length || ids.some((id) => !(id in H.series) && !H.missing?.has(id))
+      || [...breakdown].some((id) => ids.includes(id) && !(id in H.processes));
+    if (!full) params.set("since", String(H.times[H.times.length - 1]));
+    const doc = await getJSON("api/history?" + params.toString());
+    if (full) {
+      H = { times: doc.times, series: doc.series, processes: doc.processes, events: doc.events,
+            capacity: doc.capacity, missing: new Set(doc.missing), breakdown: new Set(doc.breakdown) };
+      for (const id of doc.breakdown) if (!H.processes[id]) H.processes[id] = {};
+      needFull = false;
+    } else {
+      appendHistory(doc);
     }
   }
-  function labelText(labels) {
-    const keys = Object.keys(labels || {});
-    return keys.map((k) => k + "=" + labels[k]).join("  ");
-  }
 
+  // -- cards --------------------------------------------------------------
+  function labelText(labels) {
+    return Object.keys(labels || {}).map((k) => k + "=" + labels[k]).join("  ");
+  }
   function makeCard(s) {
     const card = el("div", "card");
     card.dataset.id = s.id;
@@ -160,22 +177,27 @@
     const title = el("div", "card-title");
     const metric = el("div", "metric", s.metric);
     metric.title = visible(s.id);
-    title.appendChild(metric);
     metric.appendChild(el("span", "publisher", s.publisher));
-    const lt = labelText(s.labels);
-    title.appendChild(el("div", "labels", lt || " "));
+    title.appendChild(metric);
+    title.appendChild(el("div", "labels", labelText(s.labels) || " "));
     head.appendChild(title);
     head.appendChild(el("span", "kind", s.type));
+    if (charted(s) && !("pid" in (s.labels || {})) && ["counter", "gauge", "histogram", "summary"].includes(s.type)) {
+      const by = el("button", "by-process", "per process");
+      by.type = "button";
+      by.title = "break this total down by process";
+      by.addEventListener("click", () => toggleBreakdown(s.id));
+      head.appendChild(by);
+    }
     const pin = el("button", "pin", "★");
     pin.type = "button";
     pin.title = "pin this series";
-    pin.setAttribute("aria-pressed", pins.has(s.id) ? "true" : "false");
+    pin.setAttribute("aria-label", "pin " + visible(s.id));
     pin.addEventListener("click", () => togglePin(s.id));
     head.appendChild(pin);
     card.appendChild(head);
     const reading = el("div", "reading");
-    const value = el("span", "value", "–");
-    reading.appendChild(value);
+    reading.appendChild(el("span", "value", "–"));
     reading.appendChild(el("span", "caption", ""));
     card.appendChild(reading);
     if (s.view === "quantiles") {
@@ -183,63 +205,62 @@
       for (const q of ["p50", "p90", "p99"]) legend.appendChild(el("span", q, q + " –"));
       card.appendChild(legend);
     }
-    if (plotted(s) !== null) {
-      const chart = el("div", "chart");
-      const svg = document.createElementNS(SVGNS, "svg");
-      svg.setAttribute("viewBox", "0 0 " + POINTS + " 100");
-      svg.setAttribute("preserveAspectRatio", "none");
-      const grid = document.createElementNS(SVGNS, "line");
-      grid.setAttribute("class", "grid-line");
-      grid.setAttribute("x1", "0"); grid.setAttribute("x2", String(POINTS));
-      grid.setAttribute("y1", "50"); grid.setAttribute("y2", "50");
-      grid.setAttribute("vector-effect", "non-scaling-stroke");
-      svg.appendChild(grid);
-      const n = s.view === "quantiles" ? 3 : 1;
-      if (n === 1) {
-        const area = document.createElementNS(SVGNS, "path");
-        area.setAttribute("class", "area");
-        svg.appendChild(area);
-      }
-      for (let i = 0; i < n; i++) {
-        const line = document.createElementNS(SVGNS, "path");
-        line.setAttribute("class", "line" + (n === 3 ? " " + ["p50", "p90", "p99"][i] : ""));
-        line.setAttribute("vector-effect", "non-scaling-stroke");
-        svg.appendChild(line);
-      }
-      chart.appendChild(svg);
-      chart.appendChild(el("span", "axis top", ""));
-      chart.appendChild(el("span", "axis bottom", ""));
-      card.appendChild(chart);
+    if (charted(s)) {
+      const box = el("div", "chart" + (s.view === "quantiles" ? " heatmap" : ""));
+      box.tabIndex = 0;
+      box.setAttribute("role", "img");
+      box.setAttribute("aria-label", "chart of " + visible(s.id) + "; left and right arrows move the cursor");
+      card.appendChild(box);
+      const per = el("div", "chart per-process");
+      per.tabIndex = 0;
+      per.hidden = true;
+      per.setAttribute("aria-label", "per-process chart of " + visible(s.id));
+      card.appendChild(per);
+      const readout = el("div", "readout");
+      readout.setAttribute("aria-live", "polite");
+      card.appendChild(readout);
+      for (const b of [box, per]) attachCursor(card, b);
     } else {
       card.appendChild(el("div", "text-value", ""));
     }
     return card;
   }
+  const lastOf = (values) => { for (let i = values.length - 1; i >= 0; i--) if (values[i] !== null) return values[i]; return null; };
 
   function updateCard(card, s) {
     const value = card.querySelector(".value");
     const caption = card.querySelector(".caption");
     card.classList.toggle("pinned", pins.has(s.id));
     card.querySelector(".pin").setAttribute("aria-pressed", pins.has(s.id) ? "true" : "false");
+    const by = card.querySelector(".by-process");
+    if (by) by.setAttribute("aria-pressed", breakdown.has(s.id) ? "true" : "false");
+    const h = H.series[s.id];
+    const ls = h && H.times.length ? C.lines(h, H.times, smooth) : null;
+    card._lines = ls;
     let shown = null;
+    const sm = smooth + " s";
     if (s.view === "rate") {
-      shown = s.rate;
-      value.textContent = s.rate === null || s.rate === undefined ? "–" : withUnit(s.rate, s.unit) + "/s";
-      caption.textContent = "total " + withUnit(s.value, s.unit);
+      shown = ls ? lastOf(ls[0].values) : s.rate;
+      if (shown === null || shown === undefined) shown = s.rate;
+      value.textContent = shown === null || shown === undefined ? "–" : C.withUnit(shown, unitOf(s)) + "/s";
+      caption.textContent = "over " + sm + " · total " + C.withUnit(s.value, unitOf(s));
     } else if (s.view === "level") {
       shown = s.value;
-      value.textContent = withUnit(s.value, s.unit);
+      value.textContent = C.withUnit(s.value, unitOf(s));
       caption.textContent = "";
     } else if (s.view === "quantiles") {
       shown = s.p99;
-      value.textContent = s.rate === null || s.rate === undefined ? "–" : num(s.rate) + "/s";
-      caption.textContent = "observations · count " + num(s.count);
+      value.textContent = s.rate === null || s.rate === undefined ? "–" : C.num(s.rate) + "/s";
+      caption.textContent = "observations · count " + C.num(s.count);
       const legend = card.querySelectorAll(".legend span");
-      ["p50", "p90", "p99"].forEach((q, i) => { legend[i].textContent = q + " " + withUnit(s[q], s.unit); });
+      ["p50", "p90", "p99"].forEach((q, i) => {
+        const v = ls ? lastOf(ls[i].values) : s[q];
+        legend[i].textContent = q + " " + C.withUnit(v === null ? s[q] : v, unitOf(s));
+      });
     } else if (s.view === "average") {
-      shown = s.avg;
-      value.textContent = withUnit(s.avg, s.unit);
-      caption.textContent = "average · " + (s.rate === null || s.rate === undefined ? "–" : num(s.rate)) + "/s";
+      shown = ls ? lastOf(ls[0].values) : s.avg;
+      value.textContent = C.withUnit(shown, unitOf(s));
+      caption.textContent = "average over " + sm + " · " + (s.rate === null || s.rate === undefined ? "–" : C.num(s.rate)) + "/s";
     } else {
       const v = s.value;
       // one line per info entry: the newlines between entries are the page's, those inside one are escaped
@@ -252,48 +273,112 @@
       if (tv) tv.textContent = s.view === "state" ? "" : text;
     }
     value.dataset.value = shown === null || shown === undefined ? "" : String(shown);
-    const h = history.get(s.id);
-    if (!h || !card.querySelector("svg")) return;
-    drawChart(card, h, s.view === "quantiles" ? 3 : 1, s.unit);
+    if (ls) drawCard(card, s, h, ls);
   }
 
-  function drawChart(card, points, n, unit) {
-    let lo = Infinity; let hi = -Infinity;
-    for (const p of points) for (let i = 1; i <= n; i++) {
-      const v = p[i];
-      if (typeof v === "number" && isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  function drawCard(card, s, h, ls) {
+    const to = H.times[H.times.length - 1];
+    // The window, or the history there is when it is shorter (a chart is never mostly empty).
+    const from = Math.min(to - Math.min(60, windowSec), Math.max(to - windowSec, H.times[0]));
+    const box = card.querySelector(".chart");
+    const unit = unitOf(s);
+    const per = s.view === "rate" ? "/s" : "";
+    const events = H.events.filter((e) => e.publisher === s.publisher);
+    box._geo = C.draw(box, { times: H.times, from, to, lines: ls, unit, per, events,
+                             heat: s.view === "quantiles" ? h : null, bounds: h.bounds });
+    box._spec = { lines: ls, unit, per };
+    const perBox = card.querySelector(".chart.per-process");
+    const perData = H.processes[s.id];
+    perBox.hidden = !(breakdown.has(s.id) && perData);
+    if (!perBox.hidden) {
+      const pl = C.processLines(perData, H.times, s.view, smooth).map((l, i) => ({ ...l, color: C.PALETTE[i % C.PALETTE.length], cls: "proc" }));
+      const pper = s.view === "level" ? "" : "/s";
+      const punit = s.view === "quantiles" || s.view === "average" ? "" : unit;
+      perBox._geo = C.draw(perBox, { times: H.times, from, to, lines: pl, unit: punit, per: pper, events });
+      perBox._spec = { lines: pl, unit: punit, per: pper };
+      perBox.dataset.processes = String(pl.length);
     }
-    const paths = card.querySelectorAll("path.line");
-    const area = card.querySelector("path.area");
-    const top = card.querySelector(".axis.top");
-    const bottom = card.querySelector(".axis.bottom");
-    if (lo === Infinity) {
-      paths.forEach((p) => p.setAttribute("d", ""));
-      if (area) area.setAttribute("d", "");
-      top.textContent = ""; bottom.textContent = "";
-      return;
+    card._processes = perData && breakdown.has(s.id) ? C.processLines(perData, H.times, s.view, smooth) : null;
+    if (card._cursor !== undefined && card._cursor !== null) showReadout(card, card._cursor);
+  }
+
+  // -- the cursor and its read-out -------------------------------------------
+  function nearest(t) {
+    let best = -1; let d = Infinity;
+    H.times.forEach((x, k) => { const e = Math.abs(x - t); if (e < d) { d = e; best = k; } });
+    return best;
+  }
+  function attachCursor(card, box) {
+    box.addEventListener("pointermove", (ev) => {
+      const g = box._geo; if (!g) return;
+      const r = box.getBoundingClientRect();
+      const t = g.from + (ev.clientX - r.left - g.left) / g.W * (g.to - g.from);
+      card._cursor = H.times[nearest(Math.max(g.from, Math.min(g.to, t)))];
+      showReadout(card, card._cursor);
+    });
+    box.addEventListener("pointerleave", () => hideReadout(card));
+    box.addEventListener("blur", () => hideReadout(card));
+    box.addEventListener("keydown", (ev) => {
+      const g = box._geo; if (!g || !H.times.length) return;
+      let k = card._cursor === undefined || card._cursor === null ? H.times.length - 1 : nearest(card._cursor);
+      if (ev.key === "ArrowLeft") k = Math.max(0, k - 1);
+      else if (ev.key === "ArrowRight") k = Math.min(H.times.length - 1, k + 1);
+      else if (ev.key === "Home") k = Math.max(0, nearest(g.from));
+      else if (ev.key === "End") k = H.times.length - 1;
+      else if (ev.key === "Escape") { hideReadout(card); return; }
+      else return;
+      ev.preventDefault();
+      card._cursor = H.times[k];
+      showReadout(card, card._cursor);
+    });
+  }
+  function hideReadout(card) {
+    card._cursor = null;
+    const r = card.querySelector(".readout");
+    if (r) { r.replaceChildren(); r.classList.remove("on"); }
+    card.querySelectorAll(".cursor").forEach((c) => { c.style.display = "none"; });
+  }
+  function showReadout(card, t) {
+    const k = H.times.indexOf(t);
+    const out = card.querySelector(".readout");
+    if (k < 0 || !out) return;
+    const box = card.querySelector(".chart");
+    const spec = box._spec; if (!spec) return;
+    for (const b of card.querySelectorAll(".chart")) {
+      const g = b._geo; if (!g || b.hidden) continue;
+      g.cursor.style.display = "";
+      const x = g.x(t).toFixed(1);
+      g.cursor.firstChild.setAttribute("x1", x); g.cursor.firstChild.setAttribute("x2", x);
     }
-    if (lo > 0 && hi - lo > 0.2 * hi) lo = 0;  // rates and latencies: from zero, unless that flattens the line
-    if (hi === lo) { hi = lo + (Math.abs(lo) || 1); }
-    const span = hi - lo;
-    const step = POINTS / Math.max(points.length - 1, 1);  // the history so far spans the chart's width
-    const y = (v) => (96 - ((v - lo) / span) * 92).toFixed(2);
-    for (let i = 1; i <= n; i++) {
-      let d = ""; let pen = false; let first = null; let last = null;
-      points.forEach((p, j) => {
-        const v = p[i];
-        if (typeof v !== "number" || !isFinite(v)) { pen = false; return; }
-        const x = points.length === 1 ? POINTS / 2 : j * step;
-        d += (pen ? "L" : "M") + x.toFixed(1) + " " + y(v);
-        pen = true;
-        if (first === null) first = x;
-        last = x;
-      });
-      paths[i - 1].setAttribute("d", d);
-      if (area && i === 1) area.setAttribute("d", d && first !== null ? d + "L" + last.toFixed(1) + " 100L" + first.toFixed(1) + " 100Z" : "");
+    const rows = [el("div", "rt-time", C.clock(t, true))];
+    for (const l of spec.lines) {
+      const row = el("div", "rt-row");
+      row.appendChild(el("span", "rt-name " + (l.cls || ""), l.name));
+      row.appendChild(el("span", "rt-value", C.withUnit(l.values[k], spec.unit) + (l.values[k] === null ? "" : spec.per)));
+      rows.push(row);
     }
-    top.textContent = withUnit(hi, unit);
-    bottom.textContent = withUnit(lo, unit);
+    const procs = card._processes;
+    if (procs && procs.length) {
+      const perBox = card.querySelector(".chart.per-process");
+      const pspec = perBox._spec || { unit: "", per: "" };
+      const sorted = procs.map((p, i) => [p, i]).sort((a, b) => (b[0].values[k] || 0) - (a[0].values[k] || 0));
+      for (const [p, i] of sorted.slice(0, 12)) {
+        const row = el("div", "rt-row rt-proc");
+        const name = el("span", "rt-name", p.name);
+        name.style.borderLeftColor = C.PALETTE[i % C.PALETTE.length];
+        row.appendChild(name);
+        row.appendChild(el("span", "rt-value", C.withUnit(p.values[k], pspec.unit) + (p.values[k] === null ? "" : pspec.per)));
+        rows.push(row);
+      }
+      if (sorted.length > 12) rows.push(el("div", "muted", "+ " + (sorted.length - 12) + " more"));
+    }
+    for (const e of H.events) {
+      if (Math.abs(e.time - t) <= 1 && e.publisher === card.querySelector(".publisher").textContent) {
+        rows.push(el("div", "rt-event", "pid " + e.pid + " " + e.event));
+      }
+    }
+    out.replaceChildren(...rows);
+    out.classList.add("on");
   }
 
   function togglePin(id) {
@@ -301,9 +386,13 @@
     store.set("pins", Array.from(pins));
     tick(true);
   }
+  function toggleBreakdown(id) {
+    if (breakdown.has(id)) breakdown.delete(id); else breakdown.add(id);
+    store.set("breakdown", Array.from(breakdown));
+    tick(true);
+  }
 
   function renderSeries(doc) {
-    const now = doc.time;
     const publishers = new Set((doc.series || []).concat(doc.pinned || []).map((s) => s.publisher));
     document.body.classList.toggle("many-publishers", publishers.size > 1);
     const seen = new Set();
@@ -312,16 +401,9 @@
       for (const s of list) {
         if (seen.has(s.id)) continue;
         seen.add(s.id);
-        const values = plotted(s);
-        if (values !== null) {
-          let h = history.get(s.id);
-          if (!h) { h = []; history.set(s.id, h); }
-          if (!h.length || h[h.length - 1][0] !== now) h.push([now, ...values]);
-          while (h.length > POINTS) h.shift();
-        }
+        shownSeries.set(s.id, s);
         let card = cards.get(s.id);
         if (!card) { card = makeCard(s); cards.set(s.id, card); }
-        updateCard(card, s);
         els.push(card);
       }
       // Reorder only when needed, so a card being hovered or clicked does not jump.
@@ -335,11 +417,14 @@
     const rest = (doc.series || []).filter((s) => !pins.has(s.id));
     rest.sort((a, b) => rank(a) - rank(b) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     place(rest, $("cards"));
-    for (const id of Array.from(cards.keys())) if (!seen.has(id)) { cards.delete(id); }
-    for (const id of Array.from(history.keys())) if (!seen.has(id) && !pins.has(id)) history.delete(id);
+    for (const id of Array.from(cards.keys())) if (!seen.has(id)) { cards.delete(id); shownSeries.delete(id); }
     const shown = (doc.series || []).length;
     $("matched").textContent = doc.matched > shown ? "showing " + shown + " of " + doc.matched + " series: narrow the filter" : doc.matched + " series";
     $("empty").hidden = doc.matched > 0 || pinnedList.length > 0;
+    return Array.from(seen).filter((id) => charted(shownSeries.get(id)));
+  }
+  function redraw() {
+    for (const [id, card] of cards) updateCard(card, shownSeries.get(id));
   }
 
   // -- the loop -----------------------------------------------------------
@@ -355,7 +440,11 @@
       for (const id of pins) params.append("pin", id);
       const [procs, series] = await Promise.all([getJSON("api/processes"), getJSON("api/series?" + params.toString())]);
       renderProcesses(procs);
-      renderSeries(series);
+      const ids = renderSeries(series);
+      try { await fetchHistory(ids); } catch (e) { needFull = true; }
+      redraw();
+      document.body.dataset.history = String(H.times.length);
+      if (!document.body.dataset.firstHistory) document.body.dataset.firstHistory = String(H.times.length);
       if (!paused) setStatus("live", "live");
     } catch (e) {
       setStatus("disconnected", "error");
@@ -369,6 +458,23 @@
     if (!paused) timer = setTimeout(() => tick(false), PERIOD);
   }
 
+  function choices(containerId, options, current, onPick) {
+    const box = $(containerId);
+    const buttons = options.map(([v, label]) => {
+      const b = el("button", "choice", label);
+      b.type = "button";
+      b.dataset.value = String(v);
+      b.setAttribute("aria-pressed", v === current ? "true" : "false");
+      b.addEventListener("click", () => {
+        buttons.forEach((x) => x.setAttribute("aria-pressed", x === b ? "true" : "false"));
+        onPick(v);
+      });
+      return b;
+    });
+    box.replaceChildren(...buttons);
+    return buttons;
+  }
+
   function start() {
     const input = $("filter");
     input.value = filter;
@@ -377,17 +483,28 @@
       clearTimeout(debounce);
       debounce = setTimeout(() => { filter = input.value; store.set("filter", filter); tick(true); }, 250);
     });
+    const winButtons = choices("window", WINDOWS, windowSec, (v) => { windowSec = v; store.set("window", v); redraw(); });
+    const smoothButtons = choices("smoothing", SMOOTHING, smooth, (v) => { smooth = v; store.set("smooth", v); redraw(); });
     const pause = $("pause");
     pause.addEventListener("click", () => {
       paused = !paused;
       pause.textContent = paused ? "Resume" : "Pause";
+      pause.setAttribute("aria-pressed", paused ? "true" : "false");
       if (paused) { clearTimeout(timer); setStatus("paused", "paused"); } else { setStatus("live", "live"); tick(false); }
     });
+    const cycle = (buttons) => {
+      const i = buttons.findIndex((b) => b.getAttribute("aria-pressed") === "true");
+      buttons[(i + 1) % buttons.length].click();
+    };
     document.addEventListener("keydown", (ev) => {
-      if (ev.target === input) return;
+      if (ev.target === input || ev.ctrlKey || ev.metaKey || ev.altKey) return;
       if (ev.key === "/") { ev.preventDefault(); input.focus(); }
-      else if (ev.key === " ") { ev.preventDefault(); pause.click(); }
+      else if (ev.key === " " && !(ev.target instanceof HTMLButtonElement)) { ev.preventDefault(); pause.click(); }
+      else if (ev.key === "w") cycle(winButtons);
+      else if (ev.key === "s") cycle(smoothButtons);
     });
+    let resize = null;
+    window.addEventListener("resize", () => { clearTimeout(resize); resize = setTimeout(redraw, 150); });
     tick(false);
   }
 
