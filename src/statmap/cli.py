@@ -84,6 +84,10 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(printable(f"no statmap files in {where}"))
         else:
             print(render_text(snapshots, errors))
+            from .cli_knobs import show_lines  # knobs (docs/knobs.md)
+
+            if knob_lines := show_lines([s.path for s in snapshots]):
+                print(printable_lines(knob_lines))
     return 1 if errors else 0
 
 
@@ -461,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_show)
     _add_ops_commands(sub)
     _add_serve_command(sub)
+    from .cli_knobs import add_commands as add_knob_commands  # statmap set, statmap knobs
+
+    add_knob_commands(sub)
 
     demo = sub.add_parser("demo", help="start worker processes publishing metrics and show them live")
     demo.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
