@@ -74,7 +74,7 @@ def cmd_set(args: argparse.Namespace) -> int:
     live = [p for p in processes if p.status == ALIVE]
     declaring = live or processes
     for knob, value in requests.items():
-        decls = [p.knobs[knob].decl for p in declaring if knob in p.knobs and p.knobs[knob].decl is not None]
+        decls = [d for p in declaring if knob in p.knobs and (d := p.knobs[knob].decl) is not None]
         if not decls:
             _error(f"{args.name!r} has no knob {knob!r}")
             return 2

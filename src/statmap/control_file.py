@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import stat
 from collections.abc import Iterator
 
@@ -25,6 +26,9 @@ from . import _layout as L
 from .knob_values import Control, decode_control, encode_control
 
 _SAFE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+# Tests only: SIGKILL this process at the step named here (as archive.py's hook). Unset in production.
+_KILL_AT = os.environ.get("STATMAP_TEST_KILL_AT") or None
 
 
 def control_path(directory: str, name: str) -> str:
@@ -106,4 +110,6 @@ def write(directory: str, name: str, control: Control) -> None:
         os.unlink(temp)
         raise
     os.close(fd)
+    if _KILL_AT == "control-temp-written":
+        os.kill(os.getpid(), signal.SIGKILL)
     os.rename(temp, control_path(directory, name))

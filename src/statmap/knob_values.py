@@ -145,7 +145,9 @@ def canonical(decl: KnobDecl, value: Any) -> str:
         raise ValueError(f"{value!r} is not a number")
     if decl.type == "str" and not isinstance(value, str):
         raise ValueError(f"{value!r} is not a str")
-    return parse_value(decl, value if isinstance(value, str) else repr(float(value)) if decl.type == "float" else str(value))
+    return parse_value(
+        decl, value if isinstance(value, str) else repr(float(value)) if decl.type == "float" else str(value)
+    )
 
 
 def _show(text: str) -> str:
@@ -276,7 +278,17 @@ def decode_state(data: bytes) -> KnobState | None:
             raise ValueError("knob state: bad number in the history")
         history.append(Change(int(h[0]), h[1], int(h[2]), int(h[3]), h[4], h[5]))
     return KnobState(
-        int(f[1]), int(f[2]), f[3], int(f[4]), int(f[5]), int(f[6]), f[7], int(f[8]), f[9], f[10], int(f[11]),
+        int(f[1]),
+        int(f[2]),
+        f[3],
+        int(f[4]),
+        int(f[5]),
+        int(f[6]),
+        f[7],
+        int(f[8]),
+        f[9],
+        f[10],
+        int(f[11]),
         tuple(history),
     )
 

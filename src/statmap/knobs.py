@@ -65,7 +65,7 @@ _RECENT_NS = 1_000_000_000  # a control file changed this recently is read again
 class LiveKnob:
     """One declared knob in this process. Read ``.value``; never assign it."""
 
-    __slots__ = ("value", "name", "decl", "help", "callback_errors", "_cell", "_state", "_start", "_callbacks", "_cap")
+    __slots__ = ("_callbacks", "_cap", "_cell", "_start", "_state", "callback_errors", "decl", "help", "name", "value")
 
     def __init__(self, name: str, decl: KnobDecl, help: str, cell: Any, start: tuple[str, str]) -> None:
         self.name = name
@@ -149,8 +149,8 @@ class Knob(Metric[LiveKnob]):
         help: str = "",
         *,
         default: Any,
-        min: Any = None,  # noqa: A002 - the names operators read
-        max: Any = None,  # noqa: A002
+        min: Any = None,
+        max: Any = None,
         choices: Any = (),
         size: int | None = None,
         name: str | None = None,

@@ -121,11 +121,32 @@ def _knobs(p: Publisher) -> None:
     ratio = p.knob("error_rate", "Share of requests to fail", default=0.0, min=0.0, max=1.0)
     banner = p.knob("banner", "Banner text", default="", size=32)
     maintenance._publish(
-        KnobState(7, 7, "operator", 1000, 999, when, "true", history=(Change(when + 1000, "operator", 1000, 999, "false", "true"),))
+        KnobState(
+            7,
+            7,
+            "operator",
+            1000,
+            999,
+            when,
+            "true",
+            history=(Change(when + 1000, "operator", 1000, 999, "false", "true"),),
+        )
     )
     rate._publish(KnobState(7, 0, "environment", 1000, 4242, CREATED_NS, "250"))
     level._publish(
-        KnobState(7, 0, "default", 1000, 4242, CREATED_NS, "info", 7, "verbose", "'verbose' is not one of debug, info, warning, error", when)
+        KnobState(
+            7,
+            0,
+            "default",
+            1000,
+            4242,
+            CREATED_NS,
+            "info",
+            7,
+            "verbose",
+            "'verbose' is not one of debug, info, warning, error",
+            when,
+        )
     )
     ratio._publish(KnobState(7, 0, "default", 1000, 4242, CREATED_NS, "0.0"))
     banner._publish(KnobState(0, 0, "default", 1000, 4242, CREATED_NS, ""))
