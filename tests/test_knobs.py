@@ -373,3 +373,31 @@ def test_operator_killed_mid_write_leaves_the_old_file_and_no_lock(workers: Work
     assert again.returncode == 0, again.stdout + again.stderr
     assert not any(n.endswith(".tmp") for n in os.listdir(statdir))
     assert workers.observed(proc)["rate_limit"] == 9
+
+
+def test_demo_knobs_visibly_change_the_demo(statdir: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "statmap.demo", statdir, "1"])
+    try:
+
+        def statuses() -> dict[str, int]:
+            out: dict[str, int] = {}
+            for path in statmap.discover.statmap_files(statdir):
+                with statmap.open(path) as reader:
+                    for s in reader.snapshot().series:
+                        if s.name == "requests":
+                            out[s.labels["status"]] = out.get(s.labels["status"], 0) + int(s.value)
+            return out
+
+        deadline = time.monotonic() + 20
+        while not statuses().get("200") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        out = cli(statdir, "set", "demo-web", "error_rate=1", "slow_mode=true")
+        assert out.returncode == 0, out.stdout + out.stderr
+        before = statuses()
+        time.sleep(1.5)
+        after = statuses()
+        assert after.get("200", 0) == before.get("200", 0)  # every request fails now
+        assert after["500"] > before.get("500", 0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
