@@ -401,3 +401,29 @@ def test_demo_knobs_visibly_change_the_demo(statdir: str) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_an_idle_process_sees_a_change_within_the_poll_interval(workers: Workers) -> None:
+    """The watcher applies a request in a process whose main thread never calls statmap (here: sleeping)."""
+    code = r"""
+import sys, time, statmap
+pub = statmap.Publisher("idle", sys.argv[1])
+knob = pub.knob("flag", default=False)
+print("ready", flush=True)
+time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code, workers.statdir], stdout=subprocess.PIPE, text=True)
+    workers.procs.append(proc)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    seq = time.time_ns()
+    with control_file.locked(workers.statdir, "idle"):
+        control_file.write(workers.statdir, "idle", Control(seq, (Entry("flag", "", "set", "true", 0, 1, 1),)))
+    written = time.monotonic()
+    while True:
+        (found,) = read_knobs(workers.statdir, "idle")[0]
+        state = found.knobs["flag"].state
+        if state is not None and state.seen_seq == seq:
+            break
+        assert time.monotonic() - written < 1.0, "not applied within a second (the watcher looks every 50 ms)"
+        time.sleep(0.005)
+    assert state.value == "true" and state.origin == "operator"

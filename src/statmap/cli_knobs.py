@@ -152,10 +152,11 @@ def _wait(targets: list[ProcessKnobs], requests: dict[str, str | None], seq: int
         for proc in pending:
             try:
                 now = read_process(proc.path)
-            except Exception as exc:  # noqa: BLE001 - a process gone or its file broken: that process's answer
+                problem = "" if now is not None and now.status == ALIVE else "exited"
+            except FileNotFoundError:
+                now, problem = None, "exited"  # ended, and its file already cleaned away
+            except Exception as exc:  # noqa: BLE001 - its file broken: that process's answer
                 now, problem = None, str(exc)
-            else:
-                problem = "exited" if now is None or now.status != ALIVE else ""
             done = True
             for knob, value in requests.items():
                 key = (proc.path, knob)
@@ -163,6 +164,8 @@ def _wait(targets: list[ProcessKnobs], requests: dict[str, str | None], seq: int
                     continue
                 if knob not in proc.knobs:
                     results[key] = "does not declare it"
+                elif problem == "exited":
+                    results[key] = "exited before answering (serves no more)"
                 elif problem or now is None:
                     results[key] = f"no answer: {problem}"
                 else:
@@ -185,7 +188,7 @@ def _wait(targets: list[ProcessKnobs], requests: dict[str, str | None], seq: int
     for proc in targets:
         for knob, value in requests.items():
             got = results[(proc.path, knob)]
-            ok = got.startswith(("applied", "reset", "superseded", "does not declare"))
+            ok = got.startswith(("applied", "reset", "superseded", "does not declare", "exited"))
             failed |= not ok
             what = f"{knob}={value}" if value is not None else f"{knob} --reset"
             _say(f"{proc.publisher} pid {proc.pid}: {what}: {got}")

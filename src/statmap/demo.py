@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from . import LogBuckets, Stats
 from . import metrics as m
-from .knobs import Knob
 from .discover import statmap_files
+from .knobs import Knob
 from .render import read_snapshots, render_text
 
 if TYPE_CHECKING:
