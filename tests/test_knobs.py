@@ -192,8 +192,8 @@ def test_set_reaches_every_live_process_and_those_started_later(workers: Workers
     assert sorted(lines) == sorted(
         f"web pid {p.pid}: {kv}: applied" for p in (a, b) for kv in ("maintenance=true", "rate_limit=250")
     )
-    for p in (a, b):  # acknowledged means applied: the main thread already reads it
-        seen = workers.observed(p)
+    for p in (a, b):  # the main loop's next look (it reports every 10 ms)
+        seen = workers.wait_observed(p, maintenance=True, rate_limit=250)
         assert (seen["maintenance"], seen["rate_limit"], seen["origin"]) == (True, 250, "operator")
         assert p.stdout is not None and p.stdout.readline().split() == ["change", "False", "True"]
     c = workers.start()  # a replaced worker starts with the operator's values
@@ -203,7 +203,7 @@ def test_set_reaches_every_live_process_and_those_started_later(workers: Workers
     assert out.returncode == 0, out.stdout + out.stderr
     assert len(out.stdout.splitlines()) == 3 and all("reset: false (default)" in x for x in out.stdout.splitlines())
     for p in (a, b, c):
-        seen = workers.observed(p)
+        seen = workers.wait_observed(p, maintenance=False)
         assert (seen["maintenance"], seen["rate_limit"]) == (False, 250)
     doc = json.loads(cli(workers.statdir, "knobs", "web", "--json").stdout)
     procs = doc["publishers"]["web"]["processes"]
@@ -229,14 +229,17 @@ def test_exit_codes_and_refusals(workers: Workers) -> None:
     assert mixed.returncode == 1
     assert f"web pid {strict.pid}: rate_limit=1000: refused: 1000 is above the maximum 500" in mixed.stdout
     assert f"web pid {loose.pid}: rate_limit=1000: applied" in mixed.stdout
-    assert workers.observed(strict)["rate_limit"] == 100
-    assert workers.observed(loose)["rate_limit"] == 1000
+    assert workers.wait_observed(strict, rate_limit=100)["rate_limit"] == 100
+    assert workers.wait_observed(loose, rate_limit=1000)["rate_limit"] == 1000
     refused = {p.pid: p.knobs["rate_limit"].state for p in read_knobs(statdir, "web")[0]}[strict.pid]
     assert refused is not None and refused.refused_value == "1000" and "maximum" in refused.refused_reason
     # --pid: one process only
     one = cli(statdir, "set", "web", "log_level=debug", "--pid", str(strict.pid))
     assert one.returncode == 0 and one.stdout.strip() == f"web pid {strict.pid}: log_level=debug: applied"
-    assert workers.observed(strict)["log_level"] == "debug" and workers.observed(loose)["log_level"] == "info"
+    assert (
+        workers.wait_observed(strict, log_level="debug")["log_level"] == "debug"
+        and workers.wait_observed(loose, log_level="info")["log_level"] == "info"
+    )
     assert cli(statdir, "set", "web", "log_level=debug", "--pid", "1").returncode == 2
     # a process that cannot answer (stopped): exit 1, named
     os.kill(loose.pid, signal.SIGSTOP)
@@ -371,11 +374,11 @@ def test_operator_killed_mid_write_leaves_the_old_file_and_no_lock(workers: Work
     assert Path(control_file.control_path(statdir, "web")).read_bytes() == before  # old file, whole
     assert any(n.endswith(".tmp") for n in os.listdir(statdir))  # what it left
     time.sleep(0.2)
-    assert workers.observed(proc)["rate_limit"] == 7  # the program never saw a half request
+    assert workers.wait_observed(proc, rate_limit=7)["rate_limit"] == 7  # the program never saw a half request
     again = cli(statdir, "set", "web", "rate_limit=9", "--timeout", "10")  # the lock died with it
     assert again.returncode == 0, again.stdout + again.stderr
     assert not any(n.endswith(".tmp") for n in os.listdir(statdir))
-    assert workers.observed(proc)["rate_limit"] == 9
+    assert workers.wait_observed(proc, rate_limit=9)["rate_limit"] == 9
 
 
 def test_demo_knobs_visibly_change_the_demo(statdir: str) -> None:

@@ -355,6 +355,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.clean_interval <= 0:
         print("statmap serve: --clean-interval must be a positive number of seconds", file=sys.stderr)
         return 2
+    if args.allow_set and not (args.token or os.environ.get("STATMAP_TOKEN")):
+        print("statmap serve: --allow-set needs a token (--token or $STATMAP_TOKEN)", file=sys.stderr)
+        return 2
     # --clean: fold ended processes in a thread beside the HTTP server (its failures are logged, never fatal)
     cleaner = PeriodicCleaner(directory, args.clean_interval, publishers=args.publisher or None) if args.clean else None
     if cleaner is not None:
@@ -365,6 +368,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_age=args.max_age, publishers=args.publisher or None, publisher_label=args.publisher_label,
             include_text=args.include_text, header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
             write_timeout=args.write_timeout, max_connections=args.max_connections, threads=args.threads,
+            allow_set=args.allow_set,
         )  # fmt: skip
     finally:
         if cleaner is not None:
@@ -407,6 +411,7 @@ def _add_serve_command(sub: Any) -> None:
     serve.add_argument("--publisher-label", choices=("auto", "always"), default="auto")
     serve.add_argument("--include-text", action="store_true", help="also export text metrics (as info)")
     serve.add_argument("--access-log", action="store_true", help="log every request on stderr")
+    serve.add_argument("--allow-set", action="store_true", help="enable POST /api/knobs (needs --token; docs/knobs.md)")
     limits = serve.add_argument_group("limits (docs/serve.md#limits)")
     limits.add_argument(
         "--header-timeout", type=_positive(float), default=S.DEFAULT_HEADER_TIMEOUT, metavar="SECONDS",

@@ -21,8 +21,8 @@ from typing import Any
 from . import control_file
 from .directory import check_private, default_directory
 from .errors import DirectoryError
-from .knob_state import KnobView, ProcessKnobs, knobs_json, read_desired, read_knobs, read_process
-from .knob_values import Control, Entry, parse_value
+from .knob_set import set_knobs
+from .knob_state import KnobView, knobs_json, read_desired, read_knobs, read_process
 from .liveness import ALIVE
 from .render import printable
 
@@ -67,132 +67,17 @@ def cmd_set(args: argparse.Namespace) -> int:
     if isinstance(requests, str):
         _error(requests)
         return 2
-    processes, _errors = read_knobs(directory, args.name)
-    if not processes:
-        _error(f"no process of {args.name!r} in {directory} declares knobs")
-        return 2
-    live = [p for p in processes if p.status == ALIVE]
-    declaring = live or processes
-    for knob, value in requests.items():
-        decls = [d for p in declaring if knob in p.knobs and (d := p.knobs[knob].decl) is not None]
-        if not decls:
-            _error(f"{args.name!r} has no knob {knob!r}")
-            return 2
-        if value is not None:
-            reasons = []
-            for decl in decls:
-                try:
-                    parse_value(decl, value)
-                    break
-                except ValueError as exc:
-                    reasons.append(str(exc))
-            else:
-                _error(f"{knob}={value}: refused: {reasons[0]} (allowed: {decls[0].allowed()}); nothing changed")
-                return 2
-    targets = live
-    target_id = ""
-    if args.pid is not None:
-        targets = [p for p in live if p.pid == args.pid]
-        if not targets:
-            _error(f"no live process of {args.name!r} has pid {args.pid}")
-            return 2
-        target_id = targets[0].target
-    seq = _write(directory, args.name, requests, target_id, {p.target for p in live})
-    if not targets:
-        _say(f"{args.name}: no live process; saved for processes that start later")
-        return 0
-    return _wait(targets, requests, seq, args.timeout)
-
-
-def _write(directory: str, name: str, requests: dict[str, str | None], target: str, live: set[str]) -> int:
-    uid, pid, now = os.getuid(), os.getpid(), time.time_ns()
-    with control_file.locked(directory, name):
-        old, problem = read_desired(directory, name)
-        if problem:
-            _error(f"{control_file.control_path(directory, name)}: {problem}; replacing it")
-        entries = [e for e in (old.entries if old else ()) if not e.target or e.target in live]  # drop the gone
-        for knob, value in requests.items():
-            if target:
-                entries = [e for e in entries if not (e.knob == knob and e.target == target)]
-                if value is not None:
-                    entries.append(Entry(knob, target, "set", value, uid, pid, now))
-            else:  # the whole name: per-process overrides of this knob go too
-                entries = [e for e in entries if e.knob != knob]
-                entries.append(Entry(knob, "", "set" if value is not None else "reset", value or "", uid, pid, now))
-        seq = max((old.seq + 1) if old else 1, now)
-        control_file.write(directory, name, Control(seq, tuple(entries)))
-    return seq
-
-
-def _outcome(view: KnobView, value: str | None, seq: int) -> str | None:
-    """'applied ...', 'refused: ...', or None while the process has not answered ``seq``."""
-    st = view.state
-    if st is None or view.decl is None or st.seen_seq < seq:
-        return None
-    if st.refused_seq and st.refused_seq >= seq:
-        return f"refused: {st.refused_reason}"
-    shown = st.value
-    if value is None:
-        return f"reset: {shown} ({st.origin})"
-    try:
-        wanted = parse_value(view.decl, value)
-    except ValueError as exc:
-        return f"refused: {exc}"
-    if st.value == wanted and st.origin == "operator":
-        return "applied"
-    return f"superseded by a later request: now {shown} ({st.origin})"
-
-
-def _wait(targets: list[ProcessKnobs], requests: dict[str, str | None], seq: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    results: dict[tuple[str, str], str] = {}
-    pending = list(targets)
-    while pending:
-        still = []
-        for proc in pending:
-            try:
-                now = read_process(proc.path)
-                problem = "" if now is not None and now.status == ALIVE else "exited"
-            except FileNotFoundError:
-                now, problem = None, "exited"  # ended, and its file already cleaned away
-            except Exception as exc:  # noqa: BLE001 - its file broken: that process's answer
-                now, problem = None, str(exc)
-            done = True
-            for knob, value in requests.items():
-                key = (proc.path, knob)
-                if key in results:
-                    continue
-                if knob not in proc.knobs:
-                    results[key] = "does not declare it"
-                elif problem == "exited":
-                    results[key] = "exited before answering (serves no more)"
-                elif problem or now is None:
-                    results[key] = f"no answer: {problem}"
-                else:
-                    got = _outcome(now.knobs[knob], value, seq) if knob in now.knobs else "no answer"
-                    if got is None:
-                        done = False
-                    else:
-                        results[key] = got
-            if not done:
-                still.append(proc)
-        pending = still
-        if pending and time.monotonic() >= deadline:
-            for proc in pending:
-                for knob in requests:
-                    results.setdefault((proc.path, knob), f"no answer within {timeout:g}s")
-            break
-        if pending:
-            time.sleep(0.02)
-    failed = False
-    for proc in targets:
-        for knob, value in requests.items():
-            got = results[(proc.path, knob)]
-            ok = got.startswith(("applied", "reset", "superseded", "does not declare", "exited"))
-            failed |= not ok
-            what = f"{knob}={value}" if value is not None else f"{knob} --reset"
-            _say(f"{proc.publisher} pid {proc.pid}: {what}: {got}")
-    return 1 if failed else 0
+    result = set_knobs(directory, args.name, requests, args.pid, args.timeout)
+    if result.replaced:
+        _error(f"{control_file.control_path(directory, args.name)}: {result.replaced}; replaced it")
+    if result.error:
+        _error(result.error)
+    if result.note:
+        _say(result.note)
+    for publisher, pid, knob, value, outcome in result.answers:
+        what = f"{knob}={value}" if value is not None else f"{knob} --reset"
+        _say(f"{publisher} pid {pid}: {what}: {outcome}")
+    return result.code
 
 
 # -- statmap knobs ---------------------------------------------------------------------
