@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -433,3 +434,29 @@ time.sleep(60)
         assert time.monotonic() - written < 1.0, "not applied within a second (the watcher looks every 50 ms)"
         time.sleep(0.005)
     assert state.value == "true" and state.origin == "operator"
+
+
+@pytest.mark.slow
+def test_operator_killed_at_random_moments(workers: Workers) -> None:
+    """SIGKILL ``statmap set`` at random moments (start-up, reading, under the lock, writing, waiting):
+    the control file is always whole (old or new), the program keeps a declared value, the next set works."""
+    proc = workers.start()
+    statdir = workers.statdir
+    rnd = random.Random(7)
+    path = control_file.control_path(statdir, "web")
+    for i in range(30):
+        killed = subprocess.Popen(
+            [sys.executable, "-m", "statmap", "set", "web", f"rate_limit={i + 2}", "--dir", statdir],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rnd.uniform(0.0, 0.8))
+        killed.kill()
+        killed.wait()
+        _control, problem = control_file.load(path)
+        assert problem is None  # absent, or whole
+        assert 2 <= workers.observed(proc)["rate_limit"] <= 100
+    final = cli(statdir, "set", "web", "rate_limit=77", "--timeout", "10")
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert workers.wait_observed(proc, rate_limit=77)["rate_limit"] == 77
+    assert not any(n.endswith(".tmp") for n in os.listdir(statdir))
