@@ -84,6 +84,7 @@ def test_the_route_table_answers_its_paths(statdir: str) -> None:
             "/metrics": "text/plain; version=0.0.4",
             "/api/series": "application/json",
             "/api/processes": "application/json",
+            "/api/knobs": "application/json",
             "/healthz": "text/plain",
             "/": "text/html",
             "/index.html": "text/html",

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import cli_knobs  # imported here, not when the parser is built: a process out of descriptors still runs
 from .directory import ENV_DIR, default_directory
 from .discover import statmap_files
 from .errors import CollectionError, DirectoryError, ResourceError
@@ -84,9 +85,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(printable(f"no statmap files in {where}"))
         else:
             print(render_text(snapshots, errors))
-            from .cli_knobs import show_lines  # knobs (docs/knobs.md)
-
-            if knob_lines := show_lines([s.path for s in snapshots]):
+            if knob_lines := cli_knobs.show_lines([s.path for s in snapshots]):  # knobs (docs/knobs.md)
                 print(printable_lines(knob_lines))
     return 1 if errors else 0
 
@@ -470,9 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_show)
     _add_ops_commands(sub)
     _add_serve_command(sub)
-    from .cli_knobs import add_commands as add_knob_commands  # statmap set, statmap knobs
-
-    add_knob_commands(sub)
+    cli_knobs.add_commands(sub)  # statmap set, statmap knobs
 
     demo = sub.add_parser("demo", help="start worker processes publishing metrics and show them live")
     demo.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")

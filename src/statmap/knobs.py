@@ -339,10 +339,12 @@ def _ensure_thread() -> None:
 
 def _stop_thread() -> None:
     global _thread
-    thread, _thread = _thread, None
-    if thread is not None and thread is not threading.current_thread():
-        _stop.set()
-        thread.join(1.0)  # a callback stuck longer: fork anyway, as without knobs
+    thread = _thread
+    if thread is None or thread is threading.current_thread():
+        return  # a fork from a callback: the watcher goes on in the parent
+    _stop.set()
+    thread.join(1.0)  # a callback stuck longer: fork anyway, as without knobs
+    _thread = None
 
 
 def _before_fork() -> None:
