@@ -42,7 +42,7 @@ def test_knobs_are_read_only_by_default(statdir: str, workers: Workers) -> None:
             10000,
             "default",
         )
-        assert server.json("/api/knobs?name=other") == {"publishers": {}}
+        assert server.json("/api/knobs?name=other") == {"publishers": {}, "allow_set": False}
         status, _, body = server.request("/api/knobs?name=web&set=maintenance%3Dtrue", method="POST")
         assert status == 403 and b"--allow-set" in body
         assert workers.wait_observed(proc, maintenance=False)["maintenance"] is False
@@ -65,6 +65,7 @@ def test_post_sets_knobs_with_the_token(statdir: str, workers: Workers) -> None:
     a, b = workers.start(max_rate=500), workers.start()
     server = Server(statdir, "--allow-set", "--token", TOKEN)
     try:
+        assert server.json("/api/knobs", BEARER)["allow_set"] is True
         path = "/api/knobs?name=web&set=maintenance%3Dtrue&set=rate_limit%3D1000"
         assert server.request(path, method="POST")[0] == 401  # no token
         basic = {"Authorization": "Basic " + base64.b64encode(f"u:{TOKEN}".encode()).decode()}

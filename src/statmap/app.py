@@ -468,7 +468,7 @@ ROUTES: dict[str, Route] = {
     "/api/series": lambda app, params, headers: app.api_series(params),
     "/api/processes": lambda app, params, headers: app.api_processes(),
     "/healthz": lambda app, params, headers: app.healthz(),
-    "/api/knobs": lambda app, params, headers: knobs_http.get_knobs(app.directory, params),
+    "/api/knobs": lambda app, params, headers: knobs_http.get_knobs(app.directory, params, app.allow_set),
     "/": lambda app, params, headers: app.asset("index.html", headers),
     "/index.html": lambda app, params, headers: app.asset("index.html", headers),
 }

@@ -26,9 +26,11 @@ from .knob_state import knobs_json
 MAX_TIMEOUT = 30.0
 
 
-def get_knobs(directory: str, params: dict[str, list[str]]) -> Response:
+def get_knobs(directory: str, params: dict[str, list[str]], allowed: bool = False) -> Response:
     name = (params.get("name") or [""])[-1] or None
-    return _json(knobs_json(directory, name))
+    doc = knobs_json(directory, name)
+    doc["allow_set"] = allowed  # whether POST is enabled here (a dashboard shows edit controls only then)
+    return _json(doc)
 
 
 def post_knobs(directory: str, params: dict[str, list[str]], headers: dict[str, str], allowed: bool) -> Response:
