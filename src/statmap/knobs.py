@@ -337,14 +337,27 @@ def _ensure_thread() -> None:
     _thread.start()
 
 
+def _os_threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 0
+
+
 def _stop_thread() -> None:
     global _thread
     thread = _thread
     if thread is None or thread is threading.current_thread():
         return  # a fork from a callback: the watcher goes on in the parent
+    before = _os_threads()
     _stop.set()
     thread.join(1.0)  # a callback stuck longer: fork anyway, as without knobs
     _thread = None
+    # join() returns before the OS thread is gone; Python 3.12+ counts OS threads at fork
+    # (and warns): wait the few microseconds it takes, at most 20 ms.
+    deadline = time.monotonic() + 0.02
+    while before and _os_threads() >= before and time.monotonic() < deadline:
+        time.sleep(0)
 
 
 def _before_fork() -> None:
