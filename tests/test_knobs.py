@@ -323,7 +323,8 @@ os.waitpid(pid, 0)
     out = subprocess.run([sys.executable, "-c", code, statdir], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["child", "True", "operator", "True"]
-    assert "multi-threaded" not in out.stderr  # the watcher is stopped across fork
+    if sys.version_info < (3, 13):  # 3.13 counts threads after the fork hooks restarted the watcher (docs/knobs.md)
+        assert "multi-threaded" not in out.stderr  # the watcher is stopped across fork
 
 
 # -- the control file and the format -----------------------------------------------------
