@@ -219,9 +219,9 @@ def _register(publisher: FileOwner, knob: LiveKnob) -> None:
         # before either finds this record (and waits for its answer) or wrote before this read.
         control, problem = control_file.load(group.path)
         _note_problem(group, problem)
-        changes = _evaluate(knob, control, _target(), force=True)
-        group.raw = control
-        _pending.extend(changes)
+        # No callback can be registered yet: none to run. The group's other knobs see this file at the
+        # watcher's next look (group.raw is left as it was, so a change is not taken as seen).
+        _evaluate(knob, control, _target(), force=True)
         _ensure_thread()
 
 
