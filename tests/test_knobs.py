@@ -461,3 +461,19 @@ def test_operator_killed_at_random_moments(workers: Workers) -> None:
     assert final.returncode == 0, final.stdout + final.stderr
     assert workers.wait_observed(proc, rate_limit=77)["rate_limit"] == 77
     assert not any(n.endswith(".tmp") for n in os.listdir(statdir))
+
+
+def test_declaring_a_knob_does_not_hide_a_change_from_the_others(statdir: str) -> None:
+    """Regression: a knob declared after a change and before the watcher's next look made the
+    publisher's other knobs miss that change (the file was marked as seen for all of them)."""
+    pub = statmap.Publisher("late", statdir)
+    first = pub.knob("first", default=False)
+    with knobs._lock:  # hold the watcher off: the change and the declaration both land before its next look
+        with control_file.locked(statdir, "late"):
+            entries = (Entry("first", "", "set", "true", 0, 1, 1), Entry("second", "", "set", "true", 0, 1, 1))
+            control_file.write(statdir, "late", Control(time.time_ns(), entries))
+        second = pub.knob("second", default=False)
+        assert second.value is True
+    knobs.check_now()
+    assert first.value is True and first.origin == "operator"
+    pub.remove()
