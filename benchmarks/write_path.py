@@ -59,6 +59,7 @@ BASELINE = [
     ("loop", "pass", "timeit's loop overhead alone"),
     ("plain_incr", "obj.x += 1", "plain Python attribute increment"),
     ("plain_store", "obj.x = v", "plain Python attribute store"),
+    ("plain_load", "obj.x", "plain Python attribute load"),
 ]
 
 STATMAP = [
@@ -71,6 +72,8 @@ STATMAP = [
     ("text_set", "stats.last_path.set(path)", "Text.set(str)"),
     ("labels_pos_inc", 'stats.routes.labels("GET", "200").inc()', "labels(positional).inc(), existing child"),
     ("labels_kw_inc", 'stats.routes.labels(method="GET", status="200").inc()', "labels(by name).inc(), existing child"),
+    ("knob_value", "knob.value", "a knob's .value (issue 13), the live knob in a variable"),
+    ("knob_model_value", "stats.maintenance.value", "a knob's .value through the model-class attribute"),
     # Diagnostics: where the time of the rows above goes.
     ("diag_attr", "stats.requests", "diagnostic: the model-class attribute load alone"),
     # "local": the series held in a local variable (setup binds it once).
@@ -133,6 +136,7 @@ def setup_namespace(suite: str, workdir: str) -> tuple[dict[str, Any], dict[str,
             average = statmap.Summary("Average latency", unit="seconds")
             last_path = statmap.Text("Last path served", size=128)
             routes = statmap.Counter("Requests by route", labels=("method", "status"))
+            maintenance = statmap.Knob("Refuse new work", default=False)
 
         stats = BenchStats("bench", directory=workdir)
         stats.routes.labels("GET", "200").inc()  # the child exists before timing
@@ -142,6 +146,7 @@ def setup_namespace(suite: str, workdir: str) -> tuple[dict[str, Any], dict[str,
             in_flight=stats.in_flight,
             latency=stats.latency,
             routes=stats.routes,
+            knob=stats.maintenance,
         )
         facts["backend"] = statmap.backend
         want = "python" if suite == "pure" else "c"
@@ -335,6 +340,8 @@ TARGETS: list[tuple[str, str, str, str | float, float, bool]] = [
     ("c", 'C: labels("GET", "200").inc() < 150 ns', "labels_pos_inc", 150.0, 1.0, True),
     ("c", "C: labels(method=, status=).inc() < 150 ns", "labels_kw_inc", 150.0, 1.0, True),
     ("pure", "pure: stats.requests.inc() < 4x plain obj.x += 1", "counter_inc", "plain_incr", 4.0, True),
+    ("c", "C: knob.value <= 1.5x plain obj.x", "knob_value", "plain_load", 1.5, False),
+    ("pure", "pure: knob.value <= 1.5x plain obj.x", "knob_value", "plain_load", 1.5, False),
 ]
 
 

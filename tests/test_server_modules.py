@@ -85,6 +85,7 @@ def test_the_route_table_answers_its_paths(statdir: str) -> None:
             "/api/series": "application/json",
             "/api/processes": "application/json",
             "/api/history": "application/json",
+            "/api/knobs": "application/json",
             "/healthz": "text/plain",
             "/": "text/html",
             "/index.html": "text/html",

@@ -1041,6 +1041,23 @@ int statmap_add_text(statmap_writer *w, const statmap_meta *m, size_t capacity, 
     return add_series(w, &mm, &r, out, err, errlen);
 }
 
+int statmap_add_knob_record(statmap_writer *w, const char *name, const char *help, const char *const *decl,
+                            size_t ndecl, size_t capacity, statmap_series **out, char *err, size_t errlen)
+{
+    if (capacity < 8 || capacity > 65536) {
+        set_err(err, errlen, "knob state capacity must be 8 bytes to 64 KiB");
+        return STATMAP_ERROR;
+    }
+    statmap_meta mm = {name, help, "", 0, NULL, NULL};
+    rec_spec r = {STATMAP_KNOB, 0, 0, NULL, 0, decl, ndecl, (uint32_t)capacity,
+                  (uint32_t)(8 + 2 * (8 + align8(capacity)))};
+    return add_series(w, &mm, &r, out, err, errlen);
+}
+
+const char *statmap_writer_directory(const statmap_writer *w) { return w->dir; }
+const char *statmap_writer_publisher(const statmap_writer *w) { return w->publisher; }
+uint64_t statmap_process_start_time(void) { return proc_start_time(); }
+
 int statmap_add_info(statmap_writer *w, const statmap_meta *m, const char *const *kv, size_t npairs,
                      statmap_series **out, char *err, size_t errlen)
 {

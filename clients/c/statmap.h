@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define STATMAP_MAJOR 1
-#define STATMAP_MINOR 0
+#define STATMAP_MINOR 1
 #define STATMAP_HEADER_SIZE 256
 
 /* Record types (section 4.3). */
@@ -36,7 +36,8 @@ enum {
     STATMAP_SUMMARY = 4,
     STATMAP_TEXT = 5,
     STATMAP_INFO = 6,
-    STATMAP_ENUM = 7
+    STATMAP_ENUM = 7,
+    STATMAP_KNOB = 8 /* since 1.1: not a metric (section 13); statmap_add_knob below */
 };
 
 /* Record flags (section 4.4). */
@@ -122,6 +123,51 @@ int statmap_histogram_observe(statmap_series *s, double v);       /* -1 for NaN 
 int statmap_summary_observe(statmap_series *s, double v);         /* -1 for NaN */
 int statmap_text_set(statmap_series *s, const char *utf8, size_t len); /* cut at a char boundary */
 int statmap_enum_set(statmap_series *s, uint64_t index);          /* -1 if out of range */
+
+/* ------------------------------------------------------------------ */
+/* Knobs (format 1.1, docs/format.md section 13; knobs.c)              */
+/* ------------------------------------------------------------------ */
+
+/* A value an operator changes at run time with `statmap set NAME KNOB=VALUE`.
+ * Values are canonical text (section 13): bool "true"/"false", int decimal,
+ * float as Python's repr, str the text. The C library has no thread: call
+ * statmap_knobs_poll() every 50 ms or so (from your loop or a thread of your
+ * own), and right after statmap_writer_after_fork(). Knob calls are not
+ * thread-safe: serialise them with your own lock. */
+enum { STATMAP_KNOB_BOOL = 1, STATMAP_KNOB_INT = 2, STATMAP_KNOB_FLOAT = 3, STATMAP_KNOB_STR = 4 };
+
+typedef struct {
+    int type;                      /* STATMAP_KNOB_* */
+    const char *default_value;     /* canonical text, inside the declaration */
+    const char *min, *max;         /* int/float: bounds as text, or NULL */
+    const char *const *choices;    /* str: the allowed values (nchoices of them), or NULL */
+    size_t nchoices;
+    size_t size;                   /* str without choices: largest value in bytes (0: 256; at most 4096) */
+} statmap_knob_decl;
+
+typedef struct statmap_knob statmap_knob;
+
+/* Declares a knob: its record, its start value ($STATMAP_KNOB_<NAME> if valid, else the default),
+ * then the operator's desired state from DIRECTORY/PUBLISHER.knobs. */
+int statmap_add_knob(statmap_writer *w, const char *name, const char *help, const statmap_knob_decl *d,
+                     statmap_knob **out, char *err, size_t errlen);
+/* Looks at the control file; applies (checked against each declaration) and publishes what changed.
+ * Returns how many values changed, or STATMAP_ERROR (the control file is refused: nothing changed). */
+int statmap_knobs_poll(statmap_writer *w);
+const char *statmap_knob_value(const statmap_knob *k);  /* the applied value, canonical text */
+const char *statmap_knob_origin(const statmap_knob *k); /* "default", "environment" or "operator" */
+int statmap_knob_bool(const statmap_knob *k);
+int64_t statmap_knob_int(const statmap_knob *k);
+double statmap_knob_float(const statmap_knob *k);
+/* Frees the knobs of w (call before statmap_writer_free). */
+void statmap_knobs_free(statmap_writer *w);
+
+/* Low level, for knobs.c: a knob record (type 8) with its declaration strings and state capacity. */
+int statmap_add_knob_record(statmap_writer *w, const char *name, const char *help, const char *const *decl,
+                            size_t ndecl, size_t capacity, statmap_series **out, char *err, size_t errlen);
+const char *statmap_writer_directory(const statmap_writer *w);
+const char *statmap_writer_publisher(const statmap_writer *w);
+uint64_t statmap_process_start_time(void); /* this process's, clock ticks after boot (0 if unknown) */
 
 /* ------------------------------------------------------------------ */
 /* Reader                                                              */

@@ -23,6 +23,8 @@ from .errors import (
     ResourceError,
     StatmapError,
 )
+from .knob_state import knobs_json, read_knobs
+from .knobs import Knob, LiveKnob
 from .metrics import (
     DEFAULT_BUCKETS,
     Average,
@@ -62,8 +64,10 @@ __all__ = [
     "Gauge",
     "Histogram",
     "Info",
+    "Knob",
     "LabelLimitError",
     "Labelled",
+    "LiveKnob",
     "LogBuckets",
     "Metric",
     "PublishError",
@@ -88,8 +92,10 @@ __all__ = [
     "gc_metrics",
     "histogram",
     "info",
+    "knobs_json",
     "open",
     "push",
+    "read_knobs",
     "summary",
     "text",
     "timer",

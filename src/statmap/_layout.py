@@ -24,7 +24,7 @@ Readable = bytes | bytearray | memoryview | mmap.mmap
 MAGIC = b"STATMAP1"
 MAGIC_BIG_ENDIAN = MAGIC[::-1]
 MAJOR = 1
-MINOR = 0
+MINOR = 1  # 1.1: knob records (section "Knobs" below; docs/format.md section 13)
 HEADER_SIZE = 256
 ALIGN = 8
 
@@ -243,7 +243,7 @@ def value_size(mtype: int, param_count: int, capacity: int) -> int:
         return 8 + 2 * SUMMARY_COPY_SIZE
     if mtype == MetricType.HISTOGRAM:
         return 8 + 2 * histogram_copy_size(param_count)
-    if mtype == MetricType.TEXT:
+    if mtype in (MetricType.TEXT, KNOB):  # a knob's state is a text latch (since 1.1)
         return 8 + 2 * text_copy_size(capacity)
     return -1
 
@@ -531,3 +531,58 @@ def decode_text(copy: bytes, capacity: int) -> bytes | None:
 
 def f64_from_bits(bits: int) -> float:
     return float(_F64.unpack(_U64.pack(bits))[0])
+
+
+# -- Knobs (since 1.1; docs/format.md section 13) -------------------------------
+#
+# A knob record (type KNOB) is skipped by metric readers as an unknown type.
+# Its extras declare the knob (key/value pairs); its value area is a text
+# latch (capacity = the record's ``capacity``) holding the applied state as
+# netstrings. The control file ``NAME.knobs`` is netstrings too: text that
+# any language splits without a struct, and an old reader never opens.
+
+KNOB = 8  #: record type of a knob; not a MetricType (metric readers skip it)
+MAX_KNOB_STATE = 1 << 16  # byte capacity of a knob's state text
+MAX_CONTROL_SIZE = 1 << 20  # bytes of a control file
+MAX_NETSTRINGS = 1 << 14  # fields in one state text or control file
+CONTROL_MAGIC = "statmap-knobs"
+CONTROL_VERSION = "1"
+CONTROL_SUFFIX = ".knobs"
+# Knob state fields, in order (then HISTORY_FIELDS per history entry).
+STATE_FIELDS = (
+    "version", "seen_seq", "applied_seq", "origin", "uid", "pid", "when_ns", "value",
+    "refused_seq", "refused_value", "refused_reason", "refused_when_ns", "history_count",
+)  # fmt: skip
+HISTORY_FIELDS = ("when_ns", "origin", "uid", "pid", "old", "new")
+# Control file: magic, version, seq, entry count, then CONTROL_ENTRY fields per entry.
+CONTROL_ENTRY = ("knob", "target", "action", "value", "uid", "pid", "when_ns")
+
+
+def knob_value_size(capacity: int) -> int:
+    """The value area of a knob record: a text latch of ``capacity`` bytes."""
+    return 8 + 2 * text_copy_size(capacity)
+
+
+def encode_netstrings(fields: list[str] | tuple[str, ...]) -> str:
+    """``LEN:BYTES,`` per field (LEN = decimal UTF-8 byte count): D. J. Bernstein's netstrings."""
+    return "".join(f"{len(f.encode('utf-8'))}:{f}," for f in fields)
+
+
+def decode_netstrings(data: bytes, limit: int = MAX_NETSTRINGS) -> list[str]:
+    """The fields of netstrings ``data``; ValueError naming the problem for anything malformed."""
+    out: list[str] = []
+    pos, n = 0, len(data)
+    while pos < n:
+        if len(out) >= limit:
+            raise ValueError(f"more than {limit} fields")
+        colon = data.find(b":", pos, pos + 11)
+        digits = data[pos:colon] if colon > pos else b""
+        if not digits.isdigit() or (len(digits) > 1 and digits[0:1] == b"0"):
+            raise ValueError(f"bad field length at byte {pos}")
+        length = int(digits)
+        start = colon + 1
+        if start + length >= n or data[start + length] != 0x2C:  # ","
+            raise ValueError(f"field at byte {pos} runs past the data or lacks its ','")
+        out.append(data[start : start + length].decode("utf-8", "replace"))
+        pos = start + length + 1
+    return out

@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
+from . import knobs_http
 from .collect import Collection, Collector, match_families
 from .directory import default_directory
 from .errors import CollectionError
@@ -141,11 +142,15 @@ class StatmapApp:
         include_text: bool = False,
         allowed_hosts: Iterable[str] | None = None,
         process_metrics: bool = False,
+        allow_set: bool = False,
     ) -> None:
         self.directory = os.fspath(directory) if directory is not None else default_directory()
         if token is None:
             token = os.environ.get(TOKEN_ENV, "")
         self._token = token.encode() if token else None
+        if allow_set and self._token is None:
+            raise ValueError("allow_set (--allow-set) needs a token: setting knobs is never open to anyone")
+        self.allow_set = allow_set  # POST /api/knobs (knobs_http.py)
         self.max_age = max_age
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts) if allowed_hosts is not None else None
         self._collector = Collector(self.directory, publishers=publishers, process_metrics=process_metrics)
@@ -265,9 +270,11 @@ class StatmapApp:
                     ("WWW-Authenticate", 'Bearer realm="statmap"'),
                 ],
             )
+        params = parse_qs(query, keep_blank_values=True) if query else {}
+        if method == "POST" and path in POST_ROUTES:
+            return POST_ROUTES[path](self, params, headers)
         if method not in ("GET", "HEAD"):
             return _text(405, "only GET and HEAD", [("Allow", "GET, HEAD")])
-        params = parse_qs(query, keep_blank_values=True) if query else {}
         route = ROUTES.get(path)
         if route is not None:
             return route(self, params, headers)
@@ -461,6 +468,11 @@ ROUTES: dict[str, Route] = {
     "/api/processes": lambda app, params, headers: app.api_processes(),
     "/api/history": lambda app, params, headers: api_history(app, params),  # history.py
     "/healthz": lambda app, params, headers: app.healthz(),
+    "/api/knobs": lambda app, params, headers: knobs_http.get_knobs(app.directory, params, app.allow_set),
     "/": lambda app, params, headers: app.asset("index.html", headers),
     "/index.html": lambda app, params, headers: app.asset("index.html", headers),
+}
+# The routes that take POST (no body: parameters in the query string).
+POST_ROUTES: dict[str, Route] = {
+    "/api/knobs": lambda app, params, headers: knobs_http.post_knobs(app.directory, params, headers, app.allow_set),
 }

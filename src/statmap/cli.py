@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import cli_knobs  # imported here, not when the parser is built: a process out of descriptors still runs
 from .directory import ENV_DIR, default_directory
 from .discover import statmap_files
 from .errors import CollectionError, DirectoryError, ResourceError
@@ -101,6 +102,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             from .cli_fleet import process_notes
 
             print(render_text(snapshots, errors, process_notes(snapshots) if args.process_metrics else None))
+            if knob_lines := cli_knobs.show_lines([s.path for s in snapshots]):  # knobs (docs/knobs.md)
+                print(printable_lines(knob_lines))
     return 1 if errors else 0
 
 
@@ -370,6 +373,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.clean_interval <= 0:
         print("statmap serve: --clean-interval must be a positive number of seconds", file=sys.stderr)
         return 2
+    if args.allow_set and not (args.token or os.environ.get("STATMAP_TOKEN")):
+        print("statmap serve: --allow-set needs a token (--token or $STATMAP_TOKEN)", file=sys.stderr)
+        return 2
     try:
         pusher = start_otlp(args, directory)  # --otlp: a thread pushing the aggregate (cli_fleet.py)
     except (ImportError, ValueError) as exc:
@@ -386,6 +392,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             include_text=args.include_text, header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
             write_timeout=args.write_timeout, max_connections=args.max_connections, threads=args.threads,
             process_metrics=args.process_metrics,
+            allow_set=args.allow_set,
         )  # fmt: skip
     finally:
         if pusher is not None:
@@ -430,6 +437,7 @@ def _add_serve_command(sub: Any) -> None:
     serve.add_argument("--publisher-label", choices=("auto", "always"), default="auto")
     serve.add_argument("--include-text", action="store_true", help="also export text metrics (as info)")
     serve.add_argument("--access-log", action="store_true", help="log every request on stderr")
+    serve.add_argument("--allow-set", action="store_true", help="enable POST /api/knobs (needs --token; docs/knobs.md)")
     limits = serve.add_argument_group("limits (docs/serve.md#limits)")
     limits.add_argument(
         "--header-timeout", type=_positive(float), default=S.DEFAULT_HEADER_TIMEOUT, metavar="SECONDS",
@@ -491,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_fleet import register
 
     register(sub)  # --process-metrics, push (cli_fleet.py)
+    cli_knobs.add_commands(sub)  # statmap set, statmap knobs
 
     demo = sub.add_parser("demo", help="start worker processes publishing metrics and show them live")
     demo.add_argument("--seconds", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from . import LogBuckets, Stats
 from . import metrics as m
 from .discover import statmap_files
+from .knobs import Knob
 from .render import read_snapshots, render_text
 
 if TYPE_CHECKING:
@@ -37,6 +38,9 @@ class DemoStats(Stats):
     last_path = m.Text("Last path served", size=64)
     state = m.Enum("Worker state", states=("starting", "serving", "draining"))
     build = m.Info("Build information", values={"version": "0.1.0", "python": sys.version.split()[0]})
+    # Knobs (docs/knobs.md): `statmap set demo-web error_rate=0.5 slow_mode=true --dir DIR`
+    error_rate = Knob("Share of requests answered 500", default=0.05, min=0.0, max=1.0)
+    slow_mode = Knob("Serve every request 10x slower", default=False)
 
 
 PATHS = ("/", "/index", "/api/users", "/api/orders", "/static/app.js", "/health", "/search?q=café")
@@ -60,17 +64,17 @@ def worker(directory: str, seed: int) -> None:
         for _ in range(rng.randint(5, 40)):
             path = rng.choice(PATHS)
             method = "GET" if rng.random() < 0.8 else "POST"
-            status = "200" if rng.random() < 0.95 else rng.choice(("404", "500"))
+            status = "500" if rng.random() < stats.error_rate.value else "200" if rng.random() < 0.98 else "404"
             stats.requests.labels(method, status).inc()
             stats.bytes_sent.inc(rng.randint(200, 20000))
-            stats.latency.observe(rng.lognormvariate(-4.5, 1.0))
+            stats.latency.observe(rng.lognormvariate(-4.5, 1.0) * (10.0 if stats.slow_mode.value else 1.0))
             stats.payload.observe(rng.randint(0, 4096))
             stats.last_path.set(path)
         stats.in_flight.set(rng.randint(0, 8))
         stats.queue_depth.set(max(0.0, rng.gauss(10, 5)))
         if rng.random() < 0.02:
             stats.state.state("draining" if stats.state.get() == "serving" else "serving")
-        time.sleep(0.1)
+        time.sleep(0.5 if stats.slow_mode.value else 0.1)
     stats.close()
 
 
@@ -99,6 +103,7 @@ def run_demo(seconds: float | None = None, workers: int = 3, directory: str | No
     if server is not None:
         print(f"statmap demo: dashboard at {server.url} (metrics at {server.url}metrics)")
     print(f"read them from another terminal with: statmap show --dir {directory}")
+    print(f"turn its knobs with: statmap set demo-web error_rate=0.5 slow_mode=true --dir {directory}")
     interactive = sys.stdout.isatty()
     deadline = None if seconds is None else time.monotonic() + seconds
     try:

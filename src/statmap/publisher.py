@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .knobs import Knob
 from .metrics import Counter, Enum, Gauge, Histogram, Info, Summary, Text, Timer
 from .owner import (
     DEFAULT_CAPACITY,
@@ -70,3 +71,7 @@ class Publisher(FileOwner):
 
     def timer(self, name: str, help: str = "", **options: Any) -> Any:
         return Timer(help, name=name, **options).bind(self)
+
+    def knob(self, name: str, help: str = "", **options: Any) -> Any:
+        """A knob an operator can change (``statmap set``): ``pub.knob("rate", default=100, min=1)``."""
+        return Knob(help, name=name, **options).bind(self)

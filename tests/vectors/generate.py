@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import statmap
 from statmap import _layout as L
+from statmap.knob_state import file_knobs_json
 from statmap.publisher import Publisher
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -109,6 +110,48 @@ def _grown(p: Publisher) -> None:
         c.labels(f"item-{i:03d}").inc(i)
 
 
+def _knobs(p: Publisher) -> None:
+    """Knob records (format 1.1, docs/format.md section 13), with fixed published states."""
+    from statmap.knob_values import Change, KnobState
+
+    when = CREATED_NS + 30_000_000_000
+    maintenance = p.knob("maintenance", "Refuse new work", default=False)
+    rate = p.knob("rate_limit", "Requests per second allowed", default=100, min=1, max=10_000)
+    level = p.knob("log_level", "Log level", default="info", choices=("debug", "info", "warning", "error"))
+    ratio = p.knob("error_rate", "Share of requests to fail", default=0.0, min=0.0, max=1.0)
+    banner = p.knob("banner", "Banner text", default="", size=32)
+    maintenance._publish(
+        KnobState(
+            7,
+            7,
+            "operator",
+            1000,
+            999,
+            when,
+            "true",
+            history=(Change(when + 1000, "operator", 1000, 999, "false", "true"),),
+        )
+    )
+    rate._publish(KnobState(7, 0, "environment", 1000, 4242, CREATED_NS, "250"))
+    level._publish(
+        KnobState(
+            7,
+            0,
+            "default",
+            1000,
+            4242,
+            CREATED_NS,
+            "info",
+            7,
+            "verbose",
+            "'verbose' is not one of debug, info, warning, error",
+            when,
+        )
+    )
+    ratio._publish(KnobState(7, 0, "default", 1000, 4242, CREATED_NS, "0.0"))
+    banner._publish(KnobState(0, 0, "default", 1000, 4242, CREATED_NS, ""))
+
+
 def _all_types(p: Publisher) -> None:
     for build in (_counter, _float_counter, _gauge, _histogram, _summary, _text, _info, _enum):
         build(p)
@@ -128,12 +171,14 @@ VECTORS: dict[str, Callable[[Publisher], None]] = {
     "grown": _grown,
     "all_types": _all_types,
     "closed": _counter,
+    "knobs": _knobs,
 }
 
 
 def build(name: str, directory: str) -> bytes:
     """Write vector ``name`` with the reference writer; return the file's bytes."""
-    index = sorted(VECTORS).index(name)
+    # knobs (since 1.1) comes last, so the vectors of 1.0 keep their identities
+    index = sorted(n for n in VECTORS if n != "knobs").index(name) if name != "knobs" else len(VECTORS) - 1
     pub = Publisher(name, directory, capacity=4096, _identity=identity(name, index))
     VECTORS[name](pub)
     if name == "closed":
@@ -151,6 +196,29 @@ def expected_json(path: str) -> dict[str, object]:
     return {"processes": [doc]}
 
 
+def knobs_json(path: str) -> list[dict[str, object]] | None:
+    """NAME.knobs.json: the knobs of a vector as ``statmap knobs --json`` lists them (format 1.1)."""
+    return file_knobs_json(path)
+
+
+def control_vector() -> tuple[bytes, list[dict[str, object]]]:
+    """control.knobs, a control file (format 1.1, docs/format.md section 13), and its entries as JSON."""
+    from statmap.knob_values import Control, Entry, encode_control
+
+    when = CREATED_NS + 60_000_000_000
+    control = Control(
+        CREATED_NS + 60_000_000_001,
+        (
+            Entry("maintenance", "", "set", "true", 1000, 999, when),
+            Entry("rate_limit", "4243:123457", "set", "50", 1000, 999, when),
+            Entry("log_level", "", "reset", "", 1000, 998, when - 1),
+            Entry("banner", "", "set", "héllo, wörld:1,", 1000, 999, when),
+        ),
+    )
+    data = encode_control(control).encode("utf-8")
+    return data, [{"seq": control.seq}, *(dict(vars(e)) for e in control.entries)]
+
+
 def main() -> int:
     work = tempfile.mkdtemp()
     try:
@@ -162,7 +230,18 @@ def main() -> int:
             with open(os.path.join(HERE, f"{name}.json"), "w") as f:
                 json.dump(expected_json(target), f, indent=2, ensure_ascii=False)
                 f.write("\n")
+            found = knobs_json(target)
+            if found is not None:
+                with open(os.path.join(HERE, f"{name}.knobs.json"), "w") as f:
+                    json.dump(found, f, indent=2, ensure_ascii=False)
+                    f.write("\n")
             print(f"{name}: {len(data)} bytes")
+        data, doc = control_vector()
+        with open(os.path.join(HERE, "control.knobs"), "wb") as f:
+            f.write(data)
+        with open(os.path.join(HERE, "control.knobs.json"), "w") as f:
+            json.dump(doc, f, indent=2, ensure_ascii=False)
+            f.write("\n")
     finally:
         shutil.rmtree(work)
     return 0
