@@ -12,7 +12,7 @@ What they guarantee (see docs/format.md and the README):
   the *same* series from several threads at once can be lost (the GIL may
   switch threads between the load and the store). Use the C cells for that.
 * Multi-word values (histogram, summary, text) are written through a
-  per-cell queue drained by whoever holds a non-blocking lock, so
+  per-cell queue drained by whoever holds its one-token lock, so
   concurrent threads and signal handlers never interleave two writes, never
   deadlock, and lose nothing. The sequence protocol is followed in program
   order; CPython issues no memory fences, so readers on weakly ordered CPUs
@@ -24,7 +24,6 @@ from __future__ import annotations
 import bisect
 import math
 import sys
-import threading
 import time
 from collections import deque
 from typing import Any
@@ -73,6 +72,8 @@ __all__ = [
 ]
 
 _U64 = (1 << 64) - 1
+_COPY0 = VALUE_COPIES // 8  # word index of a double-buffered value's first copy, from its sequence word
+_bisect_left = bisect.bisect_left
 
 
 def _views(buffer: Any, offset: int, size: int) -> tuple[memoryview[int], memoryview[float]]:
@@ -158,7 +159,7 @@ def move_cells(cells: Any, dst: Any, src: Any, start: int, end: int) -> None:
     """
     memoryview(dst)[start:end] = memoryview(src)[start:end]
     for cell in cells:
-        _Cell._rebind(cell, dst)  # not _Latched's: its queue and lock stay (we may be inside its _apply)
+        _Cell._rebind(cell, dst)  # not _Latched's: its queue and token stay (we may be inside its _apply)
 
 
 class Counter(_Cell):
@@ -284,41 +285,61 @@ class Enum(_Cell):
 
 
 class _Latched(_Cell):
-    """A double-buffered value: writes are queued and applied one at a time."""
+    """A double-buffered value: writes are queued and applied one at a time.
 
-    __slots__ = ("_lock", "_queue", "_words")
+    The writer's lock is a list holding one token: ``pop()`` is the
+    non-blocking acquire (IndexError: someone is writing) and ``append`` the
+    release. Both are single atomic calls, like ``Lock.acquire(False)`` and
+    ``release()``, at a third of their cost on the hot path.
+    """
+
+    __slots__ = ("_free", "_queue", "_words")
 
     def _setup(self, buffer: Any, offset: int, copy_size: int) -> None:
         self._words = copy_size // 8
         self._queue: deque[Any] = deque()
-        self._lock = threading.Lock()
+        self._free = [True]
         self._attach(buffer, offset, 8 + 2 * copy_size)
 
     def _rebind(self, buffer: Any, offset: int | None = None, pending: Any = None) -> None:
-        # After fork the lock may be held by a thread that no longer exists.
+        # After fork the token may be held by a thread that no longer exists.
         self._queue = deque()
-        self._lock = threading.Lock()
+        self._free = [True]
         super()._rebind(buffer, offset, pending)
 
     def _submit(self, item: Any) -> None:
-        queue, lock = self._queue, self._lock
-        if lock.acquire(blocking=False):  # uncontended: apply at once
+        queue, free = self._queue, self._free
+        try:
+            free.pop()
+        except IndexError:  # another thread, or the code a signal handler interrupted, is writing
+            queue.append(item)
+        else:  # uncontended: apply at once
             try:
                 self._apply(item)
                 while queue:
                     self._apply(queue.popleft())
             finally:
-                lock.release()
-        else:  # another thread, or the code a signal handler interrupted, is writing
-            queue.append(item)
-        # Whoever holds the lock drains the queue; re-check after releasing
-        # so an item queued during the release is never stranded.
-        while queue and lock.acquire(blocking=False):
+                free.append(True)
+        self._drain()
+
+    def _queue_item(self, item: Any) -> None:
+        self._queue.append(item)
+        self._drain()
+
+    def _drain(self) -> None:
+        # Whoever holds the token drains the queue; re-check after giving it
+        # back so an item queued during the release is never stranded.
+        queue, free = self._queue, self._free
+        while queue:
+            try:
+                free.pop()
+            except IndexError:
+                return  # its holder drains it
             try:
                 while queue:
                     self._apply(queue.popleft())
             finally:
-                lock.release()
+                free.append(True)
 
     def _apply(self, item: Any) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -353,10 +374,36 @@ class Summary(_Latched):
         self._setup(buffer, offset, SUMMARY_COPY_SIZE)
 
     def observe(self, value: float) -> None:
-        d = _amount(value)
+        d = value if value.__class__ is float else _amount(value)
         if d != d:
             raise ValueError("cannot observe NaN")
-        self._submit(d)
+        free = self._free
+        try:
+            free.pop()  # the writer's token (see _Latched)
+        except IndexError:  # another thread, or the code a signal handler interrupted, is writing
+            self._queue_item(d)
+            return
+        # _submit's uncontended case with _apply's stores inlined: observe is the hot path and
+        # each Python call saved is ~50 ns (keep the two alike; the queued path runs _apply)
+        try:
+            q = self._q  # one name a line: a 4-tuple on the right is built, then unpacked
+            f = self._d
+            seq = self._i
+            m = _U64
+            c0 = seq + _COPY0
+            c1 = c0 + 2  # SUMMARY_COPY_SIZE // 8
+            count, total = (q[c1] + 1) & m, f[c1 + 1] + d
+            s = (q[seq] + 1) & m
+            q[seq] = s  # odd: readers take copy 1
+            q[c0] = count
+            f[c0 + 1] = total  # type: ignore[call-overload]
+            q[seq] = (s + 1) & m  # even: readers take copy 0
+            q[c1] = count
+            f[c1 + 1] = total  # type: ignore[call-overload]
+        finally:
+            free.append(True)
+        if self._queue:  # queued meanwhile by a signal handler or another thread
+            self._drain()
 
     def time(self) -> Timing:
         return Timing(self.observe)
@@ -403,7 +450,34 @@ class Histogram(_Latched):
         d = value if value.__class__ is float else _amount(value)
         if d != d:
             raise ValueError("cannot observe NaN")
-        self._submit(d)
+        free = self._free
+        try:
+            free.pop()  # the writer's token (see _Latched)
+        except IndexError:  # another thread, or the code a signal handler interrupted, is writing
+            self._queue_item(d)
+            return
+        try:  # as in Summary.observe: _apply's stores inlined (keep the two alike)
+            q = self._q  # one name a line: a 4-tuple on the right is built, then unpacked
+            f = self._d
+            seq = self._i
+            m = _U64
+            c0 = seq + _COPY0
+            c1 = c0 + self._words
+            b = 2 + _bisect_left(self._bounds, d)
+            count, total, bucket = (q[c1] + 1) & m, f[c1 + 1] + d, (q[c1 + b] + 1) & m
+            s = (q[seq] + 1) & m
+            q[seq] = s  # odd: readers take copy 1
+            q[c0] = count
+            f[c0 + 1] = total  # type: ignore[call-overload]
+            q[c0 + b] = bucket
+            q[seq] = (s + 1) & m  # even: readers take copy 0
+            q[c1] = count
+            f[c1 + 1] = total  # type: ignore[call-overload]
+            q[c1 + b] = bucket
+        finally:
+            free.append(True)
+        if self._queue:
+            self._drain()
 
     def _apply(self, d: float) -> None:
         # _write's steps, unrolled for the three words an observation changes
