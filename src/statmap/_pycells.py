@@ -39,6 +39,8 @@ from ._layout import (
     histogram_copy_size,
     text_copy_size,
 )
+from ._pyfamily import Family as Family  # the labelled-family lookup (_family.c in C)
+from ._pypending import PendingView as _Pending  # a forked child's cell before its file exists
 from ._timing import InProgress, Timing
 
 if sys.byteorder != "little":  # pragma: no cover - the format is little-endian
@@ -116,38 +118,6 @@ class _Cell:
         # while updates go on). They are freed, and the mapping's export with
         # them, when the last method using them returns; until then the
         # mapping stays valid (the publisher cannot unmap it while a view exists).
-
-
-class _Pending:
-    """A cell's view of private memory in a forked child whose file does not exist yet.
-
-    Reads go to the private memory; the first store calls ``create`` (which
-    creates the file and re-points every cell, retargeting this view) and
-    then goes to wherever the cell now points. Cells with a file never see
-    one of these, so their write path costs nothing more.
-    """
-
-    __slots__ = ("_create", "_view")
-
-    def __init__(self, view: Any, create: Any) -> None:
-        self._view = view
-        self._create = create
-
-    def __getitem__(self, i: Any) -> Any:
-        return self._view[i]
-
-    def __setitem__(self, i: Any, value: Any) -> None:
-        create = self._create
-        if create is not None:
-            create()  # retargets us unless creation is already under way in this thread
-        self._view[i] = value
-
-    def _retarget(self, view: Any) -> None:
-        self._view = view._view if isinstance(view, _Pending) else view
-        self._create = view._create if isinstance(view, _Pending) else None
-
-    def release(self) -> None:
-        pass
 
 
 def move_cells(cells: Any, dst: Any, src: Any, start: int, end: int) -> None:
@@ -287,10 +257,8 @@ class Enum(_Cell):
 class _Latched(_Cell):
     """A double-buffered value: writes are queued and applied one at a time.
 
-    The writer's lock is a list holding one token: ``pop()`` is the
-    non-blocking acquire (IndexError: someone is writing) and ``append`` the
-    release. Both are single atomic calls, like ``Lock.acquire(False)`` and
-    ``release()``, at a third of their cost on the hot path.
+    The writer's lock is a list of one token: ``pop()`` is a non-blocking acquire (IndexError: taken),
+    ``append`` the release; atomic calls like ``Lock.acquire(False)``/``release()``, a third of their cost.
     """
 
     __slots__ = ("_free", "_queue", "_words")
@@ -386,20 +354,15 @@ class Summary(_Latched):
         # _submit's uncontended case with _apply's stores inlined: observe is the hot path and
         # each Python call saved is ~50 ns (keep the two alike; the queued path runs _apply)
         try:
-            q = self._q  # one name a line: a 4-tuple on the right is built, then unpacked
-            f = self._d
-            seq = self._i
+            q, f, seq = self._q, self._d, self._i  # (up to 3 names: no tuple is built)
             m = _U64
-            c0 = seq + _COPY0
-            c1 = c0 + 2  # SUMMARY_COPY_SIZE // 8
+            c0, c1 = seq + 1, seq + 3  # the copies: VALUE_COPIES // 8, + SUMMARY_COPY_SIZE // 8 (asserted below)
             count, total = (q[c1] + 1) & m, f[c1 + 1] + d
             s = (q[seq] + 1) & m
             q[seq] = s  # odd: readers take copy 1
-            q[c0] = count
-            f[c0 + 1] = total  # type: ignore[call-overload]
+            q[c0], f[c0 + 1] = count, total  # type: ignore[call-overload]
             q[seq] = (s + 1) & m  # even: readers take copy 0
-            q[c1] = count
-            f[c1 + 1] = total  # type: ignore[call-overload]
+            q[c1], f[c1 + 1] = count, total  # type: ignore[call-overload]
         finally:
             free.append(True)
         if self._queue:  # queued meanwhile by a signal handler or another thread
@@ -422,6 +385,9 @@ class Summary(_Latched):
         q[c0], f[c0 + 1] = count, total  # type: ignore[call-overload]
         q[seq] = (s + 1) & _U64
         q[c1], f[c1 + 1] = count, total  # type: ignore[call-overload]
+
+
+assert _COPY0 == 1 and SUMMARY_COPY_SIZE == 16  # Summary.observe's word offsets
 
 
 class Histogram(_Latched):
@@ -457,9 +423,7 @@ class Histogram(_Latched):
             self._queue_item(d)
             return
         try:  # as in Summary.observe: _apply's stores inlined (keep the two alike)
-            q = self._q  # one name a line: a 4-tuple on the right is built, then unpacked
-            f = self._d
-            seq = self._i
+            q, f, seq = self._q, self._d, self._i  # (up to 3 names: no tuple is built)
             m = _U64
             c0 = seq + _COPY0
             c1 = c0 + self._words
@@ -467,13 +431,9 @@ class Histogram(_Latched):
             count, total, bucket = (q[c1] + 1) & m, f[c1 + 1] + d, (q[c1 + b] + 1) & m
             s = (q[seq] + 1) & m
             q[seq] = s  # odd: readers take copy 1
-            q[c0] = count
-            f[c0 + 1] = total  # type: ignore[call-overload]
-            q[c0 + b] = bucket
+            q[c0], f[c0 + 1], q[c0 + b] = count, total, bucket  # type: ignore[call-overload]
             q[seq] = (s + 1) & m  # even: readers take copy 0
-            q[c1] = count
-            f[c1 + 1] = total  # type: ignore[call-overload]
-            q[c1 + b] = bucket
+            q[c1], f[c1 + 1], q[c1 + b] = count, total, bucket  # type: ignore[call-overload]
         finally:
             free.append(True)
         if self._queue:
@@ -620,43 +580,3 @@ def sum_latches(buffers: Any, offsets: Any, sizes: Any) -> list[tuple[Any, ...]]
             if acc[0] > _U64 or any(acc[k] > _U64 for k in range(2, size // 8)):
                 raise OverflowError("a summed count passed 2**64")
     return [tuple(t) for t in totals]
-
-
-# -- Labelled metrics ----------------------------------------------------------
-
-
-class Family:
-    """A labelled metric's child lookup (see ``Family`` in _cells.c)."""
-
-    __slots__ = ("_children", "_create", "label_names", "name")
-
-    def __init__(self, name: str, label_names: tuple[str, ...], children: dict[Any, Any], create: Any) -> None:
-        self.name = name
-        self.label_names = label_names
-        self._children = children
-        self._create = create
-
-    def labels(self, *values: Any, **by_name: Any) -> Any:
-        """The series for these label values, by position or by name."""
-        key: tuple[Any, ...] | None = values
-        if by_name:
-            key = None
-            if not values and len(by_name) == len(self.label_names):
-                try:
-                    key = tuple(by_name[n] for n in self.label_names)
-                except KeyError:
-                    pass
-        if key is not None:
-            try:
-                return self._children[key]
-            except (KeyError, TypeError):
-                pass
-        return self._create(values, by_name)
-
-    def _no_labels(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(f"{self.name} has labels {self.label_names!r}: call .labels(...) first")
-
-    inc = dec = set = observe = time = get = state = info = track_inprogress = _no_labels
-
-    def __repr__(self) -> str:
-        return f"<statmap.Family {self.name!r} labels={self.label_names!r} series={len(self._children)}>"

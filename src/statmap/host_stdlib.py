@@ -22,6 +22,15 @@ from collections import deque
 from typing import Any
 
 from .app import TOKEN_ENV, StatmapApp
+
+# the defaults live apart so that the CLI's parser can read them without importing the server
+from .hostdefaults import DEFAULT_HEADER_TIMEOUT as DEFAULT_HEADER_TIMEOUT
+from .hostdefaults import DEFAULT_HOST as DEFAULT_HOST
+from .hostdefaults import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
+from .hostdefaults import DEFAULT_MAX_CONNECTIONS as DEFAULT_MAX_CONNECTIONS
+from .hostdefaults import DEFAULT_PORT as DEFAULT_PORT
+from .hostdefaults import DEFAULT_THREADS as DEFAULT_THREADS
+from .hostdefaults import DEFAULT_WRITE_TIMEOUT as DEFAULT_WRITE_TIMEOUT
 from .httputil import (
     _HEAD_END,
     MAX_HEAD,
@@ -35,16 +44,6 @@ from .httputil import (
     is_loopback,
 )
 from .render import printable
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 9464  # the port Prometheus' registry of default ports gives statmap-like exporters
-# The standalone server's limits (docs/serve.md, "Limits"): slow or idle clients cannot hold it.
-DEFAULT_HEADER_TIMEOUT = 10.0  # seconds to send a whole request head
-DEFAULT_IDLE_TIMEOUT = 60.0  # seconds a keep-alive connection may wait for its next request
-DEFAULT_WRITE_TIMEOUT = 30.0  # seconds to take a whole response
-DEFAULT_MAX_CONNECTIONS = 256  # open connections (at most half the descriptor limit)
-DEFAULT_THREADS = 8  # workers running requests (collections are shared, so few are needed)
-
 
 # The standalone server: one I/O thread and a fixed pool of worker threads.
 #
