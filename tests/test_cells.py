@@ -194,3 +194,32 @@ def test_pure_observations_queued_while_a_write_is_under_way_land_like_direct_on
     for v in values:
         c_cell.observe(v)
     assert bytes(c_buf) == bytes(direct_buf)
+
+
+@pytest.mark.parametrize(
+    ("size", "make", "words"),
+    [
+        (L.value_size(L.MetricType.SUMMARY, 0, 0), lambda m, b: m.Summary(b, 0), (1, 3)),
+        (L.value_size(L.MetricType.HISTOGRAM, 1, 0), lambda m, b: m.Histogram(b, 0, (1.0,)), (1, 3, 5, 7)),
+    ],
+    ids=["summary", "histogram"],
+)
+@pytest.mark.parametrize("seq", [0, 2**64 - 2, 2**64 - 1])
+def test_counts_and_sequence_wrap_past_2_64_alike_in_both_backends(
+    size: int, make: Callable[[ModuleType, mmap.mmap], Any], words: tuple[int, ...], seq: int
+) -> None:
+    """The pure observe() takes a shorter path unless a word would pass 2**64 - 1; the words wrap as
+    the C cells' unsigned adds do (counts at the limit, the sequence word at its last values)."""
+    bufs = {}
+    for module in (_pycells, _c_module()):
+        buf = mmap.mmap(-1, size)
+        words_view = memoryview(buf).cast("Q")
+        words_view[0] = seq
+        for w in words:  # copy 0 and copy 1: count (and the first bucket) at the limit
+            words_view[w] = 2**64 - 1
+        cell = make(module, buf)
+        cell.observe(0.5)
+        cell.observe(0.25)
+        bufs[module.__name__] = bytes(buf)
+        words_view.release()
+    assert bufs["statmap._pycells"] == bufs["statmap._cells"]

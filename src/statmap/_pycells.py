@@ -355,14 +355,16 @@ class Summary(_Latched):
         # each Python call saved is ~50 ns (keep the two alike; the queued path runs _apply)
         try:
             q, f, seq = self._q, self._d, self._i  # (up to 3 names: no tuple is built)
-            m = _U64
             c0, c1 = seq + 1, seq + 3  # the copies: VALUE_COPIES // 8, + SUMMARY_COPY_SIZE // 8 (asserted below)
-            count, total = (q[c1] + 1) & m, f[c1 + 1] + d
-            s = (q[seq] + 1) & m
-            q[seq] = s  # odd: readers take copy 1
-            q[c0], f[c0 + 1] = count, total  # type: ignore[call-overload]
-            q[seq] = (s + 1) & m  # even: readers take copy 0
-            q[c1], f[c1 + 1] = count, total  # type: ignore[call-overload]
+            count, s = q[c1] + 1, q[seq] + 1
+            if count > _U64 or s >= _U64:  # past 2**64 - 1: _apply wraps (masks cost ~30 ns each, compares ~0)
+                self._apply(d)
+            else:
+                total = f[c1 + 1] + d
+                q[seq] = s  # odd: readers take copy 1
+                q[c0], f[c0 + 1] = count, total  # type: ignore[call-overload]
+                q[seq] = s + 1  # even: readers take copy 0
+                q[c1], f[c1 + 1] = count, total  # type: ignore[call-overload]
         finally:
             free.append(True)
         if self._queue:  # queued meanwhile by a signal handler or another thread
@@ -424,16 +426,18 @@ class Histogram(_Latched):
             return
         try:  # as in Summary.observe: _apply's stores inlined (keep the two alike)
             q, f, seq = self._q, self._d, self._i  # (up to 3 names: no tuple is built)
-            m = _U64
             c0 = seq + _COPY0
             c1 = c0 + self._words
             b = 2 + _bisect_left(self._bounds, d)
-            count, total, bucket = (q[c1] + 1) & m, f[c1 + 1] + d, (q[c1 + b] + 1) & m
-            s = (q[seq] + 1) & m
-            q[seq] = s  # odd: readers take copy 1
-            q[c0], f[c0 + 1], q[c0 + b] = count, total, bucket  # type: ignore[call-overload]
-            q[seq] = (s + 1) & m  # even: readers take copy 0
-            q[c1], f[c1 + 1], q[c1 + b] = count, total, bucket  # type: ignore[call-overload]
+            count, bucket, s = q[c1] + 1, q[c1 + b] + 1, q[seq] + 1
+            if count > _U64 or bucket > _U64 or s >= _U64:  # past 2**64 - 1: _apply wraps
+                self._apply(d)
+            else:
+                total = f[c1 + 1] + d
+                q[seq] = s  # odd: readers take copy 1
+                q[c0], f[c0 + 1], q[c0 + b] = count, total, bucket  # type: ignore[call-overload]
+                q[seq] = s + 1  # even: readers take copy 0
+                q[c1], f[c1 + 1], q[c1 + b] = count, total, bucket  # type: ignore[call-overload]
         finally:
             free.append(True)
         if self._queue:
