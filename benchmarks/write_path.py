@@ -79,6 +79,11 @@ STATMAP = [
     ("diag_gauge_set", "local_gauge.set(v)", "diagnostic: set(v) on the series held in a local variable"),
     ("diag_histogram_observe", "local_hist.observe(v)", "diagnostic: observe(v) on the series in a local variable"),
     ("diag_labels_pos", 'routes.labels("GET", "200")', "diagnostic: the positional child lookup alone"),
+    (
+        "diag_labels_kw_two",
+        'routes.labels(method="GET", status="200").inc(); routes.labels(method="PUT", status="200").inc()',
+        "diagnostic: two label sets in turn, by name (each call misses the last-hit shortcut): two calls",
+    ),
     ("diag_call_floor", "empty.clear()", "diagnostic: the cheapest C method call (dict.clear on an empty dict)"),
 ]
 
@@ -137,6 +142,7 @@ def setup_namespace(suite: str, workdir: str) -> tuple[dict[str, Any], dict[str,
 
         stats = BenchStats("bench", directory=workdir)
         stats.routes.labels("GET", "200").inc()  # the child exists before timing
+        stats.routes.labels("PUT", "200").inc()
         ns.update(
             stats=stats,
             requests=stats.requests,
