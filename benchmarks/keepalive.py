@@ -60,12 +60,12 @@ def start_workers(directory: str, processes: int) -> list[subprocess.Popen[str]]
     return procs
 
 
-def start_server(directory: str, src: str | None) -> tuple[subprocess.Popen[str], int]:
+def start_server(directory: str, src: str | None, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen[str], int]:
     env = dict(os.environ)
     if src:
         env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "statmap", "serve", "--dir", directory, "--port", "0"],
+        [sys.executable, "-m", "statmap", "serve", "--dir", directory, "--port", "0", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

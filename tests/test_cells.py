@@ -9,6 +9,7 @@ import mmap
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -159,3 +160,66 @@ def test_text_capacity_limit_is_the_layouts() -> None:
     buf = mmap.mmap(-1, L.value_size(L.MetricType.TEXT, 0, L.MAX_TEXT_CAPACITY + 8))
     with pytest.raises(ValueError, match=f"0..{L.MAX_TEXT_CAPACITY} bytes"):
         cells.Text(buf, 0, L.MAX_TEXT_CAPACITY + 1)
+
+
+@pytest.mark.parametrize(
+    ("size", "make"),
+    [
+        (L.value_size(L.MetricType.SUMMARY, 0, 0), lambda m, b: m.Summary(b, 0)),
+        (L.value_size(L.MetricType.HISTOGRAM, 3, 0), lambda m, b: m.Histogram(b, 0, (1.0, 2.0, 5.0))),
+    ],
+    ids=["summary", "histogram"],
+)
+def test_pure_observations_queued_while_a_write_is_under_way_land_like_direct_ones(
+    size: int, make: Callable[[ModuleType, mmap.mmap], Any]
+) -> None:
+    """observe() has its own inlined fast path; the queued path (another thread or the code a
+    signal handler interrupted holds the writer's token) must leave the same bytes, and both the
+    same bytes as the C cells."""
+    values: list[float] = [0.5, 3, 1.0, 7.5, 2.0, 0.25]  # exact sums: order cannot matter
+    direct_buf, queued_buf, c_buf = mmap.mmap(-1, size), mmap.mmap(-1, size), mmap.mmap(-1, size)
+    direct, queued = make(_pycells, direct_buf), make(_pycells, queued_buf)
+    for v in values:
+        direct.observe(v)
+    queued._free.pop()  # a write is under way: every observation is queued
+    for v in values[:-1]:
+        queued.observe(v)
+    assert queued.get()[0] == 0 and len(queued._queue) == len(values) - 1
+    queued._free.append(True)
+    queued.observe(values[-1])  # the next writer drains the queue
+    assert not queued._queue
+    assert bytes(queued_buf) == bytes(direct_buf)
+    assert queued.get() == direct.get()
+    c_cell = make(_c_module(), c_buf)
+    for v in values:
+        c_cell.observe(v)
+    assert bytes(c_buf) == bytes(direct_buf)
+
+
+@pytest.mark.parametrize(
+    ("size", "make", "words"),
+    [
+        (L.value_size(L.MetricType.SUMMARY, 0, 0), lambda m, b: m.Summary(b, 0), (1, 3)),
+        (L.value_size(L.MetricType.HISTOGRAM, 1, 0), lambda m, b: m.Histogram(b, 0, (1.0,)), (1, 3, 5, 7)),
+    ],
+    ids=["summary", "histogram"],
+)
+@pytest.mark.parametrize("seq", [0, 2**64 - 2, 2**64 - 1])
+def test_counts_and_sequence_wrap_past_2_64_alike_in_both_backends(
+    size: int, make: Callable[[ModuleType, mmap.mmap], Any], words: tuple[int, ...], seq: int
+) -> None:
+    """The pure observe() takes a shorter path unless a word would pass 2**64 - 1; the words wrap as
+    the C cells' unsigned adds do (counts at the limit, the sequence word at its last values)."""
+    bufs = {}
+    for module in (_pycells, _c_module()):
+        buf = mmap.mmap(-1, size)
+        words_view = memoryview(buf).cast("Q")
+        words_view[0] = seq
+        for w in words:  # copy 0 and copy 1: count (and the first bucket) at the limit
+            words_view[w] = 2**64 - 1
+        cell = make(module, buf)
+        cell.observe(0.5)
+        cell.observe(0.25)
+        bufs[module.__name__] = bytes(buf)
+        words_view.release()
+    assert bufs["statmap._pycells"] == bufs["statmap._cells"]

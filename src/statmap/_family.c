@@ -6,13 +6,22 @@
 
 /* A labelled metric's child lookup: labels(*values) or labels(**by_name) is
  * one dict lookup on the tuple of values in label order; a miss calls
- * create(values, by_name) (Python), which makes the child and caches it. */
+ * create(values, by_name) (Python), which makes the child and caches it.
+ *
+ * Before that, the last hit: when every value is the very object of the
+ * last looked-up key (a call site passing the same strings: literals,
+ * interned names), its child is returned with no tuple built, hashed or
+ * looked up. Sound because an entry of `children` never changes once made
+ * (metrics.py only adds; equal values always map to the same series) and
+ * `last_key` owns its values, so their addresses cannot be reused. */
 typedef struct {
     PyObject_HEAD
     PyObject *name;
     PyObject *label_names; /* tuple of str */
     PyObject *children;    /* dict: tuple of values -> series */
     PyObject *create;
+    PyObject *last_key;    /* tuple of the last hit's values, in label order, or NULL */
+    PyObject *last_child;  /* its series, or NULL */
 } Family;
 
 static void family_dealloc(Family *self)
@@ -22,6 +31,8 @@ static void family_dealloc(Family *self)
     Py_CLEAR(self->label_names);
     Py_CLEAR(self->children);
     Py_CLEAR(self->create);
+    Py_CLEAR(self->last_key);
+    Py_CLEAR(self->last_child);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -31,6 +42,8 @@ static int family_traverse(Family *self, visitproc visit, void *arg)
     Py_VISIT(self->label_names);
     Py_VISIT(self->children);
     Py_VISIT(self->create);
+    Py_VISIT(self->last_key);
+    Py_VISIT(self->last_child);
     return 0;
 }
 
@@ -91,16 +104,60 @@ static PyObject *family_key(Family *self, PyObject *const *args, Py_ssize_t narg
     return key;
 }
 
+/* The last hit's child if these arguments are its values, object for object; else NULL (no error). */
+static PyObject *family_last(Family *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *last = self->last_key;
+    if (!last)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(last);
+    if (!kwnames) {
+        if (nargs != n)
+            return NULL;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (args[i] != PyTuple_GET_ITEM(last, i))
+                return NULL;
+        return self->last_child;
+    }
+    if (nargs || PyTuple_GET_SIZE(kwnames) != n)
+        return NULL;
+    for (Py_ssize_t k = 0; k < n; k++) { /* names compared by identity: a miss just takes the usual way */
+        PyObject *kname = PyTuple_GET_ITEM(kwnames, k);
+        Py_ssize_t pos = -1;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (PyTuple_GET_ITEM(self->label_names, i) == kname) {
+                pos = i;
+                break;
+            }
+        if (pos < 0 || args[k] != PyTuple_GET_ITEM(last, pos))
+            return NULL;
+    }
+    return self->last_child;
+}
+
 static PyObject *family_labels(Family *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    PyObject *last = family_last(self, args, nargs, kwnames);
+    if (last) {
+        Py_INCREF(last);
+        return last;
+    }
     PyObject *key = family_key(self, args, nargs, kwnames);
     if (key) {
         PyObject *child = PyDict_GetItemWithError(self->children, key);
-        Py_DECREF(key);
         if (child) {
+            /* remember it: both fields set before the old ones are released (their
+             * deallocation may run Python code that calls labels() again) */
+            PyObject *old_key = self->last_key, *old_child = self->last_child;
+            Py_INCREF(child);
+            self->last_key = key; /* takes our reference */
+            self->last_child = child;
+            Py_XDECREF(old_key);
+            Py_XDECREF(old_child);
             Py_INCREF(child);
             return child;
         }
+        Py_DECREF(key);
     }
     if (PyErr_Occurred()) {
         if (!PyErr_ExceptionMatches(PyExc_TypeError)) /* unhashable values: the slow path copes */

@@ -99,6 +99,10 @@ def _raw(value: Any) -> Any:
     return value
 
 
+class WouldBlock(Exception):
+    """``handle(..., cached_only=True)`` cannot answer from what is already collected and rendered."""
+
+
 class _Snapshot:
     """One collection and what was derived from it, shared by every request until it is too old."""
 
@@ -162,6 +166,8 @@ class StatmapApp:
         self._closed = False
         self._snapshot: _Snapshot | None = None
         self._rates = Rates(RATE_WINDOW)  # the values of recent collections, for /api/series' rates
+        self._last_gzip: dict[str, tuple[bytes, bytes]] = {}  # format -> (text, its gzip), the latest
+        self._local = threading.local()  # .cached_only: this thread's handle() may not collect or render
         self.assets = load_assets()
         self.problems: list[str] = []  # the exposer's last problems (families left out)
 
@@ -191,6 +197,8 @@ class StatmapApp:
                 snap = self._snapshot
                 if snap is not None and (snap.taken >= arrived or arrived - snap.taken < self.max_age):
                     return snap
+                if getattr(self._local, "cached_only", False):
+                    raise WouldBlock  # neither collect nor wait for a collection
                 if not self._collecting:
                     self._collecting = True
                     break
@@ -212,6 +220,8 @@ class StatmapApp:
         key = (fmt, compressed)
         body = snap.bodies.get(key)
         if body is None:
+            if getattr(self._local, "cached_only", False):
+                raise WouldBlock
             with self._lock:
                 body = snap.bodies.get(key)
                 if body is None:
@@ -220,7 +230,14 @@ class StatmapApp:
                         plain = self._exposer.render(snap.collection, fmt).encode()
                         self.problems = list(self._exposer.problems)
                         snap.bodies[(fmt, False)] = plain
-                    body = gzip.compress(plain, 6) if compressed else plain
+                    body = plain
+                    if compressed:  # the same text as the last collection's (idle writers): its gzip again
+                        last = self._last_gzip.get(fmt)
+                        if last is not None and last[0] == plain:
+                            body = last[1]
+                        else:
+                            body = gzip.compress(plain, 6)
+                            self._last_gzip[fmt] = (plain, body)
                     snap.bodies[key] = body
         return body
 
@@ -247,14 +264,33 @@ class StatmapApp:
         return hmac.compare_digest(given, self._token)
 
     def handle(self, method: str, path: str, query: str, headers: dict[str, str]) -> Response:
+        """The response to one request; any thread, concurrently."""
         try:
             return self._handle(method, path, query, headers)
+        except WouldBlock:  # only under cached(): its caller asks again through handle()
+            raise
         except CollectionError as exc:  # every route: incomplete totals are never served (a 503 says why)
             print(f"statmap serve: {printable(path)}: {exc}", file=sys.stderr)
             return _text(503, f"collection failed: {exc}")
         except Exception as exc:  # noqa: BLE001 - one request's failure must not stop the server
             print(f"statmap serve: {method} {path}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return _text(500, "internal error (see the server's log)")
+
+    def cached(self, method: str, path: str, query: str, headers: dict[str, str]) -> Response | None:
+        """``handle()``'s response if it needs neither a collection nor a rendering, else None.
+
+        For a host's I/O thread answering ``/metrics`` from the shared
+        collection's body without handing the request to a worker (a thread
+        switch each way). Meant for ``/metrics``: other routes may do work
+        of their own. On None, ask ``handle()``.
+        """
+        self._local.cached_only = True
+        try:
+            return self.handle(method, path, query, headers)
+        except WouldBlock:
+            return None
+        finally:
+            self._local.cached_only = False
 
     def _handle(self, method: str, path: str, query: str, headers: dict[str, str]) -> Response:
         if self.allowed_hosts is not None:
@@ -295,6 +331,8 @@ class StatmapApp:
         if match and (problem := _bad_pattern(match)):
             return problem
         snap = self.snapshot()  # a CollectionError is a 503 (handle): never totals that read as a reset
+        if match and getattr(self._local, "cached_only", False):
+            raise WouldBlock  # rendered for this request alone
         if match:
             exposer = Exposer(match=match, **self._exposer_options)  # type: ignore[arg-type]
             body = exposer.render(snap.collection, fmt).encode()

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from . import cli_knobs  # imported here, not when the parser is built: a process out of descriptors still runs
@@ -249,6 +249,24 @@ def write_atomically(path: str, text: str) -> None:
         pass
 
 
+EXPORT_FORMATS = "{openmetrics,prometheus,json}"
+
+
+class _FormatNames:
+    """``export --format``'s choices: the names of ``expose.FORMATS`` (the table of export formats),
+    looked up only when argparse checks or lists them, so that other commands never import expose."""
+
+    def __contains__(self, name: object) -> bool:
+        from .expose import FORMATS
+
+        return name in FORMATS
+
+    def __iter__(self) -> Iterator[str]:
+        from .expose import FORMATS
+
+        return iter(FORMATS)
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     from .archive import clean
 
@@ -313,9 +331,9 @@ def _add_ops_commands(sub: Any) -> None:
 
     export = sub.add_parser("export", help="print the aggregated metrics as OpenMetrics, Prometheus text or JSON")
     export.add_argument("--dir", help=dir_help)
-    from .expose import FORMATS  # the table of export formats (expose is imported when needed, as elsewhere)
-
-    export.add_argument("--format", choices=tuple(FORMATS), default="openmetrics")
+    # the names are expose.FORMATS' (a test holds them equal); written out so that argparse, which
+    # formats every argument as it is added, does not import expose for the other commands
+    export.add_argument("--format", choices=_FormatNames(), default="openmetrics", metavar=EXPORT_FORMATS)
     export.add_argument(
         "--match",
         metavar="PATTERN",
@@ -417,8 +435,8 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
 
 
 def _add_serve_command(sub: Any) -> None:
-    from . import server as S
-    from .server import DEFAULT_HOST, DEFAULT_PORT
+    from . import hostdefaults as S  # not the server: building the parser must stay cheap
+    from .hostdefaults import DEFAULT_HOST, DEFAULT_PORT
 
     serve = sub.add_parser("serve", help="serve /metrics (Prometheus, OpenMetrics), a JSON API and a live dashboard")
     serve.add_argument("--dir", help=f"statmap directory (default: $STATMAP_DIR or {default_directory()})")
@@ -535,14 +553,9 @@ def version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .pattern import PatternError
-
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except PatternError as exc:  # --match: a pattern statmap refuses (docs/serve.md#patterns)
-        error(f"--match: {exc}")
-        return 2
     except DirectoryError as exc:
         # a missing/unreadable --dir or --output directory: a usage error, like argparse's
         error(exc)
@@ -556,6 +569,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout closed early (e.g. piped into head): not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        # --match: a pattern statmap refuses (docs/serve.md#patterns). Only raised once pattern.py
+        # is imported, so it is not imported here (start-up time of the commands that do not match).
+        pattern = sys.modules.get(f"{__package__}.pattern")
+        if pattern is None or not isinstance(exc, pattern.PatternError):
+            raise
+        error(f"--match: {exc}")
+        return 2
 
 
 if __name__ == "__main__":

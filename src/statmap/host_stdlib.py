@@ -23,10 +23,20 @@ from typing import Any
 
 from . import history
 from .app import TOKEN_ENV, StatmapApp
+
+# the defaults live apart so that the CLI's parser can read them without importing the server
+from .hostdefaults import DEFAULT_HEADER_TIMEOUT as DEFAULT_HEADER_TIMEOUT
+from .hostdefaults import DEFAULT_HOST as DEFAULT_HOST
+from .hostdefaults import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
+from .hostdefaults import DEFAULT_MAX_CONNECTIONS as DEFAULT_MAX_CONNECTIONS
+from .hostdefaults import DEFAULT_PORT as DEFAULT_PORT
+from .hostdefaults import DEFAULT_THREADS as DEFAULT_THREADS
+from .hostdefaults import DEFAULT_WRITE_TIMEOUT as DEFAULT_WRITE_TIMEOUT
 from .httputil import (
     _HEAD_END,
     MAX_HEAD,
     REASONS,
+    Response,
     _http_date,
     _loopback_hosts,
     _parse_head,
@@ -36,16 +46,6 @@ from .httputil import (
     is_loopback,
 )
 from .render import printable
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 9464  # the port Prometheus' registry of default ports gives statmap-like exporters
-# The standalone server's limits (docs/serve.md, "Limits"): slow or idle clients cannot hold it.
-DEFAULT_HEADER_TIMEOUT = 10.0  # seconds to send a whole request head
-DEFAULT_IDLE_TIMEOUT = 60.0  # seconds a keep-alive connection may wait for its next request
-DEFAULT_WRITE_TIMEOUT = 30.0  # seconds to take a whole response
-DEFAULT_MAX_CONNECTIONS = 256  # open connections (at most half the descriptor limit)
-DEFAULT_THREADS = 8  # workers running requests (collections are shared, so few are needed)
-
 
 # The standalone server: one I/O thread and a fixed pool of worker threads.
 #
@@ -167,6 +167,7 @@ class StatmapHTTPServer:
         self._stopped.set()
         self._paused_until = 0.0  # accepting paused (out of descriptors) until then
         self._reserve: int | None = os.open(os.devnull, os.O_RDONLY)  # freed to refuse a client at EMFILE
+        self._fast = type(app).handle is StatmapApp.handle  # an app with its own handle() sees every request
         self._workers = [
             threading.Thread(target=self._worker, name=f"statmap-serve-{i}", daemon=True) for i in range(threads)
         ]
@@ -355,8 +356,9 @@ class StatmapHTTPServer:
         conn.buf += data
         self._next_request(conn)
 
-    def _next_request(self, conn: _Conn) -> None:
-        """Start the request whose head is complete in ``conn.buf``, if any."""
+    def _next_request(self, conn: _Conn, fast: bool = True) -> None:
+        """Start the request whose head is complete in ``conn.buf``, if any. ``fast``: a ``/metrics`` the
+        shared rendered body answers is answered here, not by a worker (two thread switches saved)."""
         found = _HEAD_END.search(conn.buf, 0, MAX_HEAD + 4)
         if found is None:
             if len(conn.buf) > MAX_HEAD:
@@ -375,10 +377,39 @@ class StatmapHTTPServer:
             # No route takes a body: answer, then close rather than read (and never mis-frame) it.
             keep = False
             conn.buf = b""
+        req = _Request(conn, method, target, version, headers, keep)
+        if fast and self._fast and req.path == "/metrics" and method in ("GET", "HEAD"):
+            try:
+                answered = self._respond(req, cached=True)  # None: a collection or a rendering is due
+            except Exception:  # noqa: BLE001 - as in _worker: drop this connection only
+                self._close(conn)
+                return
+            if answered is not None:
+                data, conn.keep = answered
+                self._send_now(conn, data)
+                return
         conn.state = _BUSY
         assert self._sel is not None
         self._sel.unregister(conn.sock)
-        self._work.put(_Request(conn, method, target, version, headers, keep))
+        self._work.put(req)
+
+    def _send_now(self, conn: _Conn, data: bytes) -> None:
+        """Send a response made in the I/O thread; what the socket does not take now is sent when writable."""
+        try:
+            sent = conn.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close(conn)
+            return
+        if sent < len(data):
+            conn.out = data[sent:]
+            conn.state = _WRITING
+            conn.deadline = time.monotonic() + self.write_timeout
+            assert self._sel is not None
+            self._sel.modify(conn.sock, selectors.EVENT_WRITE, conn)
+        else:
+            self._response_sent(conn, fast=False)  # a pipelined request next goes to a worker: no recursion
 
     def _writable(self, conn: _Conn) -> None:
         try:
@@ -409,7 +440,7 @@ class StatmapHTTPServer:
                 self._sel.register(conn.sock, selectors.EVENT_READ, conn)
                 self._response_sent(conn)
 
-    def _response_sent(self, conn: _Conn) -> None:
+    def _response_sent(self, conn: _Conn, fast: bool = True) -> None:
         if not conn.keep or self._stop.is_set():
             self._close(conn)
             return
@@ -421,7 +452,7 @@ class StatmapHTTPServer:
         if conn.out == b"" and self._sel.get_key(conn.sock).events != selectors.EVENT_READ:
             self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
         if conn.buf:
-            self._next_request(conn)  # pipelined
+            self._next_request(conn, fast)  # pipelined
 
     # -- the workers ------------------------------------------------------------------
 
@@ -430,8 +461,9 @@ class StatmapHTTPServer:
             conn = req.conn
             rest, failed = b"", False
             try:
-                data, keep = self._respond(req)
-                conn.keep = keep
+                answered = self._respond(req)
+                assert answered is not None  # (None only for cached=True)
+                data, conn.keep = answered
                 try:
                     sent = conn.sock.send(data)  # headers and body: one write
                 except (BlockingIOError, InterruptedError):
@@ -442,12 +474,18 @@ class StatmapHTTPServer:
             self._done.append((conn, rest, failed))
             self._wake()
 
-    def _respond(self, req: _Request) -> tuple[bytes, bool]:
+    def _respond(self, req: _Request, cached: bool = False) -> tuple[bytes, bool] | None:
+        """(bytes, keep-alive); ``cached``: None unless ``StatmapApp.cached`` answers."""
         keep = req.keep and not self._stop.is_set()
         if not req.path.startswith("/"):  # absolute-form ("http://...") or "*": not for this server
-            resp = _text(400, "bad request target")
+            resp: Response | None = _text(400, "bad request target")
+        elif cached:
+            resp = self.app.cached(req.method, req.path, req.query, req.headers)
+            if resp is None:
+                return None
         else:
             resp = self.app.handle(req.method, req.path, req.query, req.headers)
+        assert resp is not None
         lines = [f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, '')}", "Server: statmap", f"Date: {_http_date()}"]
         lines += [f"{k}: {v}" for k, v in resp.headers]
         lines.append(f"Content-Length: {len(resp.body)}")

@@ -12,6 +12,7 @@ Imports nothing of statmap's.
 from __future__ import annotations
 
 import email.utils
+import functools
 import gzip
 import hashlib
 import ipaddress
@@ -90,6 +91,7 @@ def _media_ranges(header: str) -> Iterator[tuple[str, dict[str, str], float]]:
         yield fields[0].lower(), params, q
 
 
+@functools.lru_cache(maxsize=256)  # a scraper sends the same header every time: parse it once (~10 us)
 def wants_openmetrics(accept: str | None) -> bool:
     """True if the client prefers OpenMetrics to the Prometheus text format (as Prometheus does)."""
     if not accept:
@@ -103,6 +105,7 @@ def wants_openmetrics(accept: str | None) -> bool:
     return om > 0 and om >= text
 
 
+@functools.lru_cache(maxsize=256)
 def wants_gzip(accept_encoding: str | None) -> bool:
     if not accept_encoding:
         return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .errors import FormatError
@@ -39,7 +39,9 @@ def printable(text: str) -> str:
     Backslashes are left alone, so escaping twice changes nothing. For human
     output only: the exported formats (OpenMetrics, JSON) stay exact.
     """
-    return _UNSAFE.sub(_escape, text)
+    # every character _UNSAFE matches is one str.isprintable() refuses (Cc, Cf, Zl, Zp): the usual
+    # text, all printable, is returned by one C scan, without the regular expression
+    return text if text.isprintable() else _UNSAFE.sub(_escape, text)
 
 
 def printable_lines(lines: Iterable[str]) -> str:
@@ -55,14 +57,33 @@ def value_text(value: Any, missing: str = "(none)", kind: Kind | None = None) ->
 
 
 def read_snapshots(paths: Iterable[str]) -> tuple[list[Snapshot], list[FormatError]]:
-    """Snapshots of every readable file; corrupt ones are returned as errors, not raised."""
+    """Snapshots of every readable file; corrupt ones are returned as errors, not raised.
+
+    Each reader stays open until the next file is read: the files of one
+    program share their parsed metadata (record_table) while a reader of
+    one of them is open, so the next file is not parsed again.
+    """
     snapshots, errors = [], []
-    for path in paths:
-        try:
-            with open_reader(path) as reader:
+    previous: Any = None
+    try:
+        for path in paths:
+            try:
+                reader = open_reader(path)
+            except FormatError as exc:
+                errors.append(exc)
+                continue
+            try:
                 snapshots.append(reader.snapshot())
-        except FormatError as exc:
-            errors.append(exc)
+            except FormatError as exc:
+                errors.append(exc)
+                reader.close()
+                continue
+            if previous is not None:
+                previous.close()
+            previous = reader
+    finally:
+        if previous is not None:
+            previous.close()
     return snapshots, errors
 
 
@@ -91,14 +112,36 @@ def render_text(
 ) -> str:
     """``statmap show``; ``notes``: path -> a line under its file's (``--process-metrics``)."""
     lines: list[str] = []
+    # A series' label text by its record: the files of one program share their record objects
+    # (record_table), so each distinct series is labelled once, not once per file.
+    labels: dict[int, str] = {}
+    forms: dict[str, Callable[[Any], str]] = {}  # type name -> its human form
     for snap in snapshots:
         lines.append(describe(snap))
         if notes and snap.path in notes:
             lines.append(f"  {notes[snap.path]}")
-        width = max((len(series_label(s)) for s in snap.series), default=0)
+        texts = []
         for s in snap.series:
+            record = s.record
+            text = labels.get(id(record)) if record is not None else None
+            if text is None:
+                text = series_label(s)
+                if record is not None:
+                    labels[id(record)] = text
+            texts.append(text)
+        width = max(map(len, texts), default=0)
+        for s, text in zip(snap.series, texts, strict=True):
             unit = f" {s.unit}" if s.unit else ""
-            lines.append(f"  {series_label(s):<{width}}  {s.type:<9}  {format_value(s)}{unit}")
+            value = s.value
+            if value is None:
+                shown = "(unreadable: writer busy)"
+            else:  # format_value's steps, with the kind's human form looked up once per type
+                form = forms.get(s.type)
+                if form is None:
+                    kind = BY_NAME.get(s.type)
+                    form = forms[s.type] = kind.human if kind is not None else human
+                shown = form(value)
+            lines.append(f"  {text:<{width}}  {s.type:<9}  {shown}{unit}")
         lines.append("")
     for err in errors:
         lines.append(f"corrupt: {err}")

@@ -1,0 +1,106 @@
+"""``statmap show`` over many files of one program: the same answers and text as file by file.
+
+``read_snapshots`` keeps each reader open until the next file is read, so
+files with the same metadata share its parsed records; ``render_text``
+labels each distinct record once and escapes each piece once (issue 12:
+``statmap show`` time). These tests hold the results to what reading every
+file on its own and the plain formatting give.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+import statmap
+from statmap.discover import statmap_files
+from statmap.errors import FormatError
+from statmap.reader import Snapshot
+from statmap.render import describe, format_value, printable, read_snapshots, render_text, series_label
+
+HOSTILE = "evil\x1b[2J\u202esvg.exe\n"  # a terminal escape, a bidi override, a newline
+
+
+@pytest.fixture
+def many(statdir: str) -> Iterator[str]:
+    pubs = []
+    for n in range(4):  # one program's workers: the same metadata, different values
+        pub = statmap.Publisher("web", statdir)
+        requests = pub.counter("requests", "Requests", labels=("code", "path"))
+        for code in ("200", "404", "500"):
+            requests.labels(code, "/x").inc(n + int(code) // 100)
+        requests.labels("200", HOSTILE).inc()
+        pub.gauge("temperature", "Heat", unit="celsius").set(20.5 + n)
+        pub.histogram("latency", "Latency", buckets=(0.1, 1.0), unit="seconds").observe(0.05 * (n + 1))
+        pub.text("last", "Last path").set(HOSTILE)
+        pubs.append(pub)
+    other = statmap.Publisher("batch", statdir)  # another program between them in the listing
+    other.counter("jobs", "Jobs").inc(7)
+    pubs.append(other)
+    with open(os.path.join(statdir, "web.1.00000000.statmap"), "wb") as f:
+        f.write(b"garbage!" * 64)
+    yield statdir
+    for pub in pubs:
+        pub.close()
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _alone(path: str) -> Snapshot:
+    with statmap.open(path) as reader:
+        return reader.snapshot()
+
+
+def test_snapshots_read_together_equal_files_read_alone(many: str) -> None:
+    paths = statmap_files(many)
+    before = _fds()
+    snapshots, errors = read_snapshots(paths)
+    assert _fds() == before  # every reader closed
+    assert [e.path for e in errors] == [os.path.join(many, "web.1.00000000.statmap")]
+    assert len(snapshots) == len(paths) - 1 == 5
+    for snap in snapshots:
+        alone = _alone(snap.path)
+        got = [(s.name, s.type, s.labels, s.unit, s.value) for s in snap.series]
+        assert got == [(s.name, s.type, s.labels, s.unit, s.value) for s in alone.series]
+
+
+def _plain_render(snapshots: Sequence[Snapshot], errors: Sequence[FormatError]) -> str:
+    """The text as formatted before the speed-ups: every line built alone, then escaped whole."""
+    lines: list[str] = []
+    for snap in snapshots:
+        lines.append(describe(snap))
+        width = max((len(series_label(s)) for s in snap.series), default=0)
+        for s in snap.series:
+            unit = f" {s.unit}" if s.unit else ""
+            lines.append(f"  {series_label(s):<{width}}  {s.type:<9}  {format_value(s)}{unit}")
+        lines.append("")
+    for err in errors:
+        lines.append(f"corrupt: {err}")
+    return "\n".join(printable(line) for line in lines)
+
+
+def test_render_text_is_the_plain_formatting_byte_for_byte(many: str) -> None:
+    snapshots, errors = read_snapshots(statmap_files(many))
+    text = render_text(snapshots, errors)
+    assert text == _plain_render(snapshots, errors)
+    assert "\x1b" not in text and "\u202e" not in text and "\\x1b[2J\\u202esvg.exe\\n" in text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", "tab\there", "\x00\x7f\x9b", "\u061c\u200e\u200f\u2028\u2029\u202a\u202e\u2066\u2069", "é ü 漢字 ✓"],
+)
+def test_printable_fast_path_agrees_with_the_escaping(text: str) -> None:
+    # printable() skips the regular expression for text str.isprintable() accepts: it must never skip
+    # a character the expression would escape
+    import re
+
+    from statmap import render
+
+    escaped = render._UNSAFE.sub(render._escape, text)
+    assert printable(text) == escaped
+    assert all(not c.isprintable() for c in re.findall(render._UNSAFE.pattern, "".join(map(chr, range(0x3000)))))
