@@ -16,7 +16,8 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import cli_knobs  # imported here, not when the parser is built: a process out of descriptors still runs
+# imported here, not when the parser is built: a process out of descriptors still runs (P18)
+from . import cli_fleet, cli_knobs
 from .directory import ENV_DIR, default_directory
 from .discover import statmap_files
 from .errors import CollectionError, DirectoryError, ResourceError
@@ -514,9 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_show)
     _add_ops_commands(sub)
     _add_serve_command(sub)
-    from .cli_fleet import register
-
-    register(sub)  # --process-metrics, push (cli_fleet.py)
+    cli_fleet.register(sub)  # --process-metrics, push (cli_fleet.py)
     cli_knobs.add_commands(sub)  # statmap set, statmap knobs
 
     demo = sub.add_parser("demo", help="start worker processes publishing metrics and show them live")
