@@ -189,6 +189,7 @@ sys.stdin.read()
 
 def test_knobs_panel_read_only_without_allow_set_and_hostile_text_escaped(statdir: str, browser: Any) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     workers = Workers(statdir)
     proc = workers.start()
@@ -215,6 +216,14 @@ def test_knobs_panel_read_only_without_allow_set_and_hostile_text_escaped(statdi
         assert "help \\x1b]0;owned\\x07\\x1b[2J\\x1b[31mred\\x9b1m\\u202etxt.exe\\x7f\\r\\n" in joined, texts
         assert "hello \\x1b]0;owned\\x07" in joined, texts
         assert proc.poll() is None
+        # The panel folds (Enter on its heading) and stays folded after a reload.
+        summary = browser.find_element(By.CSS_SELECTOR, "#knobs-details > summary")
+        browser.execute_script("arguments[0].focus();", summary)
+        summary.send_keys(Keys.ENTER)
+        wait_for(lambda: not browser.find_element(By.ID, "knobs").is_displayed(), what="the panel folded")
+        browser.refresh()
+        wait_for(lambda: browser.execute_script("return document.body.dataset.knobs;") == "5", what="5 knobs again")
+        assert not browser.find_element(By.ID, "knobs").is_displayed()
         assert dash.console_errors(browser) == []
     finally:
         server.stop()

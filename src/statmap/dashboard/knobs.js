@@ -35,6 +35,12 @@
     try { return window.sessionStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; }
   }
   let token = readToken();
+  // Folded or not, as the user left it (a fleet with many knobs can put them out of the way).
+  const details = document.getElementById("knobs-details");
+  try { if (window.localStorage.getItem("statmap.knobsFolded") === "true") details.open = false; } catch (e) { /* private mode */ }
+  details.addEventListener("toggle", () => {
+    try { window.localStorage.setItem("statmap.knobsFolded", String(!details.open)); } catch (e) { /* private mode */ }
+  });
 
   const shown = (v) => (v === null || v === undefined ? "–" : typeof v === "string" ? v : JSON.stringify(v));
   function allowed(k) {
