@@ -11,6 +11,7 @@ reason, and without ``--allow-set`` there are no edit controls.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ import pytest
 import statmap
 
 from . import test_dashboard as dash
-from .test_knobs import Workers
+from .test_knobs import Workers, cli
 from .test_server_support import Server, wait_for
 
 pytestmark = dash.pytestmark
@@ -56,9 +57,20 @@ def applied(statdir: str, pids: list[int], knob: str) -> dict[int, tuple[Any, st
     }
 
 
+PROVOKED = (
+    ("/api/knobs?", "status of 409"),  # a value one process refuses
+    ("/api/knobs?", "status of 400"),  # a value no declaration accepts
+    ("/healthz", "status of 401"),  # the wrong token, typed on purpose
+)
+
+
 def expected_console_errors(driver: Any) -> list[dict[str, Any]]:
-    """Console errors other than Chromium's own report of the 409 a refused value answers."""
-    return [e for e in dash.console_errors(driver) if "api/knobs" not in e.get("message", "")]
+    """Console errors other than Chromium's own reports of the answers the test provokes."""
+    return [
+        e
+        for e in dash.console_errors(driver)
+        if not (e.get("source") == "network" and any(a in e["message"] and b in e["message"] for a, b in PROVOKED))
+    ]
 
 
 @pytest.mark.parametrize("size", sorted(dash.SIZES))
@@ -74,13 +86,20 @@ def test_knobs_panel_sets_knobs_in_the_real_processes(statdir: str, browser: Any
         dash.viewport(browser, *dash.SIZES[size])
         base = f"http://statmap:{TOKEN}@{server.host}:{server.port}/"
         if size == "desktop":
-            # Opened with Basic credentials only: the page cannot read them, so it says how to edit.
+            # Opened with Basic credentials: Chromium keeps them in document.URL, the page edits with them.
             browser.get(base)
+            wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, ".knob .knob-edit")) == 4, what="editors")
+            # Opened again without them (the browser sends its cached ones): the page has no token, says why.
+            browser.get(server.url)
             wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".knob"), what="the knobs")
             note = wait_for(lambda: browser.find_element(By.ID, "knobs-note").text, what="the note")
             assert "needs the server's token" in note, note
             assert browser.find_elements(By.CSS_SELECTOR, ".knob-edit") == []
             field = browser.find_element(By.CSS_SELECTOR, "#knobs-note .token-input")
+            field.send_keys("not-the-token", Keys.ENTER)  # a wrong token is said at once
+            wait_for(lambda: "refused this token" in browser.find_element(By.ID, "knobs-note").text, what="the refusal")
+            assert browser.find_elements(By.CSS_SELECTOR, ".knob-edit") == []
+            field.clear()
             field.send_keys(TOKEN, Keys.ENTER)
         else:
             browser.get(base + "#token=" + TOKEN)
@@ -192,7 +211,7 @@ def test_knobs_panel_read_only_without_allow_set_and_hostile_text_escaped(statdi
     from selenium.webdriver.common.keys import Keys
 
     workers = Workers(statdir)
-    proc = workers.start()
+    proc, stopped = workers.start(), workers.start()
     evil = subprocess.Popen(
         [sys.executable, "-c", PUBLISH_HOSTILE_KNOB, statdir, dash.HOSTILE],
         stdin=subprocess.PIPE,
@@ -215,6 +234,21 @@ def test_knobs_panel_read_only_without_allow_set_and_hostile_text_escaped(statdi
         joined = " ".join(texts)
         assert "help \\x1b]0;owned\\x07\\x1b[2J\\x1b[31mred\\x9b1m\\u202etxt.exe\\x7f\\r\\n" in joined, texts
         assert "hello \\x1b]0;owned\\x07" in joined, texts
+        # A request a process has not answered yet (stopped) is shown pending, and the values differ.
+        os.kill(stopped.pid, signal.SIGSTOP)
+        try:
+            out = cli(statdir, "set", "web", "maintenance=true", "--timeout", "0.5")
+            assert out.returncode == 1 and "no answer" in out.stdout, out
+            status = wait_for(
+                lambda: knob_text(browser, "web", "maintenance", ".knob-status"), what="the pending request"
+            )
+            assert f"request pending in 1 process(es): pid {stopped.pid}" in status, status
+            per = knob_text(browser, "web", "maintenance", ".knob-per-process")
+            assert f"pid {proc.pid}: true (operator)" in per and f"pid {stopped.pid}: false (default)" in per, per
+        finally:
+            os.kill(stopped.pid, signal.SIGCONT)
+        wait_for(lambda: knob_text(browser, "web", "maintenance", ".knob-value") == "true", what="both true")
+        assert knob_text(browser, "web", "maintenance", ".knob-status") == ""
         assert proc.poll() is None
         # The panel folds (Enter on its heading) and stays folded after a reload.
         summary = browser.find_element(By.CSS_SELECTOR, "#knobs-details > summary")

@@ -5,10 +5,13 @@
 // a Bearer header (the only form the server takes for POST), and each process's answer
 // (applied, refused: why, ...) is shown under the knob.
 //
-// The token: a page opened with Basic credentials (user:TOKEN@host) cannot read them, so
-// the page takes the token from its fragment (#token=TOKEN: never sent to the server, removed
-// from the address bar at once) or from the field the panel shows; it is kept for this tab
-// only (sessionStorage). Text from files goes through P.el (textContent and visible()).
+// The token: from the page's fragment (#token=TOKEN: never sent to the server, removed from
+// the address bar at once) or the field the panel shows, kept for this tab only
+// (sessionStorage); else the password of the URL the page was opened with (user:TOKEN@host),
+// where the browser exposes it (Chromium, in document.URL). Requests that carry it use
+// credentials "omit": a 401 to a wrong token must not make the browser drop its cached Basic
+// credentials (every later request of the page would wait on a login dialog).
+// Text from files goes through P.el (textContent and visible()).
 "use strict";
 
 (function () {
@@ -32,7 +35,10 @@
       history.replaceState(null, "", window.location.pathname + window.location.search);
       return decodeURIComponent(m[1]);
     }
-    try { return window.sessionStorage.getItem(TOKEN_KEY) || ""; } catch (e) { return ""; }
+    try { const kept = window.sessionStorage.getItem(TOKEN_KEY); if (kept) return kept; } catch (e) { /* private mode */ }
+    // The Basic credentials the page was opened with (user:TOKEN@host), where the browser keeps
+    // them in document.URL (Chromium does; location.href never has them).
+    try { return decodeURIComponent(new URL(document.URL).password); } catch (e) { return ""; }
   }
   let token = readToken();
   // Folded or not, as the user left it (a fleet with many knobs can put them out of the way).
@@ -114,7 +120,7 @@
     let ok = false;
     try {
       const r = await fetch(P.absolute("api/knobs?" + q.toString()), {
-        method: "POST", cache: "no-store", credentials: "same-origin", headers: { Authorization: "Bearer " + token },
+        method: "POST", cache: "no-store", credentials: "omit", headers: { Authorization: "Bearer " + token },
       });
       const type = r.headers.get("Content-Type") || "";
       if (type.includes("json")) {
@@ -252,14 +258,25 @@
       input.setAttribute("aria-label", "the server's token");
       const use = el("button", "", "Use token");
       use.type = "button";
-      const take = () => {
-        token = input.value.trim();
+      const said = el("span", "refused");
+      said.setAttribute("aria-live", "polite");
+      const take = async () => {
+        const given = input.value.trim();
+        if (!given) return;
+        // Checked at once (any route takes the token), so a typo is said here, not at the first change.
+        let status = 0;
+        try {
+          const check = { cache: "no-store", credentials: "omit", headers: { Authorization: "Bearer " + given } };
+          status = (await fetch(P.absolute("healthz"), check)).status;
+        } catch (e) { /* the server is unreachable: the header's status light says so */ }
+        if (status === 401) { said.textContent = "the server refused this token"; input.select(); return; }
+        token = given;
         try { window.sessionStorage.setItem(TOKEN_KEY, token); } catch (e) { /* private mode */ }
         rebuild();
       };
       use.addEventListener("click", take);
       input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") take(); });
-      parts.push(input, use);
+      parts.push(input, use, said);
     }
     for (const e of (doc.errors || []).slice(0, 3)) parts.push(el("div", "refused", e.path.split("/").pop() + ": " + e.problem));
     if (note.childElementCount !== parts.length || note.dataset.mode !== String(allowSet) + !!token) {
