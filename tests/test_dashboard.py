@@ -448,3 +448,56 @@ def test_dashboard_history_hover_breakdown_heatmap(statdir: str, browser: Any, t
         for p in demo:
             p.wait(timeout=10)
         server.stop()
+
+
+def test_dashboard_history_readouts_escape_control_characters(statdir: str, browser: Any) -> None:
+    """The history views (issue 16) with hostile text: a chart's read-out, the per-process breakdown and its
+    read-out, and the charts' accessible names show control and bidi characters as escapes, never raw."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PUBLISH_HOSTILE, statdir, HOSTILE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    server = Server(statdir)
+    hits = '.card[data-id^="evil:hits"]'
+    try:
+        browser.get(server.url)
+        wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f"{hits} .chart svg"), what="the hits chart")
+        click(browser, f"{hits} .by-process")
+        per = f"{hits} .chart.per-process"
+        wait_for(lambda: attrs(browser, per, "data-processes") == ["1"], what="the per-process line")
+        for selector in (f"{hits} .chart", per):
+            chart = browser.find_element(By.CSS_SELECTOR, selector)
+            browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].focus();", chart)
+            chart.send_keys(Keys.END)
+            text = wait_for(
+                lambda: browser.execute_script(
+                    "const r = document.querySelector(arguments[0] + ' .readout.on'); return r ? r.innerText : '';",
+                    hits,
+                ),
+                what="the read-out",
+            )
+            assert f"pid {proc.pid}" in text, text
+        shown = browser.execute_script(
+            "const c = document.querySelector(arguments[0]);"
+            "const out = Array.from(c.querySelectorAll('*')).map(e => e.textContent);"
+            "for (const e of c.querySelectorAll('[aria-label], [title]'))"
+            "  out.push(e.getAttribute('aria-label') || '', e.getAttribute('title') || '');"
+            "return out;",
+            hits,
+        )
+        raw = [t for t in shown if UNSAFE.search(t)]
+        assert raw == [], raw
+        labels = " ".join(attrs(browser, f"{hits} .chart", "aria-label"))
+        assert "\\x1b[31mred\\x9b1m\\u202etxt.exe\\x7f\\r\\n" in labels, labels  # the series id, escaped
+        assert console_errors(browser) == []
+    finally:
+        server.stop()
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=60)

@@ -300,3 +300,69 @@ def test_top_units_help_descriptions_and_per_process_view(statdir: str, terminal
         for w in workers:
             w.stop()
         pub.close()
+
+
+def test_top_knobs_view(statdir: str, terminal_of: Callable[..., Terminal]) -> None:
+    """``k`` shows every knob of the live processes: value (per process when they differ), origin, who, when."""
+    from .test_knobs import Workers, cli
+
+    workers = Workers(statdir)
+    try:
+        a, b = workers.start(), workers.start(max_rate=500)
+        assert cli(statdir, "set", "web", "maintenance=true").returncode == 0
+        assert cli(statdir, "set", "web", "rate_limit=1000").returncode == 1  # b refuses it
+        term = terminal_of("--interval", "0.3")
+        term.wait_for(lambda s: "k knobs" in s, "the footer naming k")
+        term.type(b"?")
+        term.wait_for(lambda s: "knobs: value, origin, who set it and when" in s, "k in the help")
+        term.type(b"x")
+        term.type(b"k")
+        screen = term.wait_for(lambda s: "web  (2 processes)" in s and "maintenance" in s, "the knobs view")
+        rows = {ln.split()[0]: ln for ln in screen.splitlines() if ln.startswith("  ") and ln.split()}
+        assert rows["KNOB"].split()[:3] == ["KNOB", "VALUE", "ORIGIN"], screen
+        maintenance = rows["maintenance"].split()
+        assert maintenance[1:3] == ["true", "operator"], screen
+        assert f"uid {os.getuid()} pid" in rows["maintenance"] and "ago)" in rows["maintenance"], screen
+        assert maintenance[-2:] == ["false", "true|false"], screen  # default, allowed
+        assert f"{a.pid}:int 1..10000 {b.pid}:int 1..500" in rows["rate_limit"], screen  # declarations differ
+        assert rows["log_level"].split()[1:4] == ["info", "default", "-"], screen
+        assert f"{a.pid}=1000 {b.pid}=100" in rows["rate_limit"], screen  # the processes differ
+        assert "default,operator" in rows["rate_limit"], screen
+        assert f"rate_limit: pid {b.pid} refused 1000: 1000 is above the maximum 500" in screen, screen
+        # k again (or Esc) goes back to the table; top never changes a knob
+        term.type(b"k")
+        term.wait_for(lambda s: "SERIES" in s and "web  (2 processes)" not in s, "the table again")
+        term.type(b"q")
+        assert term.proc.wait(timeout=15) == 0
+    finally:
+        workers.stop()
+
+
+def test_top_per_process_view_shows_control_characters_escaped(
+    statdir: str, terminal_of: Callable[..., Terminal]
+) -> None:
+    """The per-process view (Enter) of a series with a hostile label, and the knobs view (k): escapes only."""
+    bad = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\x9b1m\u202etxt.exe\x7f"
+    pub = statmap.Publisher("web", statdir)
+    pub.counter("requests", "Requests " + bad, labels=("path",)).labels(bad).inc(5)
+    pub.knob("greeting", "Greeting", default="hello " + bad)
+    term = terminal_of("--interval", "0.3")
+    term.wait_for(lambda s: "txt.exe" in s, "the hostile label")
+    term.type(b"/^requests$\r")
+    term.wait_for(lambda s: "requests{" in s, "requests")
+    term.type(b"d\r")
+    screen = term.wait_for(lambda s: "per process:" in s and f"pid {os.getpid()}" in s, "the per-process view")
+    assert '\\x1b]0;owned\\x07\\x1b[2J\\x1b[31mred\\x9b1m\\u202etxt.exe\\x7f"}' in screen, screen  # the heading
+    assert "Requests \\x1b]0;owned\\x07" in screen, screen  # the description under the process row
+    term.type(b"\x1b")
+    # the knobs view: a knob's text value from the file, escaped too
+    term.wait_for(lambda s: "per process:" not in s, "the table again")
+    term.type(b"k")
+    screen = term.wait_for(lambda s: "greeting" in s, "the knobs view")
+    assert "hello \\x1b]0;owned\\x07\\x1b[2J" in screen, screen
+    assert "owned" not in (term.screen.title or "")
+    assert "\u202e".encode() not in term.raw and "\x9b".encode() not in term.raw
+    assert b"\x1b]0;owned" not in term.raw and b"\x1b[31mred" not in term.raw
+    term.type(b"q")
+    assert term.proc.wait(timeout=15) == 0
+    pub.close()

@@ -5,7 +5,7 @@ PgUp/PgDn, Home/End) move the selection, ``/`` filters, space pauses, ``?``
 shows the keys, ``d`` shows each series' description and unit, Enter (or
 ``p``) shows the selected series process by process (Esc, Backspace or the
 left arrow go back), ``s`` cycles the sort (name, value, rate) and ``r``
-reverses it. The rows come from ``top.TopModel``.
+reverses it; ``k`` shows the knobs (``top_knobs.py``, read-only). The rows come from ``top.TopModel``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from .render import printable
 from .top import SORTS, Row, TopModel, row_lines, top_header
+from .top_knobs import knob_lines
 
 HELP = [
     "statmap top: keys",
@@ -26,6 +27,7 @@ HELP = [
     "  Up Down j k   move the selection; PgUp PgDn Home End",
     "  Enter p       the selected series process by process (Esc, Backspace or Left: back)",
     "  d             descriptions: each series' help text and unit under it",
+    "  k             knobs: value, origin, who set it and when (read-only; k again: back)",
     "  s             sort by name, value, rate (cycles); r reverses",
     "  /             filter by metric name (a regular expression; empty: all)",
     "  space         pause / resume",
@@ -34,7 +36,7 @@ HELP = [
     "and the top of the highest bucket used (max) over the last interval;",
     "durations in ns/us/ms/s, bytes in KiB/MiB/GiB, other numbers with SI prefixes.",
 ]
-FOOTER = "q quit  ? help  Enter per-process  d descriptions  s sort  / filter  space pause"
+FOOTER = "q quit  ? help  Enter per-process  d descriptions  k knobs  s sort  / filter  space pause"
 
 
 class _State:
@@ -48,6 +50,7 @@ class _State:
         self.help = False
         self.focus: Row | None = None  # the series of the per-process view
         self.processes: list[Row] = []
+        self.knobs: list[str] | None = None  # the knobs view's lines while it is shown
         self.message = ""
 
 
@@ -74,6 +77,8 @@ def run_curses(model: TopModel, *, interval: float, match: str | None, sort: str
             now = next((r for r in st.rows if r.key == st.focus.key), st.focus)
             st.focus = now
             st.processes = model.per_process(now)
+        if st.knobs is not None:
+            st.knobs = knob_lines(model.collector.directory)
 
     def main(screen: Any) -> int:
         curses.use_default_colors()
@@ -93,6 +98,10 @@ def run_curses(model: TopModel, *, interval: float, match: str | None, sort: str
                 st.help = False
             elif key == ord("q"):
                 return 0
+            elif st.knobs is not None and (key == ord("k") or key in (27, curses.KEY_BACKSPACE, 127, 8)):
+                st.knobs = None
+            elif key == ord("k"):
+                st.knobs = knob_lines(model.collector.directory)
             elif key == 27 or key in (curses.KEY_BACKSPACE, 127, 8, curses.KEY_LEFT):
                 if st.focus is None:
                     if key == 27:
@@ -147,6 +156,9 @@ def run_curses(model: TopModel, *, interval: float, match: str | None, sort: str
         lines: list[tuple[str, int]] = [(printable(h), curses.A_BOLD) for h in head]
         if st.help:
             lines += [(h, curses.A_NORMAL) for h in HELP]
+        elif st.knobs is not None:
+            heading = curses.A_BOLD  # publisher names; their knobs are indented
+            lines += [(printable(k), heading if k and not k.startswith(" ") else curses.A_NORMAL) for k in st.knobs]
         elif st.focus is not None:
             lines.append((printable(f"per process: {st.focus.label}   (Esc: back)"), curses.A_BOLD))
             body = row_lines(st.processes, width - 1, st.descriptions)

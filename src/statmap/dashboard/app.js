@@ -497,7 +497,8 @@
       buttons[(i + 1) % buttons.length].click();
     };
     document.addEventListener("keydown", (ev) => {
-      if (ev.target === input || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+      // Keys typed into a form control (the filter, the knobs' editors) are that control's.
+      if (ev.target.matches("input, select, textarea") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
       if (ev.key === "/") { ev.preventDefault(); input.focus(); }
       else if (ev.key === " " && !(ev.target instanceof HTMLButtonElement)) { ev.preventDefault(); pause.click(); }
       else if (ev.key === "w") cycle(winButtons);
@@ -507,6 +508,9 @@
     window.addEventListener("resize", () => { clearTimeout(resize); resize = setTimeout(redraw, 150); });
     tick(false);
   }
+
+  // For knobs.js (the Knobs panel): the same escaping, fetching and pause.
+  window.StatmapPage = { el, visible, absolute, getJSON, age, paused: () => paused };
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start); else start();
 })();
