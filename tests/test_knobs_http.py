@@ -34,6 +34,8 @@ def test_knobs_are_read_only_by_default(statdir: str, workers: Workers) -> None:
         doc = server.json("/api/knobs")
         (process,) = doc["publishers"]["web"]["processes"]
         assert process["pid"] == proc.pid
+        # files are named within the directory, as in /api/processes: the server's paths stay private
+        assert process["file"].startswith("web.") and statdir not in json.dumps(doc)
         knob = {k["name"]: k for k in process["knobs"]}["rate_limit"]
         assert (knob["value"], knob["default"], knob["min"], knob["max"], knob["origin"]) == (
             100,
@@ -42,7 +44,7 @@ def test_knobs_are_read_only_by_default(statdir: str, workers: Workers) -> None:
             10000,
             "default",
         )
-        assert server.json("/api/knobs?name=other") == {"publishers": {}, "allow_set": False}
+        assert server.json("/api/knobs?name=other") == {"publishers": {}, "errors": [], "allow_set": False}
         status, _, body = server.request("/api/knobs?name=web&set=maintenance%3Dtrue", method="POST")
         assert status == 403 and b"--allow-set" in body
         assert workers.wait_observed(proc, maintenance=False)["maintenance"] is False

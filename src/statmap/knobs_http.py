@@ -29,6 +29,16 @@ MAX_TIMEOUT = 30.0
 def get_knobs(directory: str, params: dict[str, list[str]], allowed: bool = False) -> Response:
     name = (params.get("name") or [""])[-1] or None
     doc = knobs_json(directory, name)
+    # Over HTTP, files are named within the directory, as /api/processes names them: the
+    # server's own paths are not the client's business.
+    prefix = directory.rstrip("/") + "/"
+    for pub in doc["publishers"].values():
+        for proc in pub["processes"]:
+            proc["file"] = os.path.basename(proc.pop("path"))
+    doc["errors"] = [
+        {"file": os.path.basename(e["path"]), "problem": e["problem"].replace(prefix, "")}
+        for e in doc.get("errors", [])
+    ]
     doc["allow_set"] = allowed  # whether POST is enabled here (a dashboard shows edit controls only then)
     return _json(doc)
 

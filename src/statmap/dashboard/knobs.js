@@ -278,7 +278,7 @@
       input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") take(); });
       parts.push(input, use, said);
     }
-    for (const e of (doc.errors || []).slice(0, 3)) parts.push(el("div", "refused", e.path.split("/").pop() + ": " + e.problem));
+    for (const e of (doc.errors || []).slice(0, 3)) parts.push(el("div", "refused", e.file + ": " + e.problem));
     if (note.childElementCount !== parts.length || note.dataset.mode !== String(allowSet) + !!token) {
       note.replaceChildren(...parts);
       note.dataset.mode = String(allowSet) + !!token;
