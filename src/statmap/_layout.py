@@ -531,3 +531,36 @@ def decode_text(copy: bytes, capacity: int) -> bytes | None:
 
 def f64_from_bits(bits: int) -> float:
     return float(_F64.unpack(_U64.pack(bits))[0])
+
+
+# -- Same metadata, recognised (the read path's first scrape) ---------------------
+#
+# The workers of one program write byte-identical records at identical
+# offsets: a reader that parsed one file recognises another by comparing the
+# metadata bytes of every record (record start up to its value area) with a
+# copy of the parsed one's, never the value areas, which differ. Identical
+# bytes at identical offsets pass identical checks (decode_record reads only
+# these bytes, and ``end``), so the decoded records can be shared.
+
+_SPAN = struct.Struct("<QQ")
+
+
+def metadata_spans(records: list[Record]) -> bytes:
+    """The (start, stop) of every record's metadata, packed as u64 pairs (``same_spans``' ``spans``)."""
+    flat = [x for r in records for x in (r.offset, r.value_offset)]
+    return struct.pack(f"<{len(flat)}Q", *flat)
+
+
+def same_spans(buffer: Readable, reference: bytes, base: int, spans: bytes) -> bool:
+    """True when ``buffer[a:b] == reference[a - base:b - base]`` for every span (a, b) of ``spans``.
+
+    The pure-Python twin of the C cells' ``_same_spans`` (tests/test_first_scrape.py keeps them equal).
+    """
+    ref = memoryview(reference)
+    size, rsize = len(buffer), len(ref)  # type: ignore[arg-type]
+    for start, stop in _SPAN.iter_unpack(spans):
+        if not base <= start <= stop or stop > size or stop - base > rsize:
+            return False
+        if buffer[start:stop] != ref[start - base : stop - base]:
+            return False
+    return True

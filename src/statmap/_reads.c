@@ -350,7 +350,55 @@ done:
     return out;
 }
 
+/* _same_spans(buffer, reference, base, spans): True when buffer[a:b] equals
+ * reference[a - base:b - base] for every (a, b) of spans (little-endian u64
+ * pairs, _layout.metadata_spans): is a file's metadata byte for byte that of
+ * one parsed before (record_table.py)? A private accelerator of
+ * _layout.same_spans, its pure-Python twin (kept equal by the tests). */
+static PyObject *same_spans(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer buf, ref, spans;
+    (void)mod;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "_same_spans(buffer, reference, base, spans)");
+        return NULL;
+    }
+    Py_ssize_t base = PyLong_AsSsize_t(args[2]);
+    if (base == -1 && PyErr_Occurred())
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &ref, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[3], &spans, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&buf);
+        PyBuffer_Release(&ref);
+        return NULL;
+    }
+    int same = base >= 0 && spans.len % 16 == 0;
+    const unsigned char *s = spans.buf;
+    for (Py_ssize_t i = 0; same && i < spans.len; i += 16) {
+        uint64_t a = 0, b = 0;
+        for (int k = 7; k >= 0; k--) { /* little-endian u64s, whatever the host */
+            a = a << 8 | s[i + k];
+            b = b << 8 | s[i + 8 + k];
+        }
+        if (a < (uint64_t)base || b < a || b > (uint64_t)buf.len || b - (uint64_t)base > (uint64_t)ref.len)
+            same = 0;
+        else
+            same = memcmp((const char *)buf.buf + a, (const char *)ref.buf + (a - (uint64_t)base), (size_t)(b - a)) == 0;
+    }
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&ref);
+    PyBuffer_Release(&spans);
+    return PyBool_FromLong(same);
+}
+
 PyMethodDef statmap_read_methods[] = {
+    {"_same_spans", (PyCFunction)(void (*)(void))same_spans, METH_FASTCALL,
+     "_same_spans(buffer, reference, base, spans) -> True when every metadata span equals the reference's"},
     {"read_latch", (PyCFunction)(void (*)(void))read_latch, METH_FASTCALL,
      "read_latch(buffer, offset, copy_size[, tries]) -> bytes of the stable copy, or None"},
     {"load_u64", (PyCFunction)(void (*)(void))load_u64, METH_FASTCALL, "load_u64(buffer, offset): acquire load"},

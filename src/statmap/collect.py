@@ -85,6 +85,9 @@ class Collector:
         self._interned: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._spec_slots: dict[int, tuple[L.RecordSpec, _Slot]] = {}  # id(spec) -> (spec, slot)
         self._dropped = False  # a source was dropped since the last collection
+        # id(template) -> (template, (publisher, _redefined), the classification of its records)
+        self._by_template: dict[int, tuple[Any, tuple[str, int], tuple[Any, ...]]] = {}
+        self._redefined = 0  # families replaced by a redefinition so far
 
     def close(self) -> None:
         for src in self._sources.values():
@@ -129,6 +132,7 @@ class Collector:
         self._dropped = False
         live = {id(r.spec) for src in self._sources.values() for r in src.reader.records}
         self._spec_slots = {k: v for k, v in self._spec_slots.items() if k in live}
+        self._by_template = {k: v for k, v in self._by_template.items() if v[0].users > 0}
 
     # -- records ---------------------------------------------------------
 
@@ -138,7 +142,32 @@ class Collector:
             return
         if src.publisher is None:
             src.publisher = publisher
-        for record in records[src.classified :]:
+        template = src.reader.template if src.classified == 0 and not src.is_archive else None
+        if template is not None:
+            # A file whose records are a template's (the workers of one program): classified as the
+            # first file of that template was, when nothing that decided it changed since.
+            count = len(template.records)
+            known = self._by_template.get(id(template))
+            if known is not None and known[0] is template and known[1] == (publisher, self._redefined):
+                _restore(src, known[2])
+                src.classified = count
+            else:
+                self._classify_records(src, publisher, records[:count])
+                if not src.rejected:
+                    self._by_template[id(template)] = (template, (publisher, self._redefined), _save(src))
+        self._classify_records(src, publisher, records[src.classified :])
+        src.mixed = bool(src.flt_slot or src.gauge_slot or src.enums or src.infos or src.texts)
+        # Files whose integer counters sit in the same slots at the same offsets
+        # share one key, and are summed together in one sum_words() call.
+        key = (*src.int_slot, -1, *src.int_off)
+        src.int_key = self._interned.setdefault(key, key)
+        ints = src.int_slot
+        src.int_run = (ints[0], ints[-1] + 1) if ints and ints == list(range(ints[0], ints[-1] + 1)) else None
+        key = (*src.sum_slot, -1, *src.sum_off, -2, *src.sum_size)
+        src.sum_key = self._interned.setdefault(key, key)
+
+    def _classify_records(self, src: _Source, publisher: str, records: list[L.Record]) -> None:
+        for record in records:
             src.classified += 1
             if not record.known:
                 continue
@@ -170,6 +199,7 @@ class Collector:
                         continue  # an outdated declaration: the processes' metric wins, nothing is lost
                     if fam.declared_only:
                         fam = None  # the program now declares it otherwise: its processes redefine it
+                        self._redefined += 1  # classifications saved before may name the old family
                     else:
                         src.rejected.append(f"{spec.name}: {fam.mismatch(spec)} in {fam.first_path}; left out")
                         continue
@@ -220,15 +250,6 @@ class Collector:
             else:  # TEXT
                 src.kept[slot.index] = len(src.texts)
                 src.texts.append((record, slot.index))
-        src.mixed = bool(src.flt_slot or src.gauge_slot or src.enums or src.infos or src.texts)
-        # Files whose integer counters sit in the same slots at the same offsets
-        # share one key, and are summed together in one sum_words() call.
-        key = (*src.int_slot, -1, *src.int_off)
-        src.int_key = self._interned.setdefault(key, key)
-        ints = src.int_slot
-        src.int_run = (ints[0], ints[-1] + 1) if ints and ints == list(range(ints[0], ints[-1] + 1)) else None
-        key = (*src.sum_slot, -1, *src.sum_off, -2, *src.sum_size)
-        src.sum_key = self._interned.setdefault(key, key)
 
     @staticmethod
     def _replace(src: _Source, record: L.Record, slot: int) -> bool:
@@ -403,6 +424,33 @@ class Collector:
         return values
 
     # -- aggregation -------------------------------------------------------------
+
+
+# What classifying a file's records sets in its _Source (the per-file state such as ``last`` apart).
+_CLASSIFIED = (
+    "int_off", "int_slot", "flt_off", "flt_slot", "gauge_off", "gauge_slot", "enums", "texts",
+    "sum_off", "sum_size", "sum_slot", "sum_records",
+)  # fmt: skip
+
+
+def _save(src: _Source) -> tuple[Any, ...]:
+    return (
+        *(list(getattr(src, name)) for name in _CLASSIFIED),
+        [(s, dict(d)) for s, d in src.infos],
+        src.series,
+        set(src.seen),
+        dict(src.kept),
+    )
+
+
+def _restore(src: _Source, saved: tuple[Any, ...]) -> None:
+    """Give ``src`` a saved classification: copies, since classifying a file's later records appends."""
+    n = len(_CLASSIFIED)
+    for name, value in zip(_CLASSIFIED, saved, strict=False):
+        setattr(src, name, list(value))
+    infos, src.series, seen, kept = saved[n:]
+    src.infos = [(s, dict(d)) for s, d in infos]
+    src.seen, src.kept = set(seen), dict(kept)
 
 
 def collect(directory: str, **options: Any) -> Collection:

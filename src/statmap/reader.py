@@ -30,7 +30,7 @@ from .liveness import ALIVE as ALIVE  # the statuses are part of the reader's AP
 from .liveness import CLOSED as CLOSED
 from .liveness import DEAD as DEAD
 from .liveness import NOT_READY as NOT_READY
-from .record_table import RecordTable
+from .record_table import RecordTable, _Template
 
 # The value classes live in values.py; re-exported here, where they were first.
 from .values import HistogramValue as HistogramValue
@@ -497,6 +497,16 @@ class Reader:
     def records(self) -> list[L.Record]:
         """Every record parsed so far (known and unknown types), in file order. Do not modify."""
         return self._table.records
+
+    @property
+    def template(self) -> _Template | None:
+        """The files parsed before whose records this file's first ones are (``record_table``), if any.
+
+        Files with the same template have the same records up to its end: a
+        collector classifies them once. Compare by identity.
+        """
+        template = self._table.template
+        return template if template is None or template.users > 0 else None
 
     @property
     def header(self) -> L.Header | None:
