@@ -243,20 +243,20 @@ def main() -> None:
     for name, _target, r in others:
         ratio = r["first_prom"] / r["first"]
         if name == "64 x 1000":
-            met = "met" if r["first"] <= 25 and ratio >= 8 else "not met"
+            verdict = "met" if r["first"] <= 25 and ratio >= 8 else "not met"
             target = "<= 25 ms, >= 8x"
         else:
-            met, target = "-", "-"
+            verdict, target = "-", "-"
         print(
             f"| first scrape, fresh process, {name} | {r['first']:.1f} | {r['first_prom']:.1f} | {ratio:.1f}x"
-            f" | {target} | {met} |"
+            f" | {target} | {verdict} |"
         )
     for name, _target, r in others:
         if name == "64 x 1000":
-            met = "met" if r["join"] <= 100 else "not met"
+            verdict = "met" if r["join"] <= 100 else "not met"
             print(
                 f"| a new worker of 1000 series joins, {name}: extra us, its series at 0 | {r['join']:.0f} | - | -"
-                f" | <= 100 us | {met} |"
+                f" | <= 100 us | {verdict} |"
             )
             print(
                 "| the same, its series at 1: extra us over the scrape with every value changing"

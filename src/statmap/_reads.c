@@ -6,6 +6,11 @@
  */
 #include "_cells.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
 /* read_latch(buffer, offset, copy_size[, tries]): the stable copy of the
  * latch at offset as bytes, or None when the writer kept it moving for all
  * the tries. */
@@ -396,9 +401,97 @@ static PyObject *same_spans(PyObject *mod, PyObject *const *args, Py_ssize_t nar
     return PyBool_FromLong(same);
 }
 
+/* _poll_steady(items, layout): the repeat poll of many files in one call
+ * (steady.py; its pure-Python twin is steady.poll_steady, kept equal by the
+ * tests). items: per file None, or (buffer, fd, size, end, capacity) as the
+ * last full poll left them; layout: (magic, off_state, off_end, off_capacity,
+ * ready) from _layout. Per file one byte: 0 when the file is as it was (fstat
+ * size, magic, state, end, capacity) and its writer holds its lock (a shared
+ * lock on fd is refused), else 1: the caller takes the full poll, which
+ * checks everything again and says what changed. */
+static PyObject *poll_steady(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer magic;
+    Py_ssize_t off[3];
+    unsigned long long ready;
+    (void)mod;
+    if (nargs != 2 || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != 5) {
+        PyErr_SetString(PyExc_TypeError, "_poll_steady(items, (magic, off_state, off_end, off_capacity, ready))");
+        return NULL;
+    }
+    for (int k = 0; k < 3; k++) {
+        off[k] = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[1], k + 1));
+        if (off[k] == -1 && PyErr_Occurred())
+            return NULL;
+        if (off[k] < 0 || off[k] % ALIGN) {
+            PyErr_SetString(PyExc_ValueError, "header offsets must be aligned");
+            return NULL;
+        }
+    }
+    ready = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args[1], 4));
+    if (ready == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    PyObject *items = PySequence_Fast(args[0], "items must be a sequence");
+    if (!items)
+        return NULL;
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(args[1], 0), &magic, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items), reach = magic.len;
+    for (int k = 0; k < 3; k++)
+        if (off[k] + 8 > reach)
+            reach = off[k] + 8;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (!out)
+        goto done;
+    char *code = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(items, i);
+        code[i] = 1;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 5)
+            continue;
+        long fd = PyLong_AsLong(PyTuple_GET_ITEM(item, 1));
+        Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 2));
+        unsigned long long end = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 3));
+        unsigned long long capacity = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 4));
+        if (PyErr_Occurred()) {
+            PyErr_Clear(); /* not what a reader leaves: the full poll */
+            continue;
+        }
+        Py_buffer view;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 0), &view, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear(); /* a closed mapping, say: the full poll */
+            continue;
+        }
+        struct stat st;
+        int same = fd >= 0 && fd <= INT_MAX && view.len == size && view.len >= reach && (uintptr_t)view.buf % ALIGN == 0 &&
+                   fstat((int)fd, &st) == 0 && st.st_size == (off_t)size && memcmp(view.buf, magic.buf, (size_t)magic.len) == 0;
+        /* state, then end, then capacity: the order of the full poll (reader._read_header) */
+        same = same && load_acquire((const uint64_t *)((const char *)view.buf + off[0])) == ready;
+        same = same && load_acquire((const uint64_t *)((const char *)view.buf + off[1])) == end;
+        same = same && load_acquire((const uint64_t *)((const char *)view.buf + off[2])) == capacity;
+        PyBuffer_Release(&view);
+        if (!same)
+            continue;
+        if (flock((int)fd, LOCK_SH | LOCK_NB) == 0) {
+            flock((int)fd, LOCK_UN); /* no writer holds it: the full poll says dead */
+            continue;
+        }
+        if (errno == EWOULDBLOCK)
+            code[i] = 0; /* the writer holds its exclusive lock: alive */
+    }
+done:
+    PyBuffer_Release(&magic);
+    Py_DECREF(items);
+    return out;
+}
+
 PyMethodDef statmap_read_methods[] = {
     {"_same_spans", (PyCFunction)(void (*)(void))same_spans, METH_FASTCALL,
      "_same_spans(buffer, reference, base, spans) -> True when every metadata span equals the reference's"},
+    {"_poll_steady", (PyCFunction)(void (*)(void))poll_steady, METH_FASTCALL,
+     "_poll_steady(items, layout) -> bytes, per file 0 when it is as it was and its writer alive, else 1"},
     {"read_latch", (PyCFunction)(void (*)(void))read_latch, METH_FASTCALL,
      "read_latch(buffer, offset, copy_size[, tries]) -> bytes of the stable copy, or None"},
     {"load_u64", (PyCFunction)(void (*)(void))load_u64, METH_FASTCALL, "load_u64(buffer, offset): acquire load"},

@@ -136,6 +136,7 @@ class _Source:
         self.mixed = False
         self.seen: set[int] = set()  # slots with a record in this file
         self.kept: dict[int, int] = {}  # gauges, enums, infos, texts: slot -> position in its list
+        self.steady: Any = None  # what the reader's last full poll left for steady.poll (Reader.steady)
 
     def close(self) -> None:
         self.reader.close()

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from . import _layout as L
-from . import cells
+from . import cells, steady
 from .aggregate import _Family, _Slot, _Source, _Values, aggregate
 from .archive import ABSORBED_SERIES, ARCHIVE_PREFIX, PROCESSES_SERIES, is_archive_name, parse_absorbed
 from .archive import clean as clean_directory
@@ -290,7 +290,14 @@ class Collector:
         retries: dict[str, int] = {}
         directory = self.directory
         sources = self._sources
-        for name, inode in order:
+        # Files as the last poll left them (live, held, all parsed) are checked in one call (steady.py).
+        items = [
+            src.steady if (src := sources.get(name)) is not None and src.inode == inode else None
+            for name, inode in order
+        ]
+        unchanged = steady.poll(items, steady.LAYOUT)
+        for at, (name, inode) in enumerate(order):
+            item = items[at] if at < len(items) else None
             known = sources.get(name)
             if known is not None:
                 path, archive = known.path, known.is_archive
@@ -304,7 +311,11 @@ class Collector:
                     continue
             try:
                 src = self._source(name, inode, path)
-                status, header, size = src.reader.poll()
+                if item is not None and not unchanged[at] and src.steady is item:
+                    status, header, size = ALIVE, src.reader.header, item[2]
+                else:
+                    status, header, size = src.reader.poll()
+                    src.steady = src.reader.steady()
                 info = FileInfo(path, status, size=size)
                 if header is None:
                     files.append(info)

@@ -518,6 +518,17 @@ class Reader:
         """The current read-only mapping (valid until the next ``poll()``), for bulk reads with ``cells``."""
         return self._map
 
+    def steady(self) -> tuple[Any, int, int, int, int] | None:
+        """(mapping, descriptor, size, end, capacity) for ``steady.poll``, when the last poll left this
+        reader where an unchanged file needs no more than those checks (see ``steady.py``); else None.
+        When that poll answers 0, ``poll()`` would return (ALIVE, ``header``, size): the caller uses those."""
+        h, m = self._header, self._map
+        if self._fd < 0 or self._final or self._copy or self._stale or m is None or self._closed:
+            return None
+        if h is None or h is not self._last or h.state != _READY or self._table.parsed_end != h.end:
+            return None
+        return (m, self._fd, len(m), h.end, h.capacity)
+
     @property
     def copied(self) -> bool:
         """True when the file is read through copies (it belongs to another user), not mapped."""
