@@ -34,6 +34,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from operator import is_
 from typing import Any
 
 from .collect import Collection, MetricFamily, Sample, match_families
@@ -304,9 +305,12 @@ class Exposer:
                 self._planned = 0
             plan = self._plans[key] = _Plan()
         samples = fam.samples
-        keys = [sample.key for sample in samples]
         # one tuple, replaced whole: a plan is never seen half-updated
         last_keys, series, kept, lines = plan.last
+        if len(samples) == len(kept) and all(map(is_, samples, kept)):
+            parts.extend(lines)  # every Sample kept by the collector (no value changed): every line as it was
+            return
+        keys = [sample.key for sample in samples]
         if keys != last_keys:  # the same series as last time compare by identity: cheap
             texts = plan.texts
             expand = None
