@@ -140,6 +140,7 @@ class _Source:
         self.seen: set[int] = set()  # slots with a record in this file
         self.kept: dict[int, int] = {}  # gauges, enums, infos, texts: slot -> position in its list
         self.steady: Any = None  # what the reader's last full poll left for steady.poll (Reader.steady)
+        self.lane: Any = None  # (steady, header) when the last scrape took this file whole (collect)
 
     def close(self) -> None:
         self.reader.close()
@@ -250,7 +251,7 @@ def aggregate(
 
     for s, parts in multi.items():
         acc[s] = parts[0] if len(parts) == 1 else reduce(add, parts)  # HistogramValue + HistogramValue...
-    pid_labels = _pid_labels(readings)
+    pid_labels: dict[str, str] | None = None  # built when a family is per process
     listed = False  # the runs are in ``present`` (done once, when a family needs slot by slot)
     result: list[MetricFamily] = []
     # Every family this collector has seen stays while its publisher has a file or an archive
@@ -348,6 +349,8 @@ def aggregate(
             for info, value in sorted(contributions, key=lambda c: c[0].pid):
                 if value is None:
                     continue
+                if pid_labels is None:
+                    pid_labels = _pid_labels(readings)
                 pid = pid_labels.get(info.path, str(info.pid))
                 labels = dict(slot.labels)
                 labels["pid"] = pid

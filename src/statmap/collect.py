@@ -299,6 +299,19 @@ class Collector:
         for at, (name, inode) in enumerate(order):
             item = items[at] if at < len(items) else None
             known = sources.get(name)
+            if item is not None and not unchanged[at] and known is not None and (lane := known.lane) is not None:
+                # As the last scrape left it, and that scrape took it whole: only its values to read.
+                if lane[0] is item:
+                    header = lane[1]
+                    info = FileInfo(known.path, ALIVE, header.identity, item[2], known.series, header.closed_ns)
+                    try:
+                        values = self._read_values(known)
+                    except (FormatError, OSError, ValueError):
+                        known.lane = None  # the full path below reads it again and reports the problem
+                    else:
+                        files.append(info)
+                        readings.append((known, info, values))
+                        continue
             if known is not None:
                 path, archive = known.path, known.is_archive
             else:
@@ -316,6 +329,7 @@ class Collector:
                 else:
                     status, header, size = src.reader.poll()
                     src.steady = src.reader.steady()
+                src.lane = None
                 info = FileInfo(path, status, size=size)
                 if header is None:
                     files.append(info)
@@ -361,6 +375,8 @@ class Collector:
                 errors.append(CollectError(path, problem))
             if archive:
                 info.absorbed_count = src.processes
+            elif status == ALIVE and not src.rejected and src.steady is not None:
+                src.lane = (src.steady, header)  # the next scrape may take the lane above
             files.append(info)
             readings.append((src, info, values))
         # Anything an archive absorbed is counted by the archive only.
