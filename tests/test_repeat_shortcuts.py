@@ -11,6 +11,7 @@ every scrape is compared with a fresh ``Collector`` and ``Exposer``.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import statmap
 from statmap.collect import Collector
@@ -107,3 +108,36 @@ def test_a_run_summed_after_a_file_summed_slot_by_slot(statdir: str) -> None:
     pair.check()
     first.close()
     second.close()
+
+
+def _worker_like(statdir: str, after: str | None = None) -> tuple[statmap.Publisher, Any]:
+    pub = _after(statdir, after) if after else statmap.Publisher("app", statdir)
+    fam = pub.counter("reqs", "Requests", labels=("k",))
+    for i in range(20):  # enough records for a template (record_table.TEMPLATE_MIN_RECORDS)
+        fam.labels(f"v{i:02d}").inc(i)
+    return pub, fam
+
+
+def test_files_of_one_template_grow_apart(statdir: str) -> None:
+    """Files that share a template's classification (shared lists) grow, each its own way, and others join."""
+    pair = _Pair(statdir)
+    first, ffam = _worker_like(statdir)
+    pair.check()
+    second, sfam = _worker_like(statdir, first.path)
+    pair.check()  # the second file takes the first's classification
+    ffam.labels("only-first").inc(7)  # the template's own first file grows: its own lists from here on
+    pair.check()
+    sfam.labels("only-second").inc(5)  # so does the second
+    pair.check()
+    third, _tfam = _worker_like(statdir, second.path)
+    pair.check()  # joins with the template's classification, not the others' growth
+    fourth, _ = _worker_like(statdir, third.path)
+    pair.check()
+    text = Exposer().openmetrics(pair.collector.collect())
+    assert 'reqs_total{k="v03"} 12\n' in text  # 4 files x 3
+    assert 'reqs_total{k="only-second"} 5\n' in text and 'reqs_total{k="only-first"} 7\n' in text
+    sources = {s.path: s for s in pair.collector._sources.values()}
+    assert len(sources[third.path].int_off) == 20 and len(sources[fourth.path].int_off) == 20
+    assert len(sources[first.path].int_off) == 21 and len(sources[second.path].int_off) == 21
+    for pub in (first, second, third, fourth):
+        pub.close()

@@ -385,11 +385,13 @@ static PyObject *same_spans(PyObject *mod, PyObject *const *args, Py_ssize_t nar
     int same = base >= 0 && spans.len % 16 == 0;
     const unsigned char *s = spans.buf;
     for (Py_ssize_t i = 0; same && i < spans.len; i += 16) {
-        uint64_t a = 0, b = 0;
-        for (int k = 7; k >= 0; k--) { /* little-endian u64s, whatever the host */
-            a = a << 8 | s[i + k];
-            b = b << 8 | s[i + 8 + k];
-        }
+        uint64_t a, b;
+        memcpy(&a, s + i, 8);
+        memcpy(&b, s + i + 8, 8);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+        a = __builtin_bswap64(a); /* little-endian u64s, whatever the host */
+        b = __builtin_bswap64(b);
+#endif
         if (a < (uint64_t)base || b < a || b > (uint64_t)buf.len || b - (uint64_t)base > (uint64_t)ref.len)
             same = 0;
         else

@@ -141,6 +141,7 @@ class _Source:
         self.kept: dict[int, int] = {}  # gauges, enums, infos, texts: slot -> position in its list
         self.steady: Any = None  # what the reader's last full poll left for steady.poll (Reader.steady)
         self.lane: Any = None  # (steady, header) when the last scrape took this file whole (collect)
+        self.shared = False  # its classification lists are shared with files of the same template (collect)
 
     def close(self) -> None:
         self.reader.close()

@@ -149,13 +149,20 @@ class Collector:
             count = len(template.records)
             known = self._by_template.get(id(template))
             if known is not None and known[0] is template and known[1] == (publisher, self._redefined):
-                _restore(src, known[2])
+                _restore(src, known[2])  # its lists, shared until this file grows, and its layout keys
                 src.classified = count
             else:
                 self._classify_records(src, publisher, records[:count])
+                self._keys(src)
                 if not src.rejected:
                     self._by_template[id(template)] = (template, (publisher, self._redefined), _save(src))
+            if src.classified == len(records):
+                return
         self._classify_records(src, publisher, records[src.classified :])
+        self._keys(src)
+
+    def _keys(self, src: _Source) -> None:
+        """The layout keys of a file's classified records, and whether it reads more than integer counters."""
         src.mixed = bool(src.flt_slot or src.gauge_slot or src.enums or src.infos or src.texts)
         # Files whose integer counters sit in the same slots at the same offsets
         # share one key, and are summed together in one sum_words() call.
@@ -167,6 +174,8 @@ class Collector:
         src.sum_key = self._interned.setdefault(key, key)
 
     def _classify_records(self, src: _Source, publisher: str, records: list[L.Record]) -> None:
+        if src.shared and records:
+            _unshare(src)  # its lists are a template's: this file's own from here on
         for record in records:
             src.classified += 1
             if not record.known:
@@ -460,24 +469,40 @@ _CLASSIFIED = (
 )  # fmt: skip
 
 
+_KEYS = ("mixed", "int_key", "int_run", "sum_key")
+
+
 def _save(src: _Source) -> tuple[Any, ...]:
+    """A file's classification, for the files that repeat its template: shared, not copied (see _unshare)."""
+    src.shared = True
     return (
-        *(list(getattr(src, name)) for name in _CLASSIFIED),
-        [(s, dict(d)) for s, d in src.infos],
+        *(getattr(src, name) for name in _CLASSIFIED),
+        src.infos,
         src.series,
-        set(src.seen),
-        dict(src.kept),
+        src.seen,
+        src.kept,
+        *(getattr(src, name) for name in _KEYS),
     )
 
 
 def _restore(src: _Source, saved: tuple[Any, ...]) -> None:
-    """Give ``src`` a saved classification: copies, since classifying a file's later records appends."""
+    """Give ``src`` a saved classification: the same lists, until a file that shares them classifies more."""
     n = len(_CLASSIFIED)
     for name, value in zip(_CLASSIFIED, saved, strict=False):
-        setattr(src, name, list(value))
-    infos, src.series, seen, kept = saved[n:]
-    src.infos = [(s, dict(d)) for s, d in infos]
-    src.seen, src.kept = set(seen), dict(kept)
+        setattr(src, name, value)
+    src.infos, src.series, src.seen, src.kept = saved[n : n + 4]
+    for name, value in zip(_KEYS, saved[n + 4 :], strict=True):
+        setattr(src, name, value)
+    src.shared = True
+
+
+def _unshare(src: _Source) -> None:
+    """Copies of the lists a file shares with its template's other files, before it appends to them."""
+    for name in _CLASSIFIED:
+        setattr(src, name, list(getattr(src, name)))
+    src.infos = [(s, dict(d)) for s, d in src.infos]
+    src.seen, src.kept = set(src.seen), dict(src.kept)
+    src.shared = False
 
 
 def collect(directory: str, **options: Any) -> Collection:
