@@ -149,6 +149,7 @@ class Exposer:
         self._labels: dict[Any, tuple[str, dict[str, str]]] = {}
         # The render plan, kept across scrapes: family headers, and per series of a fixed kind
         # its text around the value (_fixed_family); only values are formatted per scrape.
+        self._names: dict[Any, tuple[str, ...]] = {}  # exposed label names by family and label keys
         self._heads: dict[tuple[str, str, str, str, bool], str] = {}
         self._plans: dict[Any, _Plan] = {}
         self._planned = 0
@@ -203,22 +204,40 @@ class Exposer:
         hit = self._labels.get(key)
         if hit is not None:
             return hit
-        labels: dict[str, str] = {}
-        kind = out.kind
-        reserved = set(kind.reserved)
-        if kind.label_is_name:
-            reserved.add(out.name)
-        for k, v in sample.labels.items():
-            labels[_free(label_name(k), reserved | labels.keys())] = str(v)
+        given = sample.labels
+        # The exposed label names depend only on the label keys (the same for a family's every series):
+        # worked out once per family's keys, not per series (the first render of many series).
+        nkey = (out.name, out.kind.name, out.publisher_label, tuple(given))
+        names = self._names.get(nkey)
+        if names is None:
+            if len(self._names) > 10_000:
+                self._names.clear()
+            names = self._names[nkey] = self._label_names(out, tuple(given))
+        labels = dict(zip(names, map(str, given.values()), strict=False))
         if out.publisher_label:
-            labels[_free(out.publisher_label, reserved | labels.keys())] = fam.publisher
-        text = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items())
+            labels[names[-1]] = fam.publisher
+        text = ",".join([f'{k}="{escape_label_value(v)}"' for k, v in labels.items()])
         if len(self._labels) > 200_000:
             self._labels.clear()
         self._labels[key] = hit = (text, labels)
         return hit
 
     _base_labels = base_labels
+
+    @staticmethod
+    def _label_names(out: _Out, keys: tuple[str, ...]) -> tuple[str, ...]:
+        """Exposed names for these label keys, in order (then the publisher label's, if any): sanitised,
+        made unique, clear of the kind's reserved names."""
+        kind = out.kind
+        reserved = set(kind.reserved)
+        if kind.label_is_name:
+            reserved.add(out.name)
+        names: list[str] = []
+        for k in keys:
+            names.append(_free(label_name(k), reserved | set(names)))
+        if out.publisher_label:
+            names.append(_free(out.publisher_label, reserved | set(names)))
+        return tuple(names)
 
     def samples(
         self, collection: Collection, *, created: bool = True
