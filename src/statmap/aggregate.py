@@ -41,6 +41,7 @@ class _Family:
         "order",
         "publisher",
         "rows",
+        "run",
         "slots",
         "states",
         "unit",
@@ -62,6 +63,7 @@ class _Family:
         # (index, label dict, labels) of every slot, in slot order: the hot loop's view of
         # ``slots`` (slots are only ever added), rebuilt when a slot was added
         self.rows: list[tuple[int, dict[str, str], tuple[tuple[str, str], ...]]] = []
+        self.run: tuple[int, int] | None = None  # the rows' slots are a..b-1 in order
         self.last: list[Sample | None] = []  # summed kinds: the Sample of each row at the last collection
         # integer counters whose slots are a run a..b-1, every row present last time: (a, b, their values)
         self.last_ints: tuple[int, int, list[Any]] | None = None
@@ -270,6 +272,8 @@ def aggregate(
             rows = fam.rows
             if len(rows) != len(fam.slots):
                 rows = fam.rows = [(slot.index, slot.label_dict, slot.labels) for slot in fam.slots.values()]
+                a = rows[0][0] if rows else 0
+                fam.run = (a, a + len(rows)) if rows and _is_run(rows, a) else None
             last = fam.last
             ints = fam.last_ints
             if ints is not None:
@@ -307,10 +311,9 @@ def aggregate(
                 samples.extend([x for x in now if x is not None])
                 continue
             samples.extend(cast("list[Sample]", now))
-            if fam.kind.read == COUNT and not fam.flags & L.FLAG_FLOAT and rows:
-                a, b = rows[0][0], rows[-1][0] + 1
-                if b - a == len(rows) and (len(rows) == 1 or rows[1][0] == a + 1) and _is_run(rows, a):
-                    fam.last_ints = (a, b, acc[a:b])  # ints only: sum_words gives ints, the start is 0
+            if fam.run is not None and fam.kind.read == COUNT and not fam.flags & L.FLAG_FLOAT:
+                a, b = fam.run
+                fam.last_ints = (a, b, acc[a:b])  # ints only: sum_words gives ints, the start is 0
             continue
         if not listed:
             listed = True
