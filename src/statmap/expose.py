@@ -52,7 +52,7 @@ JSON_CONTENT_TYPE = "application/json"
 
 _PREFIX_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _free = free_name
-_VALUE = object()  # stands for the value when a series' text is planned (Exposer._fixed_series)
+_VALUE = object()  # stands for the value when a series' text is planned (Exposer._fixed_shape)
 
 
 def family_name(fam: MetricFamily) -> str:
@@ -332,14 +332,14 @@ class Exposer:
         keys = [sample.key for sample in samples]
         if keys != last_keys:  # the same series as last time compare by identity: cheap
             texts = plan.texts
-            expand = None
+            shape = None
             series = []
             for sample in samples:
                 got = texts.get(sample.key)
                 if got is None:
-                    if expand is None:
-                        expand = out.kind.expand(out.name, when, fam.states)
-                    got = texts[sample.key] = self._fixed_series(expand, *self.base_labels(out, fam, sample))
+                    if shape is None:
+                        shape = self._fixed_shape(out.kind.expand(out.name, when, fam.states))
+                    got = texts[sample.key] = self._fixed_series(shape, self.base_labels(out, fam, sample)[0])
                     self._planned += 1
                 series.append(got)
             kept, lines = [None] * len(samples), [""] * len(samples)
@@ -354,17 +354,26 @@ class Exposer:
         parts.extend(lines)
 
     @staticmethod
-    def _fixed_series(expand: Any, text: str, labels: dict[str, str]) -> tuple[str, str]:
-        """One series of a fixed kind as (text before its value, text after it): its samples written once."""
-        first, *rest = expand(_VALUE, labels)
-        lines = []
+    def _fixed_shape(expand: Any) -> tuple[str, list[tuple[str, str]]]:
+        """A fixed kind's samples for every series of a family (they depend on neither the value nor the
+        labels, kinds.Kind.fixed): the first sample's name, then each constant sample's name and number text."""
+        first, *rest = expand(_VALUE, {})
+        assert first[1] is None and first[2] is _VALUE, "a fixed kind's first sample carries the value"
+        constants = []
         for sample_name, extra, number in rest:
             assert extra is None and number is not _VALUE, "a fixed kind's constant samples"
             cls = number.__class__
             value = str(number) if cls is int else number if cls is str else format_value(number)
-            lines.append(f"{sample_name}{{{text}}} {value}\n" if text else f"{sample_name} {value}\n")
-        assert first[1] is None and first[2] is _VALUE, "a fixed kind's first sample carries the value"
-        return (f"{first[0]}{{{text}}} " if text else f"{first[0]} "), "\n" + "".join(lines)
+            constants.append((sample_name, value))
+        return first[0], constants
+
+    @staticmethod
+    def _fixed_series(shape: tuple[str, list[tuple[str, str]]], text: str) -> tuple[str, str]:
+        """One series of a fixed kind as (text before its value, text after it): its samples written once."""
+        first, constants = shape
+        if text:
+            return f"{first}{{{text}}} ", "\n" + "".join([f"{name}{{{text}}} {value}\n" for name, value in constants])
+        return f"{first} ", "\n" + "".join([f"{name} {value}\n" for name, value in constants])
 
     def openmetrics(self, collection: Collection) -> str:
         return "".join(self._text(collection, True))
