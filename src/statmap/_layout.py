@@ -370,17 +370,7 @@ def decode_record(data: Readable, offset: int, end: int) -> Record:
         )
     if value_rel % ALIGN or value_rel < params_end + strings_size or value_rel + vsize > size:
         raise RecordError(f"record at {offset}: value area {value_rel}+{vsize} outside record of {size} bytes")
-    known = mtype in MetricType._value2member_map_
-    if known:
-        if flags & ~KNOWN_FLAGS:
-            raise RecordError(f"record at {offset}: unknown flags {flags:#x}")
-        if mtype == MetricType.TEXT and capacity > MAX_TEXT_CAPACITY:
-            raise RecordError(f"record at {offset}: text capacity {capacity} exceeds {MAX_TEXT_CAPACITY}")
-        expected = value_size(mtype, param_count, capacity)
-        if vsize != expected:
-            raise RecordError(f"record at {offset}: value size {vsize}, type {mtype} needs {expected}")
-        if mtype != MetricType.HISTOGRAM and param_count:
-            raise RecordError(f"record at {offset}: type {mtype} takes no params")
+    known = _checked_type(offset, mtype, flags, capacity, vsize, param_count)
     base = offset + RECORD_HEADER_SIZE
     bounds = struct.unpack_from(f"<{param_count}d", data, base) if param_count else ()
     pos = base + 8 * param_count
@@ -398,6 +388,39 @@ def decode_record(data: Readable, offset: int, end: int) -> Record:
         pos += length
     if pos != stop:
         raise RecordError(f"record at {offset}: {stop - pos} stray bytes after the string table")
+    return _record(offset, (size, mtype, flags, aggregation, value_rel, vsize, label_count, param_count, capacity,
+                            bounds, strings), known)  # fmt: skip
+
+
+#: What the C reader (``_cells._record_fields``) needs of the format: the limits its checks use.
+RECORD_LIMITS = (RECORD_HEADER_SIZE, MAX_RECORD_SIZE, MAX_PARAMS, MAX_STRINGS, MAX_STRING)
+
+
+def record_from_fields(offset: int, fields: tuple[Any, ...]) -> Record:
+    """The record whose bytes ``_cells._record_fields`` read and checked (the checks above up to the
+    string table, its strings decoded); the type's checks here. Raises RecordError as decode_record."""
+    known = _checked_type(offset, fields[1], fields[2], fields[8], fields[5], fields[7])
+    return _record(offset, fields, known)
+
+
+def _checked_type(offset: int, mtype: int, flags: int, capacity: int, vsize: int, param_count: int) -> bool:
+    """Whether the type is known to this reader, once its fields suit it (else RecordError)."""
+    known = mtype in MetricType._value2member_map_
+    if known:
+        if flags & ~KNOWN_FLAGS:
+            raise RecordError(f"record at {offset}: unknown flags {flags:#x}")
+        if mtype == MetricType.TEXT and capacity > MAX_TEXT_CAPACITY:
+            raise RecordError(f"record at {offset}: text capacity {capacity} exceeds {MAX_TEXT_CAPACITY}")
+        expected = value_size(mtype, param_count, capacity)
+        if vsize != expected:
+            raise RecordError(f"record at {offset}: value size {vsize}, type {mtype} needs {expected}")
+        if mtype != MetricType.HISTOGRAM and param_count:
+            raise RecordError(f"record at {offset}: type {mtype} takes no params")
+    return known
+
+
+def _record(offset: int, fields: tuple[Any, ...], known: bool) -> Record:
+    size, mtype, flags, aggregation, value_rel, vsize, label_count, _params, capacity, bounds, strings = fields
     labels = tuple(zip(strings[3 : 3 + 2 * label_count : 2], strings[4 : 4 + 2 * label_count : 2], strict=True))
     extras = tuple(strings[3 + 2 * label_count :])
     if known:

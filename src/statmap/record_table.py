@@ -25,6 +25,10 @@ if cells.BACKEND == "c":
     from . import _cells
 
     _same_spans = getattr(_cells, "_same_spans", L.same_spans)
+#: A record's fields read and checked in C (a private helper; None: decode_record alone, its twin).
+_record_fields: Callable[[Any, int, int, tuple[int, ...]], Any] | None = (
+    getattr(_cells, "_record_fields", None) if cells.BACKEND == "c" else None
+)
 #: Files with fewer records are parsed record by record (a template is not worth its copy).
 TEMPLATE_MIN_RECORDS = 8
 #: Templates kept per first record (programs whose files start alike), the newest first.
@@ -134,7 +138,9 @@ class RecordTable:
                                 offset, size, entry.spec, offset + value_rel, entry.vsize, entry.known
                             )
             if record is None:
-                record = L.decode_record(m, offset, end)
+                fields = None if _record_fields is None else _record_fields(m, offset, end, L.RECORD_LIMITS)
+                # Anything the C read refuses, decode_record reads again and says why.
+                record = L.decode_record(m, offset, end) if fields is None else L.record_from_fields(offset, fields)
             self.metadata += record.value_offset - offset
             if self.metadata > L.MAX_METADATA:
                 raise L.RecordError(
