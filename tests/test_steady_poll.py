@@ -210,3 +210,19 @@ def test_collections_with_the_steady_poll_equal_fresh_ones(statdir: str) -> None
                 assert p.stdin is not None
                 p.stdin.close()
                 p.wait(timeout=30)
+
+
+def test_a_narrowed_publisher_filter_applies_to_steady_files(statdir: str) -> None:
+    """Files the last scrape took whole are still filtered by the collector's publishers."""
+    proc = _worker(statdir)
+    try:
+        kept = Collector(statdir)
+        kept.collect()
+        assert [f.name for f in kept.collect().files] == ["web"]
+        kept.publishers = frozenset({"other"})
+        assert kept.collect().families == [] and kept.collect().files == []
+        kept.close()
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=30)

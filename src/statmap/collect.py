@@ -310,7 +310,7 @@ class Collector:
             known = sources.get(name)
             if item is not None and not unchanged[at] and known is not None and (lane := known.lane) is not None:
                 # As the last scrape left it, and that scrape took it whole: only its values to read.
-                if lane[0] is item:
+                if lane[0] is item and (self.publishers is None or known.publisher in self.publishers):
                     header = lane[1]
                     info = FileInfo(known.path, ALIVE, header.identity, item[2], known.series, header.closed_ns)
                     try:
