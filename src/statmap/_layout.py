@@ -12,7 +12,7 @@ import mmap
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar
 
 #: What the decoders read from: file bytes or a mapping.
 Readable = bytes | bytearray | memoryview | mmap.mmap
@@ -334,6 +334,8 @@ def decode_record(data: Readable, offset: int, end: int) -> Record:
 
     Every length, count and offset is checked against ``end`` before use, so
     a corrupt record raises RecordError and never reads out of bounds.
+    (Hot on a first scrape, once per distinct record: messages are built only
+    on failure, and the checked fields go straight into the frozen objects.)
     """
     if offset % ALIGN:
         raise RecordError(f"record at {offset} is not 8-byte aligned")
@@ -353,64 +355,92 @@ def decode_record(data: Readable, offset: int, end: int) -> Record:
         strings_size,
         capacity,
     ) = RECORD_HEADER.unpack_from(data, offset)
-    where = f"record at {offset}"
     if size < RECORD_HEADER_SIZE or size % ALIGN or size > MAX_RECORD_SIZE:
-        raise RecordError(f"{where}: bad record size {size}")
+        raise RecordError(f"record at {offset}: bad record size {size}")
     if offset + size > end:
-        raise RecordError(f"{where}: size {size} runs past end of records ({end})")
+        raise RecordError(f"record at {offset}: size {size} runs past end of records ({end})")
     if param_count > MAX_PARAMS or string_count > MAX_STRINGS:
-        raise RecordError(f"{where}: {param_count} params / {string_count} strings exceed the limits")
+        raise RecordError(f"record at {offset}: {param_count} params / {string_count} strings exceed the limits")
     if string_count < 3 + 2 * label_count:
-        raise RecordError(f"{where}: {string_count} strings cannot hold {label_count} labels")
+        raise RecordError(f"record at {offset}: {string_count} strings cannot hold {label_count} labels")
     params_end = RECORD_HEADER_SIZE + 8 * param_count
     if params_end + strings_size > size:
-        raise RecordError(f"{where}: metadata ({params_end + strings_size} bytes) larger than record ({size})")
+        raise RecordError(
+            f"record at {offset}: metadata ({params_end + strings_size} bytes) larger than record ({size})"
+        )
     if value_rel % ALIGN or value_rel < params_end + strings_size or value_rel + vsize > size:
-        raise RecordError(f"{where}: value area {value_rel}+{vsize} outside record of {size} bytes")
-    known = mtype in MetricType._value2member_map_
-    if known:
-        if flags & ~KNOWN_FLAGS:
-            raise RecordError(f"{where}: unknown flags {flags:#x}")
-        if mtype == MetricType.TEXT and capacity > MAX_TEXT_CAPACITY:
-            raise RecordError(f"{where}: text capacity {capacity} exceeds {MAX_TEXT_CAPACITY}")
-        expected = value_size(mtype, param_count, capacity)
-        if vsize != expected:
-            raise RecordError(f"{where}: value size {vsize}, type {mtype} needs {expected}")
-        if mtype != MetricType.HISTOGRAM and param_count:
-            raise RecordError(f"{where}: type {mtype} takes no params")
+        raise RecordError(f"record at {offset}: value area {value_rel}+{vsize} outside record of {size} bytes")
+    known = _checked_type(offset, mtype, flags, capacity, vsize, param_count)
     base = offset + RECORD_HEADER_SIZE
-    bounds = struct.unpack_from(f"<{param_count}d", data, base)
+    bounds = struct.unpack_from(f"<{param_count}d", data, base) if param_count else ()
     pos = base + 8 * param_count
     stop = pos + strings_size
     strings: list[str] = []
+    put, u32 = strings.append, _U32.unpack_from
     for _ in range(string_count):
         if pos + 4 > stop:
-            raise RecordError(f"{where}: string table truncated")
-        (length,) = struct.unpack_from("<I", data, pos)
+            raise RecordError(f"record at {offset}: string table truncated")
+        (length,) = u32(data, pos)
         pos += 4
         if length > MAX_STRING or pos + length > stop:
-            raise RecordError(f"{where}: string of {length} bytes runs past the string table")
-        strings.append(bytes(data[pos : pos + length]).decode("utf-8", "replace"))
+            raise RecordError(f"record at {offset}: string of {length} bytes runs past the string table")
+        put(str(data[pos : pos + length], "utf-8", "replace"))
         pos += length
     if pos != stop:
-        raise RecordError(f"{where}: {stop - pos} stray bytes after the string table")
-    labels = tuple((strings[3 + 2 * i], strings[4 + 2 * i]) for i in range(label_count))
+        raise RecordError(f"record at {offset}: {stop - pos} stray bytes after the string table")
+    return _record(offset, (size, mtype, flags, aggregation, value_rel, vsize, label_count, param_count, capacity,
+                            bounds, strings), known)  # fmt: skip
+
+
+#: What the C reader (``_cells._record_fields``) needs of the format: the limits its checks use.
+RECORD_LIMITS = (RECORD_HEADER_SIZE, MAX_RECORD_SIZE, MAX_PARAMS, MAX_STRINGS, MAX_STRING)
+
+
+def record_from_fields(offset: int, fields: tuple[Any, ...]) -> Record:
+    """The record whose bytes ``_cells._record_fields`` read and checked (the checks above up to the
+    string table, its strings decoded); the type's checks here. Raises RecordError as decode_record."""
+    known = _checked_type(offset, fields[1], fields[2], fields[8], fields[5], fields[7])
+    return _record(offset, fields, known)
+
+
+def _checked_type(offset: int, mtype: int, flags: int, capacity: int, vsize: int, param_count: int) -> bool:
+    """Whether the type is known to this reader, once its fields suit it (else RecordError)."""
+    known = mtype in MetricType._value2member_map_
+    if known:
+        if flags & ~KNOWN_FLAGS:
+            raise RecordError(f"record at {offset}: unknown flags {flags:#x}")
+        if mtype == MetricType.TEXT and capacity > MAX_TEXT_CAPACITY:
+            raise RecordError(f"record at {offset}: text capacity {capacity} exceeds {MAX_TEXT_CAPACITY}")
+        expected = value_size(mtype, param_count, capacity)
+        if vsize != expected:
+            raise RecordError(f"record at {offset}: value size {vsize}, type {mtype} needs {expected}")
+        if mtype != MetricType.HISTOGRAM and param_count:
+            raise RecordError(f"record at {offset}: type {mtype} takes no params")
+    return known
+
+
+def _record(offset: int, fields: tuple[Any, ...], known: bool) -> Record:
+    size, mtype, flags, aggregation, value_rel, vsize, label_count, _params, capacity, bounds, strings = fields
+    labels = tuple(zip(strings[3 : 3 + 2 * label_count : 2], strings[4 : 4 + 2 * label_count : 2], strict=True))
     extras = tuple(strings[3 + 2 * label_count :])
     if known:
-        _check_type_metadata(where, mtype, bounds, extras)
-    spec = RecordSpec(
-        mtype=mtype,
-        name=strings[0],
-        help=strings[1],
-        unit=strings[2],
-        labels=labels,
-        flags=flags,
-        aggregation=aggregation,
-        bounds=tuple(bounds),
-        capacity=capacity,
-        extras=extras,
-    )
-    return Record(offset, size, spec, offset + value_rel, vsize, known)
+        _check_type_metadata(f"record at {offset}", mtype, bounds, extras)
+    spec = _built(RecordSpec, (mtype, strings[0], strings[1], strings[2], labels, flags, aggregation, bounds,
+                               capacity, extras))  # fmt: skip
+    return _built(Record, (offset, size, spec, offset + value_rel, vsize, known))
+
+
+_U32 = struct.Struct("<I")
+_new = object.__new__
+_T = TypeVar("_T")
+
+
+def _built(cls: type[_T], values: tuple[Any, ...]) -> _T:
+    """A frozen dataclass from fields already checked, in field order: its __init__ (an object.__setattr__
+    per field) was a third of a record's decode. (RecordSpec and Record: no __post_init__, no slots.)"""
+    obj = _new(cls)
+    obj.__dict__.update(zip(cls.__dataclass_fields__, values, strict=True))  # type: ignore[attr-defined]
+    return obj
 
 
 def _check_type_metadata(where: str, mtype: int, bounds: tuple[float, ...], extras: tuple[str, ...]) -> None:
@@ -538,51 +568,11 @@ def f64_from_bits(bits: int) -> float:
 # A knob record (type KNOB) is skipped by metric readers as an unknown type.
 # Its extras declare the knob (key/value pairs); its value area is a text
 # latch (capacity = the record's ``capacity``) holding the applied state as
-# netstrings. The control file ``NAME.knobs`` is netstrings too: text that
-# any language splits without a struct, and an old reader never opens.
+# netstrings, whose fields, like the control file's, are _knob_layout's.
 
 KNOB = 8  #: record type of a knob; not a MetricType (metric readers skip it)
-MAX_KNOB_STATE = 1 << 16  # byte capacity of a knob's state text
-MAX_CONTROL_SIZE = 1 << 20  # bytes of a control file
-MAX_NETSTRINGS = 1 << 14  # fields in one state text or control file
-CONTROL_MAGIC = "statmap-knobs"
-CONTROL_VERSION = "1"
-CONTROL_SUFFIX = ".knobs"
-# Knob state fields, in order (then HISTORY_FIELDS per history entry).
-STATE_FIELDS = (
-    "version", "seen_seq", "applied_seq", "origin", "uid", "pid", "when_ns", "value",
-    "refused_seq", "refused_value", "refused_reason", "refused_when_ns", "history_count",
-)  # fmt: skip
-HISTORY_FIELDS = ("when_ns", "origin", "uid", "pid", "old", "new")
-# Control file: magic, version, seq, entry count, then CONTROL_ENTRY fields per entry.
-CONTROL_ENTRY = ("knob", "target", "action", "value", "uid", "pid", "when_ns")
 
 
 def knob_value_size(capacity: int) -> int:
     """The value area of a knob record: a text latch of ``capacity`` bytes."""
     return 8 + 2 * text_copy_size(capacity)
-
-
-def encode_netstrings(fields: list[str] | tuple[str, ...]) -> str:
-    """``LEN:BYTES,`` per field (LEN = decimal UTF-8 byte count): D. J. Bernstein's netstrings."""
-    return "".join(f"{len(f.encode('utf-8'))}:{f}," for f in fields)
-
-
-def decode_netstrings(data: bytes, limit: int = MAX_NETSTRINGS) -> list[str]:
-    """The fields of netstrings ``data``; ValueError naming the problem for anything malformed."""
-    out: list[str] = []
-    pos, n = 0, len(data)
-    while pos < n:
-        if len(out) >= limit:
-            raise ValueError(f"more than {limit} fields")
-        colon = data.find(b":", pos, pos + 11)
-        digits = data[pos:colon] if colon > pos else b""
-        if not digits.isdigit() or (len(digits) > 1 and digits[0:1] == b"0"):
-            raise ValueError(f"bad field length at byte {pos}")
-        length = int(digits)
-        start = colon + 1
-        if start + length >= n or data[start + length] != 0x2C:  # ","
-            raise ValueError(f"field at byte {pos} runs past the data or lacks its ','")
-        out.append(data[start : start + length].decode("utf-8", "replace"))
-        pos = start + length + 1
-    return out

@@ -6,6 +6,11 @@
  */
 #include "_cells.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
 /* read_latch(buffer, offset, copy_size[, tries]): the stable copy of the
  * latch at offset as bytes, or None when the writer kept it moving for all
  * the tries. */
@@ -350,7 +355,239 @@ done:
     return out;
 }
 
+/* _same_spans(buffer, reference, base, spans): True when buffer[a:b] equals
+ * reference[a - base:b - base] for every (a, b) of spans (little-endian u64
+ * pairs, record_table.metadata_spans): is a file's metadata byte for byte that of
+ * one parsed before (record_table.py)? A private accelerator of
+ * record_table.same_spans, its pure-Python twin (kept equal by the tests). */
+static PyObject *same_spans(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer buf, ref, spans;
+    (void)mod;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "_same_spans(buffer, reference, base, spans)");
+        return NULL;
+    }
+    Py_ssize_t base = PyLong_AsSsize_t(args[2]);
+    if (base == -1 && PyErr_Occurred())
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &buf, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &ref, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[3], &spans, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&buf);
+        PyBuffer_Release(&ref);
+        return NULL;
+    }
+    int same = base >= 0 && spans.len % 16 == 0;
+    const unsigned char *s = spans.buf;
+    for (Py_ssize_t i = 0; same && i < spans.len; i += 16) {
+        uint64_t a, b;
+        memcpy(&a, s + i, 8);
+        memcpy(&b, s + i + 8, 8);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+        a = __builtin_bswap64(a); /* little-endian u64s, whatever the host */
+        b = __builtin_bswap64(b);
+#endif
+        if (a < (uint64_t)base || b < a || b > (uint64_t)buf.len || b - (uint64_t)base > (uint64_t)ref.len)
+            same = 0;
+        else
+            same = memcmp((const char *)buf.buf + a, (const char *)ref.buf + (a - (uint64_t)base), (size_t)(b - a)) == 0;
+    }
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&ref);
+    PyBuffer_Release(&spans);
+    return PyBool_FromLong(same);
+}
+
+/* _poll_steady(items, layout): the repeat poll of many files in one call
+ * (steady.py; its pure-Python twin is steady.poll_steady, kept equal by the
+ * tests). items: per file None, or (buffer, fd, size, end, capacity) as the
+ * last full poll left them; layout: (magic, off_state, off_end, off_capacity,
+ * ready) from _layout. Per file one byte: 0 when the file is as it was (fstat
+ * size, magic, state, end, capacity) and its writer holds its lock (a shared
+ * lock on fd is refused), else 1: the caller takes the full poll, which
+ * checks everything again and says what changed. */
+static PyObject *poll_steady(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer magic;
+    Py_ssize_t off[3];
+    unsigned long long ready;
+    (void)mod;
+    if (nargs != 2 || !PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != 5) {
+        PyErr_SetString(PyExc_TypeError, "_poll_steady(items, (magic, off_state, off_end, off_capacity, ready))");
+        return NULL;
+    }
+    for (int k = 0; k < 3; k++) {
+        off[k] = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[1], k + 1));
+        if (off[k] == -1 && PyErr_Occurred())
+            return NULL;
+        if (off[k] < 0 || off[k] % ALIGN) {
+            PyErr_SetString(PyExc_ValueError, "header offsets must be aligned");
+            return NULL;
+        }
+    }
+    ready = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(args[1], 4));
+    if (ready == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    PyObject *items = PySequence_Fast(args[0], "items must be a sequence");
+    if (!items)
+        return NULL;
+    if (PyObject_GetBuffer(PyTuple_GET_ITEM(args[1], 0), &magic, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items), reach = magic.len;
+    for (int k = 0; k < 3; k++)
+        if (off[k] + 8 > reach)
+            reach = off[k] + 8;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (!out)
+        goto done;
+    char *code = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(items, i);
+        code[i] = 1;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 5)
+            continue;
+        long fd = PyLong_AsLong(PyTuple_GET_ITEM(item, 1));
+        Py_ssize_t size = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 2));
+        unsigned long long end = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 3));
+        unsigned long long capacity = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(item, 4));
+        if (PyErr_Occurred()) {
+            PyErr_Clear(); /* not what a reader leaves: the full poll */
+            continue;
+        }
+        Py_buffer view;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 0), &view, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear(); /* a closed mapping, say: the full poll */
+            continue;
+        }
+        struct stat st;
+        int same = fd >= 0 && fd <= INT_MAX && view.len == size && view.len >= reach && (uintptr_t)view.buf % ALIGN == 0 &&
+                   fstat((int)fd, &st) == 0 && st.st_size == (off_t)size && memcmp(view.buf, magic.buf, (size_t)magic.len) == 0;
+        /* state, then end, then capacity: the order of the full poll (reader._read_header) */
+        same = same && load_acquire((const uint64_t *)((const char *)view.buf + off[0])) == ready;
+        same = same && load_acquire((const uint64_t *)((const char *)view.buf + off[1])) == end;
+        same = same && load_acquire((const uint64_t *)((const char *)view.buf + off[2])) == capacity;
+        PyBuffer_Release(&view);
+        if (!same)
+            continue;
+        if (flock((int)fd, LOCK_SH | LOCK_NB) == 0) {
+            flock((int)fd, LOCK_UN); /* no writer holds it: the full poll says dead */
+            continue;
+        }
+        if (errno == EWOULDBLOCK)
+            code[i] = 0; /* the writer holds its exclusive lock: alive */
+    }
+done:
+    PyBuffer_Release(&magic);
+    Py_DECREF(items);
+    return out;
+}
+
+static uint32_t le32(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+/* _record_fields(buffer, offset, end, limits): the fields of the record at
+ * offset as _layout.decode_record reads them up to its string table (the
+ * same checks, in the same order), its bounds and strings decoded: (size,
+ * mtype, flags, aggregation, value_rel, vsize, label_count, param_count,
+ * capacity, bounds, strings); None when any check fails or the record is
+ * not inside the buffer, and the caller then takes decode_record, which
+ * says why. The type's own checks stay in _layout.record_from_fields.
+ * limits: _layout.RECORD_LIMITS (header size, max record size, max params,
+ * max strings, max string). A private accelerator (record_table.py). */
+static PyObject *record_fields(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t lim[5];
+    (void)mod;
+    if (nargs != 4 || !PyTuple_Check(args[3]) || PyTuple_GET_SIZE(args[3]) != 5) {
+        PyErr_SetString(PyExc_TypeError, "_record_fields(buffer, offset, end, limits)");
+        return NULL;
+    }
+    Py_ssize_t offset = PyLong_AsSsize_t(args[1]), end = PyLong_AsSsize_t(args[2]);
+    for (int k = 0; k < 5; k++)
+        lim[k] = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[3], k));
+    if (PyErr_Occurred())
+        return NULL;
+    if (lim[0] != 40) {
+        PyErr_SetString(PyExc_ValueError, "this build reads 40-byte record headers");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *out = NULL, *bounds = NULL, *strings = NULL;
+    const unsigned char *b = view.buf;
+    if (offset < 0 || end < 0 || offset % ALIGN || offset > end - 40 || end > view.len)
+        goto none;
+    const unsigned char *h = b + offset;
+    Py_ssize_t size = le32(h), mtype = le16(h + 4), flags = le16(h + 6), aggregation = le16(h + 8);
+    Py_ssize_t value_rel = le32(h + 12), vsize = le32(h + 16), label_count = le32(h + 20);
+    Py_ssize_t param_count = le32(h + 24), string_count = le32(h + 28), strings_size = le32(h + 32);
+    Py_ssize_t capacity = le32(h + 36);
+    if (size < 40 || size % ALIGN || size > lim[1] || offset + size > end)
+        goto none;
+    if (param_count > lim[2] || string_count > lim[3] || string_count < 3 + 2 * label_count)
+        goto none;
+    Py_ssize_t params_end = 40 + 8 * param_count;
+    if (params_end + strings_size > size)
+        goto none;
+    if (value_rel % ALIGN || value_rel < params_end + strings_size || value_rel + vsize > size)
+        goto none;
+    bounds = PyTuple_New(param_count);
+    strings = PyList_New(string_count);
+    if (!bounds || !strings)
+        goto fail;
+    for (Py_ssize_t i = 0; i < param_count; i++) {
+        uint64_t bits = 0;
+        for (int k = 7; k >= 0; k--)
+            bits = bits << 8 | h[40 + 8 * i + k];
+        PyObject *f = PyFloat_FromDouble(bits_dbl(bits));
+        if (!f)
+            goto fail;
+        PyTuple_SET_ITEM(bounds, i, f);
+    }
+    Py_ssize_t pos = params_end, stop = params_end + strings_size;
+    for (Py_ssize_t i = 0; i < string_count; i++) {
+        if (pos + 4 > stop)
+            goto none;
+        Py_ssize_t length = le32(h + pos);
+        pos += 4;
+        if (length > lim[4] || pos + length > stop)
+            goto none;
+        PyObject *str = PyUnicode_DecodeUTF8((const char *)h + pos, length, "replace");
+        if (!str)
+            goto fail;
+        PyList_SET_ITEM(strings, i, str);
+        pos += length;
+    }
+    if (pos != stop)
+        goto none;
+    out = Py_BuildValue("(nnnnnnnnnOO)", size, mtype, flags, aggregation, value_rel, vsize, label_count, param_count,
+                        capacity, bounds, strings);
+    goto fail; /* out or NULL, the temporaries released */
+none:
+    out = Py_None;
+    Py_INCREF(out);
+fail:
+    Py_XDECREF(bounds);
+    Py_XDECREF(strings);
+    PyBuffer_Release(&view);
+    return out;
+}
+
 PyMethodDef statmap_read_methods[] = {
+    {"_same_spans", (PyCFunction)(void (*)(void))same_spans, METH_FASTCALL,
+     "_same_spans(buffer, reference, base, spans) -> True when every metadata span equals the reference's"},
+    {"_poll_steady", (PyCFunction)(void (*)(void))poll_steady, METH_FASTCALL,
+     "_poll_steady(items, layout) -> bytes, per file 0 when it is as it was and its writer alive, else 1"},
+    {"_record_fields", (PyCFunction)(void (*)(void))record_fields, METH_FASTCALL,
+     "_record_fields(buffer, offset, end, limits) -> the record's checked fields, or None"},
     {"read_latch", (PyCFunction)(void (*)(void))read_latch, METH_FASTCALL,
      "read_latch(buffer, offset, copy_size[, tries]) -> bytes of the stable copy, or None"},
     {"load_u64", (PyCFunction)(void (*)(void))load_u64, METH_FASTCALL, "load_u64(buffer, offset): acquire load"},

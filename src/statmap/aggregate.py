@@ -35,11 +35,13 @@ class _Family:
         "kind",
         "label_names",
         "last",
+        "last_ints",
         "mtype",
         "name",
         "order",
         "publisher",
         "rows",
+        "run",
         "slots",
         "states",
         "unit",
@@ -61,7 +63,10 @@ class _Family:
         # (index, label dict, labels) of every slot, in slot order: the hot loop's view of
         # ``slots`` (slots are only ever added), rebuilt when a slot was added
         self.rows: list[tuple[int, dict[str, str], tuple[tuple[str, str], ...]]] = []
+        self.run: tuple[int, int] | None = None  # the rows' slots are a..b-1 in order
         self.last: list[Sample | None] = []  # summed kinds: the Sample of each row at the last collection
+        # integer counters whose slots are a run a..b-1, every row present last time: (a, b, their values)
+        self.last_ints: tuple[int, int, list[Any]] | None = None
         self.order = order
         self.states = spec.extras if self.kind.read == STATE else ()
         self.declared_only = False  # known only from an archive's gauge declaration so far
@@ -136,6 +141,9 @@ class _Source:
         self.mixed = False
         self.seen: set[int] = set()  # slots with a record in this file
         self.kept: dict[int, int] = {}  # gauges, enums, infos, texts: slot -> position in its list
+        self.steady: Any = None  # what the reader's last full poll left for steady.poll (Reader.steady)
+        self.lane: Any = None  # (steady, header) when the last scrape took this file whole (collect)
+        self.shared = False  # its classification lists are shared with files of the same template (collect)
 
     def close(self) -> None:
         self.reader.close()
@@ -177,14 +185,21 @@ def aggregate(
                 groups[id(src.int_key)] = (src, [src.reader.buffer])
             else:
                 g[1].append(src.reader.buffer)
+    runs: list[tuple[int, int]] = []  # runs of slots a..b-1 summed so far, not yet in ``present``
+    slotwise = False  # a group was added slot by slot (it may have touched any run)
     for first, buffers in groups.values():
-        present.update(first.int_slot)
         sums = cells.sum_words(buffers, first.int_off)
         run = first.int_run
         if run is not None:  # slots a..b-1 in order (the usual layout): added as a slice, in C
             a, b = run
-            acc[a:b] = map(add, acc[a:b], sums)
+            if slotwise or any(a < rb and ra < b for ra, rb in runs):
+                acc[a:b] = map(add, acc[a:b], sums)
+            else:
+                acc[a:b] = sums  # nothing summed there yet: the sums are the values
+            runs.append(run)
             continue
+        slotwise = True
+        present.update(first.int_slot)
         for s, v in zip(first.int_slot, sums, strict=True):
             acc[s] += v
 
@@ -239,7 +254,8 @@ def aggregate(
 
     for s, parts in multi.items():
         acc[s] = parts[0] if len(parts) == 1 else reduce(add, parts)  # HistogramValue + HistogramValue...
-    pid_labels = _pid_labels(readings)
+    pid_labels: dict[str, str] | None = None  # built when a family is per process
+    listed = False  # the runs are in ``present`` (done once, when a family needs slot by slot)
     result: list[MetricFamily] = []
     # Every family this collector has seen stays while its publisher has a file or an archive
     # here, even when no file has a value for it now (workers replaced): families do not come
@@ -256,7 +272,26 @@ def aggregate(
             rows = fam.rows
             if len(rows) != len(fam.slots):
                 rows = fam.rows = [(slot.index, slot.label_dict, slot.labels) for slot in fam.slots.values()]
+                a = rows[0][0] if rows else 0
+                fam.run = (a, a + len(rows)) if rows and _is_run(rows, a) else None
             last = fam.last
+            ints = fam.last_ints
+            if ints is not None:
+                a, b, before = ints
+                # Integer counters, every row present then and now, every value as it was: the same Samples
+                # (one compare of two lists of ints in C, not one check per row).
+                if (
+                    len(rows) == b - a
+                    and acc[a:b] == before
+                    and (any(ra <= a and b <= rb for ra, rb in runs) or present.issuperset(range(a, b)))
+                ):
+                    samples.extend(cast("list[Sample]", last))
+                    continue
+                fam.last_ints = None
+            if not listed:
+                listed = True
+                for ra, rb in runs:
+                    present.update(range(ra, rb))
             if len(last) != len(rows):
                 last = [None] * len(rows)
             # A series whose integer value did not change keeps its Sample (results are never
@@ -274,9 +309,16 @@ def aggregate(
             fam.last = now
             if None in now:
                 samples.extend([x for x in now if x is not None])
-            else:
-                samples.extend(cast("list[Sample]", now))
+                continue
+            samples.extend(cast("list[Sample]", now))
+            if fam.run is not None and fam.kind.read == COUNT and not fam.flags & L.FLAG_FLOAT:
+                a, b = fam.run
+                fam.last_ints = (a, b, acc[a:b])  # ints only: sum_words gives ints, the start is 0
             continue
+        if not listed:
+            listed = True
+            for ra, rb in runs:
+                present.update(range(ra, rb))
         by_mode = fam.kind.merge == MODE
         mode = fam.aggregation & 0xFF if by_mode else 0
         summed_gauge = by_mode and mode == L.Aggregation.SUM
@@ -311,12 +353,19 @@ def aggregate(
             for info, value in sorted(contributions, key=lambda c: c[0].pid):
                 if value is None:
                     continue
+                if pid_labels is None:
+                    pid_labels = _pid_labels(readings)
                 pid = pid_labels.get(info.path, str(info.pid))
                 labels = dict(slot.labels)
                 labels["pid"] = pid
                 samples.append(Sample(labels, value, info.pid, (slot.labels, pid)))
     result.sort(key=lambda m: (m.name, m.publisher))
     return result
+
+
+def _is_run(rows: list[tuple[int, dict[str, str], tuple[tuple[str, str], ...]]], a: int) -> bool:
+    """The rows' slots are a, a+1, ... in order."""
+    return [r[0] for r in rows] == list(range(a, a + len(rows)))
 
 
 def _pid_labels(readings: list[tuple[_Source, FileInfo, _Values]]) -> dict[str, str]:

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from . import _layout as L
-from . import cells
+from . import cells, steady
 from .aggregate import _Family, _Slot, _Source, _Values, aggregate
 from .archive import ABSORBED_SERIES, ARCHIVE_PREFIX, PROCESSES_SERIES, is_archive_name, parse_absorbed
 from .archive import clean as clean_directory
@@ -89,6 +89,9 @@ class Collector:
         self._interned: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._spec_slots: dict[int, tuple[L.RecordSpec, _Slot]] = {}  # id(spec) -> (spec, slot)
         self._dropped = False  # a source was dropped since the last collection
+        # id(template) -> (template, (publisher, _redefined), the classification of its records)
+        self._by_template: dict[int, tuple[Any, tuple[str, int], tuple[Any, ...]]] = {}
+        self._redefined = 0  # families replaced by a redefinition so far
 
     def close(self) -> None:
         for src in self._sources.values():
@@ -133,6 +136,7 @@ class Collector:
         self._dropped = False
         live = {id(r.spec) for src in self._sources.values() for r in src.reader.records}
         self._spec_slots = {k: v for k, v in self._spec_slots.items() if k in live}
+        self._by_template = {k: v for k, v in self._by_template.items() if v[0].users > 0}
 
     # -- records ---------------------------------------------------------
 
@@ -142,7 +146,41 @@ class Collector:
             return
         if src.publisher is None:
             src.publisher = publisher
-        for record in records[src.classified :]:
+        template = src.reader.template if src.classified == 0 and not src.is_archive else None
+        if template is not None:
+            # A file whose records are a template's (the workers of one program): classified as the
+            # first file of that template was, when nothing that decided it changed since.
+            count = len(template.records)
+            known = self._by_template.get(id(template))
+            if known is not None and known[0] is template and known[1] == (publisher, self._redefined):
+                _restore(src, known[2])  # its lists, shared until this file grows, and its layout keys
+                src.classified = count
+            else:
+                self._classify_records(src, publisher, records[:count])
+                self._keys(src)
+                if not src.rejected:
+                    self._by_template[id(template)] = (template, (publisher, self._redefined), _save(src))
+            if src.classified == len(records):
+                return
+        self._classify_records(src, publisher, records[src.classified :])
+        self._keys(src)
+
+    def _keys(self, src: _Source) -> None:
+        """The layout keys of a file's classified records, and whether it reads more than integer counters."""
+        src.mixed = bool(src.flt_slot or src.gauge_slot or src.enums or src.infos or src.texts)
+        # Files whose integer counters sit in the same slots at the same offsets
+        # share one key, and are summed together in one sum_words() call.
+        key = (*src.int_slot, -1, *src.int_off)
+        src.int_key = self._interned.setdefault(key, key)
+        ints = src.int_slot
+        src.int_run = (ints[0], ints[-1] + 1) if ints and ints == list(range(ints[0], ints[-1] + 1)) else None
+        key = (*src.sum_slot, -1, *src.sum_off, -2, *src.sum_size)
+        src.sum_key = self._interned.setdefault(key, key)
+
+    def _classify_records(self, src: _Source, publisher: str, records: list[L.Record]) -> None:
+        if src.shared and records:
+            _unshare(src)  # its lists are a template's: this file's own from here on
+        for record in records:
             src.classified += 1
             if not record.known:
                 continue
@@ -174,6 +212,7 @@ class Collector:
                         continue  # an outdated declaration: the processes' metric wins, nothing is lost
                     if fam.declared_only:
                         fam = None  # the program now declares it otherwise: its processes redefine it
+                        self._redefined += 1  # classifications saved before may name the old family
                     else:
                         src.rejected.append(f"{spec.name}: {fam.mismatch(spec)} in {fam.first_path}; left out")
                         continue
@@ -224,15 +263,6 @@ class Collector:
             else:  # TEXT
                 src.kept[slot.index] = len(src.texts)
                 src.texts.append((record, slot.index))
-        src.mixed = bool(src.flt_slot or src.gauge_slot or src.enums or src.infos or src.texts)
-        # Files whose integer counters sit in the same slots at the same offsets
-        # share one key, and are summed together in one sum_words() call.
-        key = (*src.int_slot, -1, *src.int_off)
-        src.int_key = self._interned.setdefault(key, key)
-        ints = src.int_slot
-        src.int_run = (ints[0], ints[-1] + 1) if ints and ints == list(range(ints[0], ints[-1] + 1)) else None
-        key = (*src.sum_slot, -1, *src.sum_off, -2, *src.sum_size)
-        src.sum_key = self._interned.setdefault(key, key)
 
     @staticmethod
     def _replace(src: _Source, record: L.Record, slot: int) -> bool:
@@ -273,8 +303,28 @@ class Collector:
         retries: dict[str, int] = {}
         directory = self.directory
         sources = self._sources
-        for name, inode in order:
+        # Files as the last poll left them (live, held, all parsed) are checked in one call (steady.py).
+        items = [
+            src.steady if (src := sources.get(name)) is not None and src.inode == inode else None
+            for name, inode in order
+        ]
+        unchanged = steady.poll(items, steady.LAYOUT)
+        for at, (name, inode) in enumerate(order):
+            item = items[at] if at < len(items) else None
             known = sources.get(name)
+            if item is not None and not unchanged[at] and known is not None and (lane := known.lane) is not None:
+                # As the last scrape left it, and that scrape took it whole: only its values to read.
+                if lane[0] is item and (self.publishers is None or known.publisher in self.publishers):
+                    header = lane[1]
+                    info = FileInfo(known.path, ALIVE, header.identity, item[2], known.series, header.closed_ns)
+                    try:
+                        values = self._read_values(known)
+                    except (FormatError, OSError, ValueError):
+                        known.lane = None  # the full path below reads it again and reports the problem
+                    else:
+                        files.append(info)
+                        readings.append((known, info, values))
+                        continue
             if known is not None:
                 path, archive = known.path, known.is_archive
             else:
@@ -287,7 +337,12 @@ class Collector:
                     continue
             try:
                 src = self._source(name, inode, path)
-                status, header, size = src.reader.poll()
+                if item is not None and not unchanged[at] and src.steady is item:
+                    status, header, size = ALIVE, src.reader.header, item[2]
+                else:
+                    status, header, size = src.reader.poll()
+                    src.steady = src.reader.steady()
+                src.lane = None
                 info = FileInfo(path, status, size=size)
                 if header is None:
                     files.append(info)
@@ -333,6 +388,8 @@ class Collector:
                 errors.append(CollectError(path, problem))
             if archive:
                 info.absorbed_count = src.processes
+            elif status == ALIVE and not src.rejected and src.steady is not None:
+                src.lane = (src.steady, header)  # the next scrape may take the lane above
             files.append(info)
             readings.append((src, info, values))
         # Anything an archive absorbed is counted by the archive only.
@@ -411,6 +468,49 @@ class Collector:
         return values
 
     # -- aggregation -------------------------------------------------------------
+
+
+# What classifying a file's records sets in its _Source (the per-file state such as ``last`` apart).
+_CLASSIFIED = (
+    "int_off", "int_slot", "flt_off", "flt_slot", "gauge_off", "gauge_slot", "enums", "texts",
+    "sum_off", "sum_size", "sum_slot", "sum_records",
+)  # fmt: skip
+
+
+_KEYS = ("mixed", "int_key", "int_run", "sum_key")
+
+
+def _save(src: _Source) -> tuple[Any, ...]:
+    """A file's classification, for the files that repeat its template: shared, not copied (see _unshare)."""
+    src.shared = True
+    return (
+        *(getattr(src, name) for name in _CLASSIFIED),
+        src.infos,
+        src.series,
+        src.seen,
+        src.kept,
+        *(getattr(src, name) for name in _KEYS),
+    )
+
+
+def _restore(src: _Source, saved: tuple[Any, ...]) -> None:
+    """Give ``src`` a saved classification: the same lists, until a file that shares them classifies more."""
+    n = len(_CLASSIFIED)
+    for name, value in zip(_CLASSIFIED, saved, strict=False):
+        setattr(src, name, value)
+    src.infos, src.series, src.seen, src.kept = saved[n : n + 4]
+    for name, value in zip(_KEYS, saved[n + 4 :], strict=True):
+        setattr(src, name, value)
+    src.shared = True
+
+
+def _unshare(src: _Source) -> None:
+    """Copies of the lists a file shares with its template's other files, before it appends to them."""
+    for name in _CLASSIFIED:
+        setattr(src, name, list(getattr(src, name)))
+    src.infos = [(s, dict(d)) for s, d in src.infos]
+    src.seen, src.kept = set(src.seen), dict(src.kept)
+    src.shared = False
 
 
 def collect(directory: str, **options: Any) -> Collection:

@@ -22,7 +22,7 @@ import signal
 import stat
 from collections.abc import Iterator
 
-from . import _layout as L
+from . import _knob_layout as KL
 from .knob_values import Control, decode_control, encode_control
 
 _SAFE = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -32,7 +32,7 @@ _KILL_AT = os.environ.get("STATMAP_TEST_KILL_AT") or None
 
 
 def control_path(directory: str, name: str) -> str:
-    return os.path.join(directory, name + L.CONTROL_SUFFIX)
+    return os.path.join(directory, name + KL.CONTROL_SUFFIX)
 
 
 def signature(path: str) -> tuple[int, int, int, int] | None:
@@ -60,9 +60,9 @@ def load(path: str) -> tuple[Control | None, str | None]:
             return None, f"owned by uid {st.st_uid}, not by this user: ignored"
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             return None, "writable by group or others: ignored"
-        if st.st_size > L.MAX_CONTROL_SIZE:
-            return None, f"larger than {L.MAX_CONTROL_SIZE} bytes"
-        data = os.read(fd, L.MAX_CONTROL_SIZE + 1)
+        if st.st_size > KL.MAX_CONTROL_SIZE:
+            return None, f"larger than {KL.MAX_CONTROL_SIZE} bytes"
+        data = os.read(fd, KL.MAX_CONTROL_SIZE + 1)
     except OSError as exc:
         return None, f"cannot read: {exc.strerror}"
     finally:
@@ -78,7 +78,7 @@ def load(path: str) -> tuple[Control | None, str | None]:
 @contextlib.contextmanager
 def locked(directory: str, name: str) -> Iterator[None]:
     """Serialise the operators of one name (``statmap set`` read-modify-writes the file)."""
-    fd = os.open(os.path.join(directory, f".{name}{L.CONTROL_SUFFIX}.lock"), os.O_RDWR | os.O_CREAT | _SAFE, 0o600)
+    fd = os.open(os.path.join(directory, f".{name}{KL.CONTROL_SUFFIX}.lock"), os.O_RDWR | os.O_CREAT | _SAFE, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -87,7 +87,7 @@ def locked(directory: str, name: str) -> Iterator[None]:
 
 
 def _temp_prefix(name: str) -> str:
-    return f".{name}{L.CONTROL_SUFFIX}."
+    return f".{name}{KL.CONTROL_SUFFIX}."
 
 
 def write(directory: str, name: str, control: Control) -> None:

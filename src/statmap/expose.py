@@ -34,6 +34,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from operator import is_
 from typing import Any
 
 from .collect import Collection, MetricFamily, Sample, match_families
@@ -51,7 +52,7 @@ JSON_CONTENT_TYPE = "application/json"
 
 _PREFIX_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _free = free_name
-_VALUE = object()  # stands for the value when a series' text is planned (Exposer._fixed_series)
+_VALUE = object()  # stands for the value when a series' text is planned (Exposer._fixed_shape)
 
 
 def family_name(fam: MetricFamily) -> str:
@@ -148,6 +149,7 @@ class Exposer:
         self._labels: dict[Any, tuple[str, dict[str, str]]] = {}
         # The render plan, kept across scrapes: family headers, and per series of a fixed kind
         # its text around the value (_fixed_family); only values are formatted per scrape.
+        self._names: dict[Any, tuple[str, ...]] = {}  # exposed label names by family and label keys
         self._heads: dict[tuple[str, str, str, str, bool], str] = {}
         self._plans: dict[Any, _Plan] = {}
         self._planned = 0
@@ -202,22 +204,40 @@ class Exposer:
         hit = self._labels.get(key)
         if hit is not None:
             return hit
-        labels: dict[str, str] = {}
-        kind = out.kind
-        reserved = set(kind.reserved)
-        if kind.label_is_name:
-            reserved.add(out.name)
-        for k, v in sample.labels.items():
-            labels[_free(label_name(k), reserved | labels.keys())] = str(v)
+        given = sample.labels
+        # The exposed label names depend only on the label keys (the same for a family's every series):
+        # worked out once per family's keys, not per series (the first render of many series).
+        nkey = (out.name, out.kind.name, out.publisher_label, tuple(given))
+        names = self._names.get(nkey)
+        if names is None:
+            if len(self._names) > 10_000:
+                self._names.clear()
+            names = self._names[nkey] = self._label_names(out, tuple(given))
+        labels = dict(zip(names, map(str, given.values()), strict=False))
         if out.publisher_label:
-            labels[_free(out.publisher_label, reserved | labels.keys())] = fam.publisher
-        text = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels.items())
+            labels[names[-1]] = fam.publisher
+        text = ",".join([f'{k}="{escape_label_value(v)}"' for k, v in labels.items()])
         if len(self._labels) > 200_000:
             self._labels.clear()
         self._labels[key] = hit = (text, labels)
         return hit
 
     _base_labels = base_labels
+
+    @staticmethod
+    def _label_names(out: _Out, keys: tuple[str, ...]) -> tuple[str, ...]:
+        """Exposed names for these label keys, in order (then the publisher label's, if any): sanitised,
+        made unique, clear of the kind's reserved names."""
+        kind = out.kind
+        reserved = set(kind.reserved)
+        if kind.label_is_name:
+            reserved.add(out.name)
+        names: list[str] = []
+        for k in keys:
+            names.append(_free(label_name(k), reserved | set(names)))
+        if out.publisher_label:
+            names.append(_free(out.publisher_label, reserved | set(names)))
+        return tuple(names)
 
     def samples(
         self, collection: Collection, *, created: bool = True
@@ -304,19 +324,22 @@ class Exposer:
                 self._planned = 0
             plan = self._plans[key] = _Plan()
         samples = fam.samples
-        keys = [sample.key for sample in samples]
         # one tuple, replaced whole: a plan is never seen half-updated
         last_keys, series, kept, lines = plan.last
+        if len(samples) == len(kept) and all(map(is_, samples, kept)):
+            parts.extend(lines)  # every Sample kept by the collector (no value changed): every line as it was
+            return
+        keys = [sample.key for sample in samples]
         if keys != last_keys:  # the same series as last time compare by identity: cheap
             texts = plan.texts
-            expand = None
+            shape = None
             series = []
             for sample in samples:
                 got = texts.get(sample.key)
                 if got is None:
-                    if expand is None:
-                        expand = out.kind.expand(out.name, when, fam.states)
-                    got = texts[sample.key] = self._fixed_series(expand, *self.base_labels(out, fam, sample))
+                    if shape is None:
+                        shape = self._fixed_shape(out.kind.expand(out.name, when, fam.states))
+                    got = texts[sample.key] = self._fixed_series(shape, self.base_labels(out, fam, sample)[0])
                     self._planned += 1
                 series.append(got)
             kept, lines = [None] * len(samples), [""] * len(samples)
@@ -331,17 +354,26 @@ class Exposer:
         parts.extend(lines)
 
     @staticmethod
-    def _fixed_series(expand: Any, text: str, labels: dict[str, str]) -> tuple[str, str]:
-        """One series of a fixed kind as (text before its value, text after it): its samples written once."""
-        first, *rest = expand(_VALUE, labels)
-        lines = []
+    def _fixed_shape(expand: Any) -> tuple[str, list[tuple[str, str]]]:
+        """A fixed kind's samples for every series of a family (they depend on neither the value nor the
+        labels, kinds.Kind.fixed): the first sample's name, then each constant sample's name and number text."""
+        first, *rest = expand(_VALUE, {})
+        assert first[1] is None and first[2] is _VALUE, "a fixed kind's first sample carries the value"
+        constants = []
         for sample_name, extra, number in rest:
             assert extra is None and number is not _VALUE, "a fixed kind's constant samples"
             cls = number.__class__
             value = str(number) if cls is int else number if cls is str else format_value(number)
-            lines.append(f"{sample_name}{{{text}}} {value}\n" if text else f"{sample_name} {value}\n")
-        assert first[1] is None and first[2] is _VALUE, "a fixed kind's first sample carries the value"
-        return (f"{first[0]}{{{text}}} " if text else f"{first[0]} "), "\n" + "".join(lines)
+            constants.append((sample_name, value))
+        return first[0], constants
+
+    @staticmethod
+    def _fixed_series(shape: tuple[str, list[tuple[str, str]]], text: str) -> tuple[str, str]:
+        """One series of a fixed kind as (text before its value, text after it): its samples written once."""
+        first, constants = shape
+        if text:
+            return f"{first}{{{text}}} ", "\n" + "".join([f"{name}{{{text}}} {value}\n" for name, value in constants])
+        return f"{first} ", "\n" + "".join([f"{name} {value}\n" for name, value in constants])
 
     def openmetrics(self, collection: Collection) -> str:
         return "".join(self._text(collection, True))

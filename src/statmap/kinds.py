@@ -278,8 +278,8 @@ class Kind:
     latch_size: Callable[[L.RecordSpec], int] | None = None  # LATCH_SUM: the copy size
     from_words: Callable[[Any, tuple[float, ...], int], Any] | None = None  # LATCH_SUM: value of summed words
     zero: Callable[[L.RecordSpec], Any] | None = None  # archived kinds: the empty total
-    # Its samples' names and labels never depend on the value: the first sample carries the
-    # value, any others are constants. The exposer then keeps each series' text across
+    # Its samples' names and labels never depend on the value (nor on the series' labels): the
+    # first sample carries the value, any others are constants. The exposer then keeps each series' text across
     # scrapes and formats only the value (expose.Exposer, "render plan").
     fixed: bool = False
 

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _knob_layout as KL
 from . import _layout as L
 from . import control_file
 from .discover import statmap_files
@@ -78,7 +79,7 @@ def read_process(path: str) -> ProcessKnobs | None:
 def _view(reader: Reader, record: L.Record) -> KnobView:
     spec = record.spec
     try:
-        if spec.capacity > L.MAX_KNOB_STATE or record.value_size != L.knob_value_size(spec.capacity) or spec.labels:
+        if spec.capacity > KL.MAX_KNOB_STATE or record.value_size != L.knob_value_size(spec.capacity) or spec.labels:
             raise ValueError(f"bad state area ({record.value_size} bytes, capacity {spec.capacity})")
         decl = decl_from_extras(spec.extras)
     except ValueError as exc:

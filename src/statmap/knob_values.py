@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _knob_layout as KL
 from . import _layout as L
 
 TYPES = ("bool", "int", "float", "str")
@@ -246,7 +247,7 @@ def encode_state(state: KnobState, capacity: int) -> str:
         ]  # fmt: skip
         for c in history:
             fields += [str(c.when_ns), c.origin, str(c.uid), str(c.pid), c.old, c.new]
-        text = L.encode_netstrings(fields)
+        text = KL.encode_netstrings(fields)
         if len(text.encode("utf-8")) <= capacity or not (history or reason):
             return text
         if history:
@@ -259,16 +260,16 @@ def decode_state(data: bytes) -> KnobState | None:
     """The state in a knob's text; None when nothing is published yet; ValueError if malformed."""
     if not data:
         return None
-    f = L.decode_netstrings(data)
-    n = len(L.STATE_FIELDS)
+    f = KL.decode_netstrings(data)
+    n = len(KL.STATE_FIELDS)
     if len(f) < n or f[0] != "1":
         raise ValueError("knob state: missing fields or unknown version")
     nums = [1, 2, 4, 5, 6, 8, 11, 12]
     for i in nums:
         if not _NUM_RE.match(f[i]):
-            raise ValueError(f"knob state: bad number in field {L.STATE_FIELDS[i]}")
+            raise ValueError(f"knob state: bad number in field {KL.STATE_FIELDS[i]}")
     count = int(f[12])
-    per = len(L.HISTORY_FIELDS)
+    per = len(KL.HISTORY_FIELDS)
     if count > HISTORY * 4 or len(f) < n + count * per:
         raise ValueError("knob state: history runs past its fields")
     history = []
@@ -327,24 +328,24 @@ class Control:
 
 
 def encode_control(control: Control) -> str:
-    fields = [L.CONTROL_MAGIC, L.CONTROL_VERSION, str(control.seq), str(len(control.entries))]
+    fields = [KL.CONTROL_MAGIC, KL.CONTROL_VERSION, str(control.seq), str(len(control.entries))]
     for e in control.entries:
         fields += [e.knob, e.target, e.action, e.value, str(e.uid), str(e.pid), str(e.when_ns)]
-    return L.encode_netstrings(fields)
+    return KL.encode_netstrings(fields)
 
 
 def decode_control(data: bytes) -> Control:
     """A control file's contents; ValueError naming the problem for anything malformed or over the limits."""
-    if len(data) > L.MAX_CONTROL_SIZE:
-        raise ValueError(f"larger than {L.MAX_CONTROL_SIZE} bytes")
-    f = L.decode_netstrings(data)
-    if len(f) < 4 or f[0] != L.CONTROL_MAGIC:
+    if len(data) > KL.MAX_CONTROL_SIZE:
+        raise ValueError(f"larger than {KL.MAX_CONTROL_SIZE} bytes")
+    f = KL.decode_netstrings(data)
+    if len(f) < 4 or f[0] != KL.CONTROL_MAGIC:
         raise ValueError("not a statmap control file")
-    if f[1] != L.CONTROL_VERSION:
+    if f[1] != KL.CONTROL_VERSION:
         raise ValueError(f"unknown control version {f[1]!r}")
     if not (_NUM_RE.match(f[2]) and _NUM_RE.match(f[3])):
         raise ValueError("bad sequence or entry count")
-    count, per = int(f[3]), len(L.CONTROL_ENTRY)
+    count, per = int(f[3]), len(KL.CONTROL_ENTRY)
     if len(f) != 4 + count * per:
         raise ValueError(f"{len(f) - 4} fields for {count} entries")
     entries = []

@@ -30,7 +30,7 @@ from .liveness import ALIVE as ALIVE  # the statuses are part of the reader's AP
 from .liveness import CLOSED as CLOSED
 from .liveness import DEAD as DEAD
 from .liveness import NOT_READY as NOT_READY
-from .record_table import RecordTable
+from .record_table import RecordTable, _Template
 
 # The value classes live in values.py; re-exported here, where they were first.
 from .values import HistogramValue as HistogramValue
@@ -499,6 +499,16 @@ class Reader:
         return self._table.records
 
     @property
+    def template(self) -> _Template | None:
+        """The files parsed before whose records this file's first ones are (``record_table``), if any.
+
+        Files with the same template have the same records up to its end: a
+        collector classifies them once. Compare by identity.
+        """
+        template = self._table.template
+        return template if template is None or template.users > 0 else None
+
+    @property
     def header(self) -> L.Header | None:
         """The header as of the last ``poll()`` or ``snapshot()``."""
         return self._header
@@ -507,6 +517,17 @@ class Reader:
     def buffer(self) -> Any:
         """The current read-only mapping (valid until the next ``poll()``), for bulk reads with ``cells``."""
         return self._map
+
+    def steady(self) -> tuple[Any, int, int, int, int] | None:
+        """(mapping, descriptor, size, end, capacity) for ``steady.poll``, when the last poll left this
+        reader where an unchanged file needs no more than those checks (see ``steady.py``); else None.
+        When that poll answers 0, ``poll()`` would return (ALIVE, ``header``, size): the caller uses those."""
+        h, m = self._header, self._map
+        if self._fd < 0 or self._final or self._copy or self._stale or m is None or self._closed:
+            return None
+        if h is None or h is not self._last or h.state != _READY or self._table.parsed_end != h.end:
+            return None
+        return (m, self._fd, len(m), h.end, h.capacity)
 
     @property
     def copied(self) -> bool:

@@ -13,15 +13,67 @@ Below ``reader.py``; imports only the format (``_layout``), whose
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Callable
 from typing import Any
 
 from . import _layout as L
+from . import cells
+
+# -- Same metadata, recognised ------------------------------------------------------
+#
+# The workers of one program write byte-identical records at identical
+# offsets: a reader that parsed one file recognises another by comparing the
+# metadata bytes of every record (record start up to its value area) with a
+# copy of the parsed one's, never the value areas, which differ. Identical
+# bytes at identical offsets pass identical checks (decode_record reads only
+# these bytes, and ``end``), so the decoded records can be shared.
+
+
+def metadata_spans(records: list[L.Record]) -> array[int]:
+    """The (start, stop) of every record's metadata, as u64 pairs in native order (``same_spans``' ``spans``):
+    the reader's own index into a file, not bytes of the format."""
+    return array("Q", [x for r in records for x in (r.offset, r.value_offset)])
+
+
+def same_spans(buffer: Any, reference: bytes, base: int, spans: Any) -> bool:
+    """True when ``buffer[a:b] == reference[a - base:b - base]`` for every span (a, b) of ``spans``.
+
+    The pure-Python twin of the C cells' ``_same_spans`` (tests/test_first_scrape.py keeps them equal).
+    """
+    ref = memoryview(reference)
+    size, rsize = len(buffer), len(ref)
+    if base < 0 or len(spans) % 2:  # as in C: no half pair
+        return False
+    pairs = iter(spans)
+    for start, stop in zip(pairs, pairs, strict=True):
+        if not base <= start <= stop or stop > size or stop - base > rsize:
+            return False
+        if buffer[start:stop] != ref[start - base : stop - base]:
+            return False
+    return True
+
+
+#: The comparison of metadata spans: in C with the C cells (a private helper), else its twin above.
+_same_spans: Callable[[Any, bytes, int, Any], bool] = same_spans
+if cells.BACKEND == "c":
+    from . import _cells
+
+    _same_spans = getattr(_cells, "_same_spans", same_spans)
+#: A record's fields read and checked in C (a private helper; None: decode_record alone, its twin).
+_record_fields: Callable[[Any, int, int, tuple[int, ...]], Any] | None = (
+    getattr(_cells, "_record_fields", None) if cells.BACKEND == "c" else None
+)
+#: Files with fewer records are parsed record by record (a template is not worth its copy).
+TEMPLATE_MIN_RECORDS = 8
+#: Templates kept per first record (programs whose files start alike), the newest first.
+TEMPLATES_PER_FIRST = 4
 
 
 class _Entry:
     """Decoded metadata of one distinct record, shared by every reader that holds a record with these bytes."""
 
-    __slots__ = ("key", "known", "placed", "refs", "spec", "vsize")
+    __slots__ = ("key", "known", "placed", "refs", "spec", "templates", "vsize")
 
     def __init__(self, key: bytes, spec: L.RecordSpec, vsize: int, known: bool) -> None:
         self.key = key
@@ -30,6 +82,49 @@ class _Entry:
         self.known = known
         self.placed: dict[int, L.Record] = {}  # the same record at the same offset: one shared object
         self.refs = 0  # readers holding it; the entry goes when the last of them closes
+        self.templates: list[_Template] = []  # files parsed from their start with this first record
+
+
+class _Template:
+    """A file's records as parsed from its start, for files whose metadata is the same byte for byte.
+
+    It holds one reference on each of its entries (taken over from the table
+    that parsed it) and lives while a table uses it (``users``).
+    """
+
+    __slots__ = ("end", "entries", "metadata", "records", "reference", "spans", "start", "users")
+
+    def __init__(self, start: int, end: int, records: list[L.Record], entries: list[_Entry], metadata: int,
+                 reference: bytes) -> None:  # fmt: skip
+        self.start = start
+        self.end = end
+        self.records = records
+        self.entries = entries
+        self.metadata = metadata
+        self.reference = reference  # the file's bytes from start to end (values too: only spans are compared)
+        self.spans = metadata_spans(records)
+        self.users = 0
+
+    def matches(self, m: Any, start: int, end: int) -> bool:
+        return start == self.start and end >= self.end and _same_spans(m, self.reference, start, self.spans)
+
+    def release(self) -> None:
+        """A table stopped using it; the last one lets go of its entries and of the template."""
+        self.users -= 1
+        if self.users > 0:
+            return
+        first = self.entries[0]
+        if self in first.templates:
+            first.templates.remove(self)
+        for entry in self.entries:
+            _unref(entry)
+        self.entries = []
+
+
+def _unref(entry: _Entry) -> None:
+    entry.refs -= 1
+    if entry.refs <= 0 and _decoded.get(entry.key) is entry:
+        del _decoded[entry.key]
 
 
 #: Decoded record metadata by its bytes, shared by all readers and counted.
@@ -40,11 +135,12 @@ _decoded_high = 0  # its size when last rebuilt or at its largest seen
 class RecordTable:
     """One reader's records, in file order, parsed up to ``parsed_end``."""
 
-    __slots__ = ("entries", "metadata", "parsed_end", "records")
+    __slots__ = ("entries", "metadata", "parsed_end", "records", "template")
 
     def __init__(self) -> None:
         self.records: list[L.Record] = []
-        self.entries: list[_Entry] = []
+        self.entries: list[_Entry] = []  # the entries this table holds a reference on (not its template's)
+        self.template: _Template | None = None  # the records up to its end are the template's
         self.metadata = 0  # bytes of record metadata parsed so far (bounded by MAX_METADATA)
         self.parsed_end = 0
 
@@ -54,7 +150,8 @@ class RecordTable:
         ``copy``: ``m`` is a bytearray (a copy of the file), not a mapping.
         Raises ``L.RecordError`` naming the problem (the reader adds the file).
         """
-        if self.parsed_end == 0:
+        fresh = self.parsed_end == 0
+        if fresh:
             self.parsed_end = start
         offset = self.parsed_end
         if end < offset:
@@ -76,7 +173,9 @@ class RecordTable:
                                 offset, size, entry.spec, offset + value_rel, entry.vsize, entry.known
                             )
             if record is None:
-                record = L.decode_record(m, offset, end)
+                fields = None if _record_fields is None else _record_fields(m, offset, end, L.RECORD_LIMITS)
+                # Anything the C read refuses, decode_record reads again and says why.
+                record = L.decode_record(m, offset, end) if fields is None else L.record_from_fields(offset, fields)
             self.metadata += record.value_offset - offset
             if self.metadata > L.MAX_METADATA:
                 raise L.RecordError(
@@ -92,16 +191,45 @@ class RecordTable:
             entries.append(entry)
             records.append(record)
             offset += record.size
+            if fresh and len(records) == 1 and entry.templates and self._adopt(entry, m, start, end):
+                offset = self.parsed_end  # the first record told which files this one may repeat: it does
+                fresh = False
         self.parsed_end = offset
+        if fresh and len(records) >= TEMPLATE_MIN_RECORDS:
+            self._leave_template(m, start, offset)
+
+    def _adopt(self, first: _Entry, m: Any, start: int, end: int) -> bool:
+        """Take the records of a template whose metadata this file repeats (its first record is parsed)."""
+        for template in first.templates:
+            if template.matches(m, start, end):
+                _unref(self.entries.pop())  # the first record: the template holds it
+                self.records[:] = template.records  # the same objects: equal bytes at equal offsets
+                self.metadata = template.metadata
+                self.parsed_end = template.end
+                template.users += 1
+                self.template = template
+                return True
+        return False
+
+    def _leave_template(self, m: Any, start: int, end: int) -> None:
+        """This table parsed a file from its start: its records become a template for files alike."""
+        template = _Template(start, end, list(self.records), self.entries, self.metadata, bytes(m[start:end]))
+        self.entries = []  # the template took over their references
+        template.users = 1
+        self.template = template
+        templates = template.entries[0].templates
+        templates.insert(0, template)
+        del templates[TEMPLATES_PER_FIRST:]  # the others live on while their tables do, unlisted
 
     def release(self) -> None:
         """Let go of this reader's entries: those no other reader holds leave the shared cache."""
         global _decoded, _decoded_high
         _decoded_high = max(_decoded_high, len(_decoded))
         for entry in self.entries:
-            entry.refs -= 1
-            if entry.refs <= 0 and _decoded.get(entry.key) is entry:
-                del _decoded[entry.key]
+            _unref(entry)
+        if self.template is not None:
+            self.template.release()
+            self.template = None
         self.entries.clear()  # clear, not rebind: a traceback may still hold these lists
         self.records.clear()
         if len(_decoded) < _decoded_high // 4:  # a dict never shrinks its table: build a small one
