@@ -49,6 +49,9 @@ CWRITER = CDIR / "build" / "statmap-writer"
 CTEST = CDIR / "build" / "statmap-test"
 RREAD = RUSTDIR / "target" / "release" / "statmap-read"
 GOLDEN = sorted(p.stem for p in VECTORS.glob("*.statmap"))
+# Vectors with format 1.2 records (exponential histograms), which the C and Rust
+# readers do not read yet: they must skip them as old readers do (format.md section 10).
+NEWER = {"exphistogram": "exphistogram"}  # vector -> the series type C and Rust skip
 
 
 def _cargo() -> str:
@@ -274,6 +277,12 @@ def test_golden_file_reads_identically(built: None, name: str) -> None:
     assert rs.returncode == 0, rs.stderr + rs.stdout
     golden = json.loads((VECTORS / f"{name}.json").read_text())
     assert json.loads(py.stdout) == golden
+    if name in NEWER:
+        for proc in golden["processes"]:
+            proc["metrics"] = [m for m in proc["metrics"] if m["type"] != NEWER[name]]
+        assert json.loads(c.stdout) == golden
+        assert json.loads(rs.stdout) == golden
+        return
     assert json.loads(c.stdout) == golden
     assert json.loads(rs.stdout) == golden
     # The three print the same bytes, too (Python's float repr and JSON escapes).
@@ -283,7 +292,7 @@ def test_golden_file_reads_identically(built: None, name: str) -> None:
 
 def _mutants(tmp: Path, count: int, seed: int) -> list[str]:
     rnd = random.Random(seed)
-    sources = [(VECTORS / f"{n}.statmap").read_bytes() for n in GOLDEN]
+    sources = [(VECTORS / f"{n}.statmap").read_bytes() for n in GOLDEN if n not in NEWER]
     paths = []
     for k in range(count):
         data = bytearray(rnd.choice(sources))

@@ -24,7 +24,7 @@ Readable = bytes | bytearray | memoryview | mmap.mmap
 MAGIC = b"STATMAP1"
 MAGIC_BIG_ENDIAN = MAGIC[::-1]
 MAJOR = 1
-MINOR = 0
+MINOR = 2  # 1.2: exponential histograms (section 13 of format.md)
 HEADER_SIZE = 256
 ALIGN = 8
 
@@ -165,6 +165,7 @@ class MetricType(IntEnum):
     TEXT = 5
     INFO = 6
     ENUM = 7
+    EXP_HISTOGRAM = 9  # since 1.2 (section 13)
 
 
 #: Record flags.
@@ -245,6 +246,8 @@ def value_size(mtype: int, param_count: int, capacity: int) -> int:
         return 8 + 2 * histogram_copy_size(param_count)
     if mtype == MetricType.TEXT:
         return 8 + 2 * text_copy_size(capacity)
+    if mtype == MetricType.EXP_HISTOGRAM:
+        return 8 + 2 * exp_copy_size(capacity)
     return -1
 
 
@@ -376,7 +379,10 @@ def decode_record(data: Readable, offset: int, end: int) -> Record:
         expected = value_size(mtype, param_count, capacity)
         if vsize != expected:
             raise RecordError(f"{where}: value size {vsize}, type {mtype} needs {expected}")
-        if mtype != MetricType.HISTOGRAM and param_count:
+        if mtype == MetricType.EXP_HISTOGRAM:
+            if param_count != 1 or not 1 <= capacity <= EXP_MAX_BUCKETS:
+                raise RecordError(f"{where}: exponential histogram needs 1 param and 1..{EXP_MAX_BUCKETS} buckets")
+        elif mtype != MetricType.HISTOGRAM and param_count:
             raise RecordError(f"{where}: type {mtype} takes no params")
     base = offset + RECORD_HEADER_SIZE
     bounds = struct.unpack_from(f"<{param_count}d", data, base)
@@ -420,6 +426,9 @@ def _check_type_metadata(where: str, mtype: int, bounds: tuple[float, ...], extr
             if not bound > previous or bound == float("inf"):
                 raise RecordError(f"{where}: histogram bounds must be finite and increasing")
             previous = bound
+    elif mtype == MetricType.EXP_HISTOGRAM:
+        if not 0 <= bounds[0] < float("inf") or extras:
+            raise RecordError(f"{where}: exponential histogram zero threshold must be finite and >= 0")
     elif mtype == MetricType.ENUM:
         if not extras:
             raise RecordError(f"{where}: enum without states")
@@ -531,3 +540,46 @@ def decode_text(copy: bytes, capacity: int) -> bytes | None:
 
 def f64_from_bits(bits: int) -> float:
     return float(_F64.unpack(_U64.pack(bits))[0])
+
+
+def f64_bits(value: float) -> int:
+    return int(_U64.unpack(_F64.pack(value))[0])
+
+
+# -- Exponential histograms (since 1.2; docs/format.md section 13) --------------
+#
+# Record: type EXP_HISTOGRAM, header ``capacity`` = M buckets per sign, one f64
+# param = the zero threshold. Value: a latch whose copy is the EXP_* words
+# below, then M positive and M negative u64 bucket counts; bucket index i
+# (base 2**2**-scale, counting (base**i, base**(i+1)]) lives in slot i mod M.
+
+EXP_MIN_SCALE, EXP_MAX_SCALE = -4, 20
+EXP_MAX_BUCKETS = 2048
+EXP_COUNT, EXP_SUM, EXP_MIN, EXP_MAX, EXP_ZERO, EXP_SCALE = 0, 1, 2, 3, 4, 5
+EXP_POS_LO, EXP_POS_LEN, EXP_NEG_LO, EXP_NEG_LEN = 6, 7, 8, 9
+EXP_HEAD_WORDS = 10
+_EXP_HEAD = struct.Struct("<QdddQqqQqQ")
+_EXP_SLOTS: dict[int, struct.Struct] = {}
+
+
+def exp_copy_size(max_buckets: int) -> int:
+    """The ten head words, then ``max_buckets`` positive and as many negative bucket slots."""
+    return 8 * (EXP_HEAD_WORDS + 2 * max_buckets)
+
+
+def _exp_slots(m: int) -> struct.Struct:
+    s = _EXP_SLOTS.get(m)
+    if s is None:
+        s = _EXP_SLOTS[m] = struct.Struct(f"<{m}Q")
+    return s
+
+
+def decode_exp_copy(copy: bytes, max_buckets: int) -> tuple[tuple[Any, ...], tuple[int, ...], tuple[int, ...]]:
+    """(the ten head words, signed where the format says so), positive slots, negative slots."""
+    slots = _exp_slots(max_buckets)
+    return _EXP_HEAD.unpack_from(copy, 0), slots.unpack_from(copy, 80), slots.unpack_from(copy, 80 + 8 * max_buckets)
+
+
+def encode_exp_copy(head: tuple[Any, ...], pos: list[int], neg: list[int]) -> bytes:
+    """One copy of an exponential histogram's latch (the inverse of ``decode_exp_copy``)."""
+    return _EXP_HEAD.pack(*head) + _exp_slots(len(pos)).pack(*pos) + _exp_slots(len(neg)).pack(*neg)

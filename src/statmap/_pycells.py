@@ -40,6 +40,7 @@ from ._layout import (
     histogram_copy_size,
     text_copy_size,
 )
+from ._pycells_exp import ExpHistogramLogic
 from ._timing import InProgress, Timing
 
 if sys.byteorder != "little":  # pragma: no cover - the format is little-endian
@@ -57,6 +58,7 @@ __all__ = [
     "VALUE_SEQ",
     "Counter",
     "Enum",
+    "ExpHistogram",
     "Family",
     "FloatCounter",
     "Gauge",
@@ -417,6 +419,10 @@ class Histogram(_Latched):
         q[c0], f[c0 + 1], q[c0 + b] = count, total, bucket  # type: ignore[call-overload]
         q[seq] = (s + 1) & _U64  # even: readers take copy 0
         q[c1], f[c1 + 1], q[c1 + b] = count, total, bucket  # type: ignore[call-overload]
+
+
+class ExpHistogram(ExpHistogramLogic, _Latched):  # the logic in _pycells_exp (format 1.2)
+    __slots__ = ("_m", "_max_scale", "_zt")
 
 
 class Text(_Latched):
