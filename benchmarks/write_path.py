@@ -67,6 +67,7 @@ STATMAP = [
     ("gauge_set", "stats.in_flight.set(v)", "Gauge.set(v)"),
     ("histogram_observe", "stats.latency.observe(v)", "Histogram.observe(v), default buckets"),
     ("histogram_log_observe", "stats.latency_log.observe(v)", "Histogram.observe(v), LogBuckets()"),
+    ("exphistogram_observe", "stats.latency_exp.observe(v)", "Histogram.observe(v), Exponential() (format 1.2)"),
     ("summary_observe", "stats.average.observe(v)", "Summary.observe(v)"),
     ("text_set", "stats.last_path.set(path)", "Text.set(str)"),
     ("labels_pos_inc", 'stats.routes.labels("GET", "200").inc()', "labels(positional).inc(), existing child"),
@@ -130,6 +131,7 @@ def setup_namespace(suite: str, workdir: str) -> tuple[dict[str, Any], dict[str,
             in_flight = statmap.Gauge("Requests being served")
             latency = statmap.Histogram("Request latency", unit="seconds")
             latency_log = statmap.Histogram("Request latency", unit="seconds", buckets=statmap.LogBuckets())
+            latency_exp = statmap.Histogram("Request latency", unit="seconds", buckets=statmap.Exponential())
             average = statmap.Summary("Average latency", unit="seconds")
             last_path = statmap.Text("Last path served", size=128)
             routes = statmap.Counter("Requests by route", labels=("method", "status"))
@@ -332,6 +334,7 @@ TARGETS: list[tuple[str, str, str, str | float, float, bool]] = [
     ("c", "C: stats.requests += 1 <= plain obj.x += 1", "counter_iadd", "plain_incr", 1.0, False),
     ("c", "C: Gauge.set(v) <= plain obj.x = v", "gauge_set", "plain_store", 1.0, False),
     ("c", "C: Histogram.observe(v) < 60 ns", "histogram_observe", 60.0, 1.0, True),
+    ("c", "C: Exponential Histogram.observe(v) < 60 ns", "exphistogram_observe", 60.0, 1.0, True),
     ("c", 'C: labels("GET", "200").inc() < 150 ns', "labels_pos_inc", 150.0, 1.0, True),
     ("c", "C: labels(method=, status=).inc() < 150 ns", "labels_kw_inc", 150.0, 1.0, True),
     ("pure", "pure: stats.requests.inc() < 4x plain obj.x += 1", "counter_inc", "plain_incr", 4.0, True),
