@@ -68,6 +68,9 @@ STATMAP = [
     ("histogram_observe", "stats.latency.observe(v)", "Histogram.observe(v), default buckets"),
     ("histogram_log_observe", "stats.latency_log.observe(v)", "Histogram.observe(v), LogBuckets()"),
     ("exphistogram_observe", "stats.latency_exp.observe(v)", "Histogram.observe(v), Exponential() (format 1.2)"),
+    # v = 0.25 is a power of two (no mantissa lookup); w = 0.3 is not
+    ("histogram_observe_w", "stats.latency.observe(w)", "Histogram.observe(w), default buckets, w = 0.3"),
+    ("exphistogram_observe_w", "stats.latency_exp.observe(w)", "Histogram.observe(w), Exponential(), w = 0.3"),
     ("summary_observe", "stats.average.observe(v)", "Summary.observe(v)"),
     ("text_set", "stats.last_path.set(path)", "Text.set(str)"),
     ("labels_pos_inc", 'stats.routes.labels("GET", "200").inc()', "labels(positional).inc(), existing child"),
@@ -120,7 +123,7 @@ class Plain:
 
 def setup_namespace(suite: str, workdir: str) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """The globals the statements run in, facts about the process, and a clean-up callable."""
-    ns: dict[str, Any] = {"obj": Plain(), "v": 0.25, "path": "/api/v1/orders/42", "empty": {}}
+    ns: dict[str, Any] = {"obj": Plain(), "v": 0.25, "w": 0.3, "path": "/api/v1/orders/42", "empty": {}}
     facts: dict[str, Any] = {}
     cleanup = lambda: None  # noqa: E731
     if suite in ("c", "pure"):
@@ -335,6 +338,7 @@ TARGETS: list[tuple[str, str, str, str | float, float, bool]] = [
     ("c", "C: Gauge.set(v) <= plain obj.x = v", "gauge_set", "plain_store", 1.0, False),
     ("c", "C: Histogram.observe(v) < 60 ns", "histogram_observe", 60.0, 1.0, True),
     ("c", "C: Exponential Histogram.observe(v) < 60 ns", "exphistogram_observe", 60.0, 1.0, True),
+    ("c", "C: Exponential Histogram.observe(0.3) < 60 ns", "exphistogram_observe_w", 60.0, 1.0, True),
     ("c", 'C: labels("GET", "200").inc() < 150 ns', "labels_pos_inc", 150.0, 1.0, True),
     ("c", "C: labels(method=, status=).inc() < 150 ns", "labels_kw_inc", 150.0, 1.0, True),
     ("pure", "pure: stats.requests.inc() < 4x plain obj.x += 1", "counter_inc", "plain_incr", 4.0, True),

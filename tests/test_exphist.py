@@ -205,3 +205,73 @@ def test_declaration_checks() -> None:
         statmap.Histogram("x", buckets=statmap.Exponential(8, zero_threshold=-1))
     with pytest.raises(ValueError):
         statmap.Histogram("x", buckets=statmap.Exponential(8, max_scale=21))
+
+
+def _exact_index(x: float, scale: int) -> int:
+    """The largest i with base**i < x, base = 2**(2**-scale), in exact integer arithmetic."""
+    num, den = x.as_integer_ratio()  # x = num / 2**t
+    t = den.bit_length() - 1
+    p = num ** (1 << scale) if scale >= 0 else num  # x**(2**scale) = p / 2**(t * 2**scale) for scale >= 0
+
+    def below(i: int) -> bool:  # base**i < x, i.e. 2**(i * 2**-scale) < x
+        if scale >= 0:
+            e = i + t * (1 << scale)  # 2**i < p / 2**(t * 2**scale)  <=>  2**e < p
+        else:
+            e = (i << -scale) + t  # 2**(i * 2**-scale) < num / 2**t  <=>  2**e < num
+        return e < 0 or (1 << e) < (p if scale >= 0 else num)
+
+    i = math.floor(math.log2(x) * 2.0**scale)
+    while not below(i):
+        i -= 1
+    while below(i + 1):
+        i += 1
+    return i
+
+
+def _near_boundaries(scale: int) -> list[float]:
+    """Doubles on and next to bucket boundaries (exact ones are powers of two), over the whole exponent range."""
+    out: list[float] = []
+    rnd = random.Random(scale)
+    n = 1 << max(scale, 0)
+    for k in sorted({0, 1, n - 1, n // 2, *(rnd.randrange(n) for _ in range(12))}):
+        for shift in (-1070, -300, -20, -1, 0, 1, 7, 64, 1000):
+            x = math.ldexp(2.0 ** (k / n), shift)
+            down = up = x
+            out.append(x)
+            for _ in range(2):
+                down, up = math.nextafter(down, 0.0), math.nextafter(up, math.inf)
+                out += [down, up]
+    return [x for x in out if 0 < x < math.inf]
+
+
+@pytest.mark.parametrize("scale", [-4, -2, -1, 0, 1, 2, 3, 5, 7, 8])
+def test_boundary_values_land_in_the_exact_bucket(scale: int) -> None:
+    impls = [_pycells] + ([c_cells] if c_cells is not None else [])
+    for x in [*_near_boundaries(scale), 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308]:
+        want = _exact_index(x, scale)
+        assert exp_index(x, scale) == want, (x.hex(), scale)
+        for impl in impls:  # the cells, C and pure, place it there too
+            h = _cell(impl, 1, 0.0, scale)[1]
+            h.observe(x)  # type: ignore[attr-defined]
+            assert h.get()[6] == (want, (1,)), (impl, x.hex(), scale)  # type: ignore[attr-defined]
+
+
+def test_boundary_values_above_scale_8_are_within_one_bucket() -> None:
+    for scale in (9, 10, 12):
+        for x in _near_boundaries(4)[::5]:
+            assert abs(exp_index(x, scale) - _exact_index(x, scale)) <= 1, (x.hex(), scale)
+
+
+def test_threshold_table_is_exact() -> None:
+    """Each T[K] is the smallest double above 2**(K/256), checked in integers (scripts/gen-exp-bounds)."""
+    from statmap import _exp_bounds
+
+    def above(f: float, k: int) -> bool:  # f > 2**(k/256), f in [1, 2)
+        return bool(int(f * 2**52) ** 256 > 2 ** (k + 52 * 256))
+
+    assert len(_exp_bounds.T) == 257 and _exp_bounds.T[256] == 2.0
+    for k in range(1, 256):
+        t = _exp_bounds.T[k]
+        assert above(t, k) and not above(math.nextafter(t, 0.0), k), k
+    for c, j in enumerate(_exp_bounds.J0):
+        assert j == sum(1 for k in range(1, 256) if _exp_bounds.T[k] <= 1 + c / 512), c

@@ -657,7 +657,9 @@ static PyObject *histogram_get_bounds(Cell *self, void *closure)
 
 /* ------------------- Exponential histogram (format 1.2) -------------------
  * docs/format.md section 13; the pure twin is _pycells_exp.py and the two
- * must place every observation alike (same libm log, same operations). */
+ * must place every observation alike (same tables, same libm log above scale 8, same operations). */
+
+#include "_exp_bounds.h"
 
 #define EXP_HEAD 10 /* count, sum, min, max, zero, scale, pos lo, pos len, neg lo, neg len */
 #define EXP_MIN_SCALE (-4)
@@ -668,7 +670,11 @@ static PyObject *histogram_get_bounds(Cell *self, void *closure)
 static inline int64_t shr_floor(int64_t i, int k) { return i >= 0 ? i >> k : -((-(i + 1)) >> k) - 1; }
 static inline int64_t mod_m(int64_t i, int64_t m) { int64_t r = i % m; return r < 0 ? r + m : r; }
 
-/* The bucket index of a (positive, finite) at scale: base^i < a <= base^(i+1). */
+/* The bucket index of a (positive, finite) at scale: base^i < a <= base^(i+1).
+ * Up to scale 8 exact and without log: the scale-8 index from the exponent
+ * and the mantissa's place among the exact thresholds (_exp_bounds.h: one
+ * cell lookup, one comparison), shifted down to the scale (a coarser bucket
+ * is a run of scale-8 buckets). Above 8 by libm's log, as the pure twin. */
 static inline int64_t exp_index(double a, int scale)
 {
     int e;
@@ -677,6 +683,12 @@ static inline int64_t exp_index(double a, int scale)
         return shr_floor(m == 0.5 ? e - 2 : e - 1, -scale);
     if (m == 0.5) /* an exact power of two: the upper bound of its bucket */
         return (int64_t)(e - 1) * ((int64_t)1 << scale) - 1;
+    if (scale <= EXP_TABLE_SCALE) {
+        double f = m + m; /* in (1, 2) */
+        int j = EXP_J0[(int)((f - 1.0) * (2 << EXP_TABLE_SCALE))];
+        j += f >= EXP_T[j + 1];
+        return shr_floor((int64_t)(e - 1) * (1 << EXP_TABLE_SCALE) + j, EXP_TABLE_SCALE - scale);
+    }
     return (int64_t)floor(log(a) * ldexp(EXP_LOG2E, scale));
 }
 

@@ -2,9 +2,10 @@
 
 ``_pycells.ExpHistogram`` is this logic on ``_pycells._Latched`` (its views,
 write queue and latch); kept apart so that each module stays one idea.
-Both implementations place an observation in the same bucket (the same libm
-``log`` and IEEE operations, in the same order) and choose scales the same way,
-so their files are byte for byte equal (tests/test_exphist.py).
+Both implementations place an observation in the same bucket (the same exact
+threshold tables up to scale 8, libm ``log`` above, IEEE operations in the
+same order) and choose scales the same way, so their files are byte for byte
+equal (tests/test_exphist.py).
 
 An observation ``v``: ``|v| <= zero_threshold`` counts in the zero bucket;
 otherwise bucket index ``i`` of ``|v|`` at the current scale (section 13 of
@@ -21,21 +22,36 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from . import _layout as L
+from ._exp_bounds import J0 as _J0
+from ._exp_bounds import SCALE as _TABLE_SCALE
+from ._exp_bounds import T as _T
 from ._timing import Timing
 
 _U64 = (1 << 64) - 1
 
 LOG2E = 1.4426950408889634  # log2(e) correctly rounded (C's M_LOG2E)
 _DBL_MAX = sys.float_info.max
+_CELLS = 2 << _TABLE_SCALE  # J0's cells per octave
 
 
 def exp_index(a: float, scale: int) -> int:
-    """The bucket index of ``a`` (positive, finite) at ``scale``: base**i < a <= base**(i+1)."""
+    """The bucket index of ``a`` (positive, finite) at ``scale``: base**i < a <= base**(i+1).
+
+    Exact up to scale 8 (the scale-8 index from the exponent and the mantissa's
+    place among the exact thresholds of _exp_bounds, then shifted: every
+    bucket at a coarser scale is a run of scale-8 buckets); above 8 by libm's log.
+    """
     m, e = math.frexp(a)
     if scale <= 0:
         return (e - 2 if m == 0.5 else e - 1) >> -scale
     if m == 0.5:  # an exact power of two: the upper bound of its bucket
         return ((e - 1) << scale) - 1
+    if scale <= _TABLE_SCALE:
+        f = m + m  # the mantissa in (1, 2)
+        j = _J0[int((f - 1.0) * _CELLS)]
+        if f >= _T[j + 1]:
+            j += 1
+        return (((e - 1) << _TABLE_SCALE) + j) >> (_TABLE_SCALE - scale)
     return math.floor(math.log(a) * math.ldexp(LOG2E, scale))
 
 
