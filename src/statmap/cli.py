@@ -294,7 +294,7 @@ def _add_ops_commands(sub: Any) -> None:
     export.add_argument("--dir", help=dir_help)
     from .expose import FORMATS  # the table of export formats (expose is imported when needed, as elsewhere)
 
-    export.add_argument("--format", choices=tuple(FORMATS), default="openmetrics")
+    export.add_argument("--format", choices=tuple(n for n, f in FORMATS.items() if not f.binary), default="openmetrics")
     export.add_argument(
         "--match",
         metavar="PATTERN",
