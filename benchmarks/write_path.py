@@ -68,6 +68,10 @@ STATMAP = [
     ("gauge_set", "stats.in_flight.set(v)", "Gauge.set(v)"),
     ("histogram_observe", "stats.latency.observe(v)", "Histogram.observe(v), default buckets"),
     ("histogram_log_observe", "stats.latency_log.observe(v)", "Histogram.observe(v), LogBuckets()"),
+    ("exphistogram_observe", "stats.latency_exp.observe(v)", "Histogram.observe(v), Exponential() (format 1.2)"),
+    # v = 0.25 is a power of two (no mantissa lookup); w = 0.3 is not
+    ("histogram_observe_w", "stats.latency.observe(w)", "Histogram.observe(w), default buckets, w = 0.3"),
+    ("exphistogram_observe_w", "stats.latency_exp.observe(w)", "Histogram.observe(w), Exponential(), w = 0.3"),
     ("summary_observe", "stats.average.observe(v)", "Summary.observe(v)"),
     ("text_set", "stats.last_path.set(path)", "Text.set(str)"),
     ("labels_pos_inc", 'stats.routes.labels("GET", "200").inc()', "labels(positional).inc(), existing child"),
@@ -128,7 +132,7 @@ class Plain:
 
 def setup_namespace(suite: str, workdir: str) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """The globals the statements run in, facts about the process, and a clean-up callable."""
-    ns: dict[str, Any] = {"obj": Plain(), "v": 0.25, "path": "/api/v1/orders/42", "empty": {}}
+    ns: dict[str, Any] = {"obj": Plain(), "v": 0.25, "w": 0.3, "path": "/api/v1/orders/42", "empty": {}}
     facts: dict[str, Any] = {}
     cleanup = lambda: None  # noqa: E731
     if suite in ("c", "pure"):
@@ -139,6 +143,7 @@ def setup_namespace(suite: str, workdir: str) -> tuple[dict[str, Any], dict[str,
             in_flight = statmap.Gauge("Requests being served")
             latency = statmap.Histogram("Request latency", unit="seconds")
             latency_log = statmap.Histogram("Request latency", unit="seconds", buckets=statmap.LogBuckets())
+            latency_exp = statmap.Histogram("Request latency", unit="seconds", buckets=statmap.Exponential())
             average = statmap.Summary("Average latency", unit="seconds")
             last_path = statmap.Text("Last path served", size=128)
             routes = statmap.Counter("Requests by route", labels=("method", "status"))
@@ -373,6 +378,8 @@ TARGETS: list[tuple[str, str, str, str | float, float, bool, str]] = [
     ),
     ("c", "C: knob.value <= 1.5x plain obj.x", "knob_value", "plain_load", 1.5, False, "min_ns"),
     ("pure", "pure: knob.value <= 1.5x plain obj.x", "knob_value", "plain_load", 1.5, False, "min_ns"),
+    ("c", "C: Exponential Histogram.observe(v) < 60 ns", "exphistogram_observe", 60.0, 1.0, True, "min_ns"),
+    ("c", "C: Exponential Histogram.observe(0.3) < 60 ns", "exphistogram_observe_w", 60.0, 1.0, True, "min_ns"),
 ]
 
 

@@ -45,7 +45,7 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
     """Starts later, once the exporter's port is known: returns a function(target) -> query function."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(target: str) -> Any:
+    def start(target: str, *flags: str) -> Any:
         port = free_port()
         (tmp_path / "token").write_text(TOKEN)
         config = tmp_path / "prometheus.yml"
@@ -69,6 +69,7 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
                 f"--storage.tsdb.path={tmp_path / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--log.level=warn",
+                *flags,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -174,5 +175,46 @@ def test_prometheus_scrapes_statmap_serve(statdir: str, prometheus: Any) -> None
     finally:
         for w in workers:
             w.stop()
+        code, _, err = server.stop()
+        assert code == 0, err
+
+
+def test_prometheus_scrapes_native_histograms_through_protobuf(statdir: str, prometheus: Any) -> None:
+    """With native histograms on, Prometheus negotiates protobuf: exponential histograms arrive native."""
+    import random
+
+    import statmap
+    from statmap.collect import Collector
+
+    rnd = random.Random(42)
+    pub = statmap.Publisher("native", statdir)
+    lat = pub.histogram("lat", "Latency", unit="seconds", buckets=statmap.Exponential(160))
+    for _ in range(5000):
+        lat.observe(rnd.lognormvariate(-3, 1.5))
+    pub.counter("jobs", "Jobs").inc(42)
+    pub.gauge("temperature", "Temperature").set(-3.5)
+    size = pub.histogram("size", "Sizes", unit="bytes", buckets=(10, 100))
+    for v in (5, 50, 500):
+        size.observe(v)
+    pub.summary("work", "Work", unit="seconds").observe(2.5)
+    server = Server(statdir, "--token", TOKEN, env=dict(os.environ))
+    try:
+        query = prometheus(f"127.0.0.1:{server.port}", "--enable-feature=native-histograms")
+        wait_for(lambda: scalar(query("histogram_count(lat_seconds)")) == 5000, timeout=60, what="a native scrape")
+        value = next(f for f in Collector(statdir).collect().families if f.name == "lat").samples[0].value
+        base = 2**2 ** -min(value.scale, 8)
+        for q in (0.5, 0.9, 0.99):
+            ours = value.percentile(q)
+            theirs = scalar(query(f"histogram_quantile({q}, lat_seconds)"))
+            assert theirs is not None and abs(theirs - ours) <= (base - 1) * ours * (1 + 1e-9), (q, theirs, ours)
+        assert scalar(query("histogram_sum(lat_seconds)")) == value.sum
+        # the classic kinds arrive through protobuf as before
+        assert scalar(query("jobs_total")) == 42
+        assert scalar(query("temperature")) == -3.5
+        assert scalar(query('size_bytes_bucket{le="100.0"}')) == 2 and scalar(query("size_bytes_count")) == 3
+        assert scalar(query("work_seconds_count")) == 1 and scalar(query("work_seconds_sum")) == 2.5
+        assert not query("lat_seconds_bucket")  # native only: no classic series
+    finally:
+        pub.close()
         code, _, err = server.stop()
         assert code == 0, err

@@ -15,6 +15,13 @@
 #include <string.h>
 
 /* ---- numbers the way Python's repr() prints them ---- */
+static double u2d(uint64_t u)
+{
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
 static void fmt_double(char *out, size_t outlen, double d)
 {
     if (isnan(d)) {
@@ -278,6 +285,38 @@ static void value_json(const statmap_record *r, const statmap_value *v)
         close_c('}');
         break;
     }
+    case STATMAP_EXP_HISTOGRAM: {
+        const uint64_t *w = v->exp, m = r->capacity;
+        open_c('{');
+        kv_u64("count", w[STATMAP_EXP_COUNT]);
+        kv_double("sum", v->f);
+        kv_double("min", w[STATMAP_EXP_COUNT] ? u2d(w[STATMAP_EXP_MIN]) : NAN);
+        kv_double("max", w[STATMAP_EXP_COUNT] ? u2d(w[STATMAP_EXP_MAX]) : NAN);
+        /* no buckets: any scale holds it; the reference reader says the finest (20) */
+        int none = !w[STATMAP_EXP_POS_LEN] && !w[STATMAP_EXP_NEG_LEN];
+        snprintf(b, sizeof b, "%lld", none ? 20LL : (long long)(int64_t)w[STATMAP_EXP_SCALE]);
+        key("scale");
+        fputs(b, stdout);
+        kv_double("zero_threshold", r->params[0]);
+        kv_u64("zero_count", w[STATMAP_EXP_ZERO]);
+        for (int sign = 0; sign < 2; sign++) {
+            int64_t lo = (int64_t)w[STATMAP_EXP_POS_LO + 2 * sign];
+            uint64_t len = w[STATMAP_EXP_POS_LEN + 2 * sign];
+            kv_open(sign ? "negative" : "positive", '{');
+            snprintf(b, sizeof b, "%lld", (long long)lo);
+            key("offset");
+            fputs(b, stdout);
+            kv_open("counts", '[');
+            for (uint64_t j = 0; j < len; j++) {
+                int64_t slot = (int64_t)(((__int128)lo + (__int128)j) % (__int128)m);
+                v_u64(w[STATMAP_EXP_HEAD + (uint64_t)sign * m + (uint64_t)(slot < 0 ? slot + (int64_t)m : slot)]);
+            }
+            close_c(']');
+            close_c('}');
+        }
+        close_c('}');
+        break;
+    }
     case STATMAP_INFO:
         break; /* handled by the caller */
     }
@@ -360,6 +399,10 @@ static void print_text_value(const statmap_record *r, const statmap_value *v)
     case STATMAP_SUMMARY:
         fmt_double(b, sizeof b, v->f);
         printf("count=%llu sum=%s", (unsigned long long)v->u, b);
+        break;
+    case STATMAP_EXP_HISTOGRAM:
+        fmt_double(b, sizeof b, v->f);
+        printf("count=%llu sum=%s scale=%lld", (unsigned long long)v->u, b, (long long)(int64_t)v->exp[5]);
         break;
     case STATMAP_HISTOGRAM: {
         fmt_double(b, sizeof b, v->f);

@@ -78,6 +78,7 @@
 #define LATCH_FAST_TRIES 10000
 #define LATCH_YIELDS 100
 #define COPY_ROUNDS 20          /* copy mode: rounds of three whole copies */
+#define EXP_MAX_BUCKETS 2048   /* section 14 */
 #define COPY_LATCH_TRIES 10000  /* then per latch, with the latch protocol through pread */
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -239,8 +240,9 @@ static void free_str(statmap_str *s)
 
 const char *statmap_type_name(unsigned type)
 {
-    static const char *const names[] = {"unknown", "counter", "gauge", "histogram", "summary", "text", "info", "enum"};
-    return type < 8 ? names[type] : "unknown";
+    static const char *const names[] = {"unknown", "counter", "gauge",       "histogram",   "summary",
+                                        "text",    "info",    "enum",        "unknown",     "exphistogram"};
+    return type < 10 ? names[type] : "unknown";
 }
 
 /* ================================================================== */
@@ -1427,7 +1429,7 @@ static int parse_record(const unsigned char *base, uint64_t o, uint64_t end, sta
     }
     *size = rsize;
     *meta = voff; /* the record's bytes before its value area */
-    if (type < STATMAP_COUNTER || type > STATMAP_ENUM) {
+    if ((type < STATMAP_COUNTER || type > STATMAP_ENUM) && type != STATMAP_EXP_HISTOGRAM) {
         free(lens);
         free(offs);
         return STATMAP_NOT_READY; /* unknown type: skipped */
@@ -1457,6 +1459,11 @@ static int parse_record(const unsigned char *base, uint64_t o, uint64_t end, sta
             why = "text capacity above 1 MiB";
         want = 8 + 2 * (8 + align8(cap));
         break;
+    case STATMAP_EXP_HISTOGRAM:
+        if (nparams != 1 || cap < 1 || cap > EXP_MAX_BUCKETS)
+            why = "needs one param and 1..2048 buckets";
+        want = 8 + 2 * 8 * ((uint64_t)STATMAP_EXP_HEAD + 2 * (uint64_t)cap);
+        break;
     case STATMAP_INFO:
         want = 0;
         if (nextra % 2)
@@ -1467,11 +1474,13 @@ static int parse_record(const unsigned char *base, uint64_t o, uint64_t end, sta
         why = "enum without states";
     if (type != STATMAP_ENUM && type != STATMAP_INFO && nextra)
         why = "extra strings on a type that has none";
-    if (flags & ~allowed)
+    if (why)
+        ;
+    else if (flags & ~allowed)
         why = "unknown flag bits";
     else if (vsize != want)
         why = "value_size does not match the type";
-    else if (nparams && type != STATMAP_HISTOGRAM)
+    else if (nparams && type != STATMAP_HISTOGRAM && type != STATMAP_EXP_HISTOGRAM)
         why = "parameters on a type that has none";
     if (why) {
         free(lens);
@@ -1502,6 +1511,11 @@ static int parse_record(const unsigned char *base, uint64_t o, uint64_t end, sta
                 free(lens);
                 free(offs);
                 BAD("histogram bounds not finite and strictly increasing");
+            }
+            if (type == STATMAP_EXP_HISTOGRAM && !(b >= 0)) {
+                free(lens);
+                free(offs);
+                BAD("exponential histogram zero threshold below 0");
             }
         }
     }
@@ -1610,6 +1624,30 @@ static int words_reserve(uint64_t **words, size_t *cap, size_t need)
     return 0;
 }
 
+/* Section 13's checks of an exponential histogram's stable copy: NULL if it
+ * is sound, else what is wrong. */
+static const char *exp_check(const uint64_t *w, uint32_t m)
+{
+    int64_t scale = (int64_t)w[STATMAP_EXP_SCALE];
+    if (scale < -4 || scale > 20)
+        return "scale outside -4..20";
+    uint64_t total = w[STATMAP_EXP_ZERO];
+    for (int sign = 0; sign < 2; sign++) {
+        int64_t lo = (int64_t)w[STATMAP_EXP_POS_LO + 2 * sign];
+        uint64_t len = w[STATMAP_EXP_POS_LEN + 2 * sign];
+        if (len > m)
+            return "bucket range longer than its slots";
+        for (uint64_t j = 0; j < len; j++) {
+            int64_t r = (int64_t)(((__int128)lo + (__int128)j) % (__int128)m);
+            uint64_t c = w[STATMAP_EXP_HEAD + (uint64_t)sign * m + (uint64_t)(r < 0 ? r + m : r)];
+            if (total + c < total)
+                return "bucket counts overflow";
+            total += c;
+        }
+    }
+    return total == w[STATMAP_EXP_COUNT] ? NULL : "bucket counts do not add up to the count";
+}
+
 /* Reads every value. Latch copies go into *words (grown as needed); the
  * returned values point into it, so fix up bucket pointers afterwards. */
 static int read_values(const unsigned char *base, const statmap_record *recs, size_t nrecs,
@@ -1622,6 +1660,8 @@ static int read_values(const unsigned char *base, const statmap_record *recs, si
         const statmap_record *r = &recs[i];
         if (r->type == STATMAP_HISTOGRAM)
             need += (size_t)r->param_count + 3;
+        else if (r->type == STATMAP_EXP_HISTOGRAM)
+            need += STATMAP_EXP_HEAD + 2 * (size_t)r->capacity;
         else if (r->type == STATMAP_TEXT)
             need += 1 + (size_t)(align8(r->capacity) / 8);
     }
@@ -1684,6 +1724,25 @@ static int read_values(const unsigned char *base, const statmap_record *recs, si
             sv->value.buckets = (uint64_t *)(uintptr_t)(2 + (at - n)); /* index, fixed up by the caller */
             break;
         }
+        case STATMAP_EXP_HISTOGRAM: {
+            size_t n = STATMAP_EXP_HEAD + 2 * (size_t)r->capacity;
+            uint64_t *w = *words + at;
+            at += n;
+            if ((unproven && unproven[i]) || !latch_read(v, 8 * (uint64_t)n, w, n, 0, 0)) {
+                sv->value.readable = 0;
+                break;
+            }
+            const char *bad = exp_check(w, r->capacity);
+            if (bad) {
+                set_err(err, errlen, "record at offset %llu: exponential histogram %s", (unsigned long long)r->offset,
+                        bad);
+                return STATMAP_CORRUPT;
+            }
+            sv->value.u = w[STATMAP_EXP_COUNT];
+            sv->value.f = u2d(w[STATMAP_EXP_SUM]);
+            sv->value.exp = (uint64_t *)(uintptr_t)(at - n); /* index, fixed up below */
+            break;
+        }
         case STATMAP_TEXT: {
             uint64_t copy = 8 + align8(r->capacity);
             size_t n = (size_t)(copy / 8);
@@ -1708,9 +1767,12 @@ static int read_values(const unsigned char *base, const statmap_record *recs, si
             break;
         }
     }
-    for (size_t i = 0; i < nrecs; i++)
+    for (size_t i = 0; i < nrecs; i++) {
         if (vals[i].record->type == STATMAP_HISTOGRAM && vals[i].value.readable)
             vals[i].value.buckets = *words + (size_t)(uintptr_t)vals[i].value.buckets;
+        if (vals[i].record->type == STATMAP_EXP_HISTOGRAM && vals[i].value.readable)
+            vals[i].value.exp = *words + (size_t)(uintptr_t)vals[i].value.exp;
+    }
     return STATMAP_OK;
 }
 
@@ -1921,7 +1983,8 @@ static int refresh(statmap_reader *r, hdr_t *h, char *err, size_t errlen)
 
 static int latched(unsigned type)
 {
-    return type == STATMAP_HISTOGRAM || type == STATMAP_SUMMARY || type == STATMAP_TEXT;
+    return type == STATMAP_HISTOGRAM || type == STATMAP_SUMMARY || type == STATMAP_TEXT ||
+           type == STATMAP_EXP_HISTOGRAM;
 }
 
 /* Copy mode: makes every latch of the middle copy one the writer did not

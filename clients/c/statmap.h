@@ -25,7 +25,7 @@ extern "C" {
 #endif
 
 #define STATMAP_MAJOR 1
-#define STATMAP_MINOR 1
+#define STATMAP_MINOR 2
 #define STATMAP_HEADER_SIZE 256
 
 /* Record types (section 4.3). */
@@ -37,7 +37,16 @@ enum {
     STATMAP_TEXT = 5,
     STATMAP_INFO = 6,
     STATMAP_ENUM = 7,
-    STATMAP_KNOB = 8 /* since 1.1: not a metric (section 13); statmap_add_knob below */
+    STATMAP_KNOB = 8,          /* since 1.1: not a metric (section 13); statmap_add_knob below */
+    STATMAP_EXP_HISTOGRAM = 9  /* since 1.2 (section 14); read only, not written */
+};
+
+/* An exponential histogram's stable copy (section 14): words
+ * STATMAP_EXP_HEAD + 2 * capacity; bucket i of a sign is in slot i mod capacity. */
+#define STATMAP_EXP_HEAD 10
+enum {
+    STATMAP_EXP_COUNT = 0, STATMAP_EXP_SUM, STATMAP_EXP_MIN, STATMAP_EXP_MAX, STATMAP_EXP_ZERO, STATMAP_EXP_SCALE,
+    STATMAP_EXP_POS_LO, STATMAP_EXP_POS_LEN, STATMAP_EXP_NEG_LO, STATMAP_EXP_NEG_LEN
 };
 
 /* Record flags (section 4.4). */
@@ -214,6 +223,7 @@ typedef struct {
     double f;      /* gauge, float counter, sum of histogram/summary */
     uint64_t *buckets;  /* histogram: param_count+1 counts, not cumulative */
     statmap_str text;   /* text value */
+    uint64_t *exp;      /* exponential histogram: its checked stable copy (STATMAP_EXP_*) */
 } statmap_value;
 
 typedef struct {

@@ -16,6 +16,7 @@
  * move_cells (re-point every cell at once).
  */
 #include "_cells.h"
+#include <float.h>
 #include <math.h>
 
 /* Start rewriting copy 0, then copy 1, of a latch: see docs/format.md. */
@@ -73,7 +74,9 @@ typedef struct {
     /* type-specific */
     double *bounds;  /* histogram: finite upper bounds */
     Py_ssize_t nbounds;
-    Py_ssize_t capacity; /* text: byte capacity */
+    Py_ssize_t capacity; /* text: byte capacity; exponential histogram: buckets per sign */
+    double zero_threshold; /* exponential histogram */
+    int max_scale;         /* exponential histogram: the scale it starts at */
     /* Set while the cell writes into private memory in a forked child whose
      * file does not exist yet: the first update calls it to create the file
      * (which re-points every cell and clears this) before it writes. */
@@ -652,6 +655,244 @@ static PyObject *histogram_get_bounds(Cell *self, void *closure)
     return out;
 }
 
+/* ------------------- Exponential histogram (format 1.2) -------------------
+ * docs/format.md section 14; the pure twin is _pycells_exp.py and the two
+ * must place every observation alike (same tables, same libm log above scale 8, same operations). */
+
+#include "_exp_bounds.h"
+
+#define EXP_HEAD 10 /* count, sum, min, max, zero, scale, pos lo, pos len, neg lo, neg len */
+#define EXP_MIN_SCALE (-4)
+#define EXP_MAX_SCALE 20
+#define EXP_MAX_BUCKETS 2048
+#define EXP_LOG2E 1.4426950408889634
+
+static inline int64_t shr_floor(int64_t i, int k) { return i >= 0 ? i >> k : -((-(i + 1)) >> k) - 1; }
+static inline int64_t mod_m(int64_t i, int64_t m) { int64_t r = i % m; return r < 0 ? r + m : r; }
+
+/* The bucket index of a (positive, finite) at scale: base^i < a <= base^(i+1).
+ * Up to scale 8 exact and without log: the scale-8 index from the exponent
+ * and the mantissa's place among the exact thresholds (_exp_bounds.h: one
+ * cell lookup, one comparison), shifted down to the scale (a coarser bucket
+ * is a run of scale-8 buckets). Above 8 by libm's log, as the pure twin. */
+static inline int64_t exp_index(double a, int scale)
+{
+    int e;
+    double m = frexp(a, &e);
+    if (scale <= 0)
+        return shr_floor(m == 0.5 ? e - 2 : e - 1, -scale);
+    if (m == 0.5) /* an exact power of two: the upper bound of its bucket */
+        return (int64_t)(e - 1) * ((int64_t)1 << scale) - 1;
+    if (scale <= EXP_TABLE_SCALE) {
+        double f = m + m; /* in (1, 2) */
+        int j = EXP_J0[(int)((f - 1.0) * (2 << EXP_TABLE_SCALE))];
+        j += f >= EXP_T[j + 1];
+        return shr_floor((int64_t)(e - 1) * (1 << EXP_TABLE_SCALE) + j, EXP_TABLE_SCALE - scale);
+    }
+    return (int64_t)floor(log(a) * ldexp(EXP_LOG2E, scale));
+}
+
+static PyObject *exphist_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    PyObject *buffer;
+    Py_ssize_t offset, m;
+    double zt = 0.0;
+    int max_scale = 8;
+    (void)kw;
+    if (!PyArg_ParseTuple(args, "Onn|di", &buffer, &offset, &m, &zt, &max_scale))
+        return NULL;
+    if (m < 1 || m > EXP_MAX_BUCKETS || !(zt >= 0 && isfinite(zt)) || max_scale < EXP_MIN_SCALE ||
+        max_scale > EXP_MAX_SCALE) {
+        PyErr_Format(PyExc_ValueError,
+                     "max_buckets must be 1..%d, zero_threshold finite and not negative, max_scale %d..%d",
+                     EXP_MAX_BUCKETS, EXP_MIN_SCALE, EXP_MAX_SCALE);
+        return NULL;
+    }
+    Cell *self = (Cell *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->capacity = m;
+    self->zero_threshold = zt;
+    self->max_scale = max_scale;
+    if (cell_attach(self, buffer, offset, LATCH_SIZE(8 * (EXP_HEAD + 2 * m))) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+/* The rare path: downscale until idx fits, rewriting all of copy 0 from copy
+ * 1 under the latch, then copy 1 from copy 0. head[0..4] are the new count,
+ * sum, min, max bits and zero count. */
+static void exphist_rescale(uint64_t *seq, uint64_t *c0, uint64_t *c1, Py_ssize_t m, const uint64_t *head, int pos,
+                            int64_t scale, int64_t idx, int64_t nl, int64_t nh)
+{
+    Py_ssize_t words = EXP_HEAD + 2 * m;
+    int k = 0;
+    while (shr_floor(nh, k) - shr_floor(nl, k) >= m && scale - k > EXP_MIN_SCALE)
+        k++;
+    int64_t lo[2], hi[2], n[2];
+    for (int sign = 0; sign < 2; sign++) {
+        int64_t l = (int64_t)load_relaxed(c1 + 6 + 2 * sign), len = (int64_t)load_relaxed(c1 + 7 + 2 * sign);
+        n[sign] = len < 0 || len > m ? m : len; /* (our own file: only corruption makes it longer) */
+        lo[sign] = shr_floor(l, k);
+        hi[sign] = shr_floor(l + n[sign] - 1, k);
+    }
+    int side = pos ? 0 : 1;
+    int64_t i2 = shr_floor(idx, k);
+    if (!n[side])
+        lo[side] = hi[side] = i2;
+    else if (i2 < lo[side])
+        i2 = lo[side] = i2 > hi[side] - m + 1 ? i2 : hi[side] - m + 1; /* past the coarsest scale: the edge */
+    else if (i2 > hi[side])
+        i2 = hi[side] = i2 < lo[side] + m - 1 ? i2 : lo[side] + m - 1;
+    uint64_t s = latch_begin(seq);
+    for (int w = 0; w < 5; w++)
+        store_relaxed(c0 + w, head[w]);
+    store_relaxed(c0 + 5, (uint64_t)(scale - k));
+    for (Py_ssize_t w = EXP_HEAD; w < words; w++)
+        store_relaxed(c0 + w, 0);
+    for (int sign = 0; sign < 2; sign++) {
+        int64_t l = (int64_t)load_relaxed(c1 + 6 + 2 * sign);
+        uint64_t *src = c1 + EXP_HEAD + sign * m, *dst = c0 + EXP_HEAD + sign * m;
+        for (int64_t j = 0; j < n[sign]; j++) {
+            uint64_t c = load_relaxed(src + mod_m(l + j, m));
+            uint64_t *to = dst + mod_m(shr_floor(l + j, k), m);
+            if (c)
+                store_relaxed(to, load_relaxed(to) + c);
+        }
+        int on = n[sign] || sign == side;
+        store_relaxed(c0 + 6 + 2 * sign, on ? (uint64_t)lo[sign] : 0);
+        store_relaxed(c0 + 7 + 2 * sign, on ? (uint64_t)(hi[sign] - lo[sign] + 1) : 0);
+    }
+    uint64_t *b = c0 + EXP_HEAD + side * m + mod_m(i2, m);
+    store_relaxed(b, load_relaxed(b) + 1);
+    latch_switch(seq, s);
+    for (Py_ssize_t w = 0; w < words; w++)
+        store_relaxed(c1 + w, load_relaxed(c0 + w));
+}
+
+static PyObject *exphist_observe(Cell *self, PyObject *arg)
+{
+    double d;
+    if (PyFloat_CheckExact(arg))
+        d = PyFloat_AS_DOUBLE(arg);
+    else {
+        d = PyFloat_AsDouble(arg);
+        if (d == -1.0 && PyErr_Occurred())
+            return NULL;
+    }
+    if (isnan(d)) {
+        PyErr_SetString(PyExc_ValueError, "cannot observe NaN");
+        return NULL;
+    }
+    CELL_READY(self, NULL);
+    Py_ssize_t m = self->capacity;
+    uint64_t *seq = self->p + VALUE_SEQ / 8;
+    uint64_t *c0 = self->p + VALUE_COPIES / 8, *c1 = c0 + EXP_HEAD + 2 * m;
+    uint64_t old = load_relaxed(c1 + 0);
+    double mn = bits_dbl(load_relaxed(c1 + 2)), mx = bits_dbl(load_relaxed(c1 + 3));
+    uint64_t head[5] = {old + 1, dbl_bits(bits_dbl(load_relaxed(c1 + 1)) + d), dbl_bits(!old || d < mn ? d : mn),
+                        dbl_bits(!old || d > mx ? d : mx), load_relaxed(c1 + 4)};
+    double a = fabs(d);
+    if (a <= self->zero_threshold) {
+        head[4]++;
+        uint64_t s = latch_begin(seq);
+        for (int w = 0; w < 5; w++)
+            store_relaxed(c0 + w, head[w]);
+        latch_switch(seq, s);
+        for (int w = 0; w < 5; w++)
+            store_relaxed(c1 + w, head[w]);
+        Py_RETURN_NONE;
+    }
+    int pos = d > 0;
+    int64_t scale = (int64_t)load_relaxed(c1 + 5);
+    uint64_t plen = load_relaxed(c1 + 7), nlen = load_relaxed(c1 + 9);
+    if (!plen && !nlen)
+        scale = self->max_scale;
+    else if (scale < EXP_MIN_SCALE || scale > EXP_MAX_SCALE) /* (our own file: only corruption does this) */
+        scale = EXP_MIN_SCALE;
+    int64_t idx = exp_index(a <= DBL_MAX ? a : DBL_MAX, (int)scale);
+    Py_ssize_t lo_w = pos ? 6 : 8;
+    int64_t lo = (int64_t)load_relaxed(c1 + lo_w), n = (int64_t)(pos ? plen : nlen);
+    int64_t nl = idx, nh = idx;
+    if (n > 0) {
+        nl = lo < idx ? lo : idx;
+        nh = lo + n - 1 > idx ? lo + n - 1 : idx;
+    }
+    if (n < 0 || n > m || nh - nl >= m) {
+        exphist_rescale(seq, c0, c1, m, head, pos, scale, idx, nl, nh);
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t slot = EXP_HEAD + (pos ? 0 : m) + mod_m(idx, m);
+    uint64_t bucket = load_relaxed(c1 + slot) + 1, len = (uint64_t)(nh - nl + 1);
+    uint64_t s = latch_begin(seq);
+    for (int w = 0; w < 4; w++)
+        store_relaxed(c0 + w, head[w]);
+    store_relaxed(c0 + 5, (uint64_t)scale);
+    store_relaxed(c0 + lo_w, (uint64_t)nl);
+    store_relaxed(c0 + lo_w + 1, len);
+    store_relaxed(c0 + slot, bucket);
+    latch_switch(seq, s);
+    for (int w = 0; w < 4; w++)
+        store_relaxed(c1 + w, head[w]);
+    store_relaxed(c1 + 5, (uint64_t)scale);
+    store_relaxed(c1 + lo_w, (uint64_t)nl);
+    store_relaxed(c1 + lo_w + 1, len);
+    store_relaxed(c1 + slot, bucket);
+    Py_RETURN_NONE;
+}
+
+/* One sign's (offset, counts) from a stable copy. */
+static PyObject *exphist_side(const uint64_t *c, Py_ssize_t m, int sign)
+{
+    int64_t lo = (int64_t)c[6 + 2 * sign];
+    uint64_t len = c[7 + 2 * sign];
+    Py_ssize_t n = len > (uint64_t)m ? m : (Py_ssize_t)len;
+    PyObject *counts = PyTuple_New(n);
+    for (Py_ssize_t j = 0; counts && j < n; j++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(c[EXP_HEAD + sign * m + mod_m(lo + j, m)]);
+        if (!v) {
+            Py_CLEAR(counts);
+            break;
+        }
+        PyTuple_SET_ITEM(counts, j, v);
+    }
+    return counts ? Py_BuildValue("(LN)", (long long)lo, counts) : NULL;
+}
+
+static PyObject *exphist_get(Cell *self, PyObject *unused)
+{
+    (void)unused;
+    Py_ssize_t m = self->capacity, words = EXP_HEAD + 2 * m;
+    uint64_t stack[STACK_COPY_WORDS], *c = COPY_ROOM(words, stack);
+    if (!c)
+        return PyErr_NoMemory();
+    own_stable_copy(self, words, c);
+    PyObject *pos = exphist_side(c, m, 0), *neg = pos ? exphist_side(c, m, 1) : NULL, *out = NULL;
+    if (pos && neg)
+        out = Py_BuildValue("(KdddLKNN)", (unsigned long long)c[0], bits_dbl(c[1]), bits_dbl(c[2]), bits_dbl(c[3]),
+                            (long long)(int64_t)c[5], (unsigned long long)c[4], pos, neg);
+    else {
+        Py_XDECREF(pos);
+        Py_XDECREF(neg);
+    }
+    FREE_COPY_ROOM(c, stack);
+    return out;
+}
+
+static PyObject *exphist_get_max_buckets(Cell *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSsize_t(self->capacity);
+}
+
+static PyObject *exphist_get_zero_threshold(Cell *self, void *closure)
+{
+    (void)closure;
+    return PyFloat_FromDouble(self->zero_threshold);
+}
+
 /* -------------------------------- Text ------------------------------ */
 
 static PyObject *text_new(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -767,7 +1008,8 @@ static PyObject *store_u64(PyObject *mod, PyObject *const *args, Py_ssize_t narg
     Py_RETURN_NONE;
 }
 
-static PyTypeObject CounterType, FloatCounterType, GaugeType, EnumType, SummaryType, HistogramType, TextType;
+static PyTypeObject CounterType, FloatCounterType, GaugeType, EnumType, SummaryType, HistogramType, TextType,
+    ExpHistogramType;
 
 /* move_cells(cells, dst, src, start, end): copy src[start:end] into dst, then
  * re-point every cell at the same offset in dst and clear its pending
@@ -810,7 +1052,7 @@ static PyObject *move_cells(PyObject *mod, PyObject *const *args, Py_ssize_t nar
         if (!PyObject_TypeCheck(c, &CounterType) && !PyObject_TypeCheck(c, &FloatCounterType) &&
             !PyObject_TypeCheck(c, &GaugeType) && !PyObject_TypeCheck(c, &EnumType) &&
             !PyObject_TypeCheck(c, &SummaryType) && !PyObject_TypeCheck(c, &HistogramType) &&
-            !PyObject_TypeCheck(c, &TextType)) {
+            !PyObject_TypeCheck(c, &TextType) && !PyObject_TypeCheck(c, &ExpHistogramType)) {
             PyErr_Format(PyExc_TypeError, "not a value cell: %.100s", Py_TYPE(c)->tp_name);
             goto done;
         }
@@ -844,6 +1086,12 @@ static PyGetSetDef cell_getset[] = {OFFSET_GETTER, {NULL, NULL, NULL, NULL, NULL
 static PyGetSetDef histogram_getset[] = {
     OFFSET_GETTER,
     {"bounds", (getter)histogram_get_bounds, NULL, "finite upper bounds of the buckets", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static PyGetSetDef exphist_getset[] = {
+    OFFSET_GETTER,
+    {"max_buckets", (getter)exphist_get_max_buckets, NULL, "bucket slots per sign", NULL},
+    {"zero_threshold", (getter)exphist_get_zero_threshold, NULL, "|v| at most this counts in the zero bucket", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyGetSetDef text_getset[] = {
@@ -901,6 +1149,14 @@ static PyMethodDef histogram_methods[] = {
     COMMON_METHODS,
     {NULL, NULL, 0, NULL},
 };
+static PyMethodDef exphist_methods[] = {
+    {"observe", (PyCFunction)exphist_observe, METH_O, "record one observation"},
+    {"get", (PyCFunction)exphist_get, METH_NOARGS,
+     "(count, sum, min, max, scale, zero count, (positive offset, counts), (negative offset, counts))"},
+    {"time", (PyCFunction)observe_time, METH_NOARGS, "context manager and decorator: observe the seconds taken"},
+    COMMON_METHODS,
+    {NULL, NULL, 0, NULL},
+};
 static PyMethodDef text_methods[] = {
     {"set", (PyCFunction)text_set, METH_O, "set the text (UTF-8, cut at a character boundary)"},
     {"get", (PyCFunction)text_get, METH_NOARGS, "the text"},
@@ -932,6 +1188,7 @@ CELL_TYPE(EnumType, "Enum", enum_new, enum_methods, NULL, cell_getset)
 CELL_TYPE(SummaryType, "Summary", summary_new, summary_methods, NULL, cell_getset)
 CELL_TYPE(HistogramType, "Histogram", histogram_new, histogram_methods, NULL, histogram_getset)
 CELL_TYPE(TextType, "Text", text_new, text_methods, NULL, text_getset)
+CELL_TYPE(ExpHistogramType, "ExpHistogram", exphist_new, exphist_methods, NULL, exphist_getset)
 
 static PyMethodDef module_methods[] = {
     {"store_u64", (PyCFunction)(void (*)(void))store_u64, METH_FASTCALL,
@@ -963,8 +1220,9 @@ static const struct {
 PyMODINIT_FUNC PyInit__cells(void)
 {
     PyTypeObject *types[] = {&CounterType, &FloatCounterType, &GaugeType, &EnumType,
-                             &SummaryType, &HistogramType,    &TextType,  &statmap_FamilyType};
-    const char *names[] = {"Counter", "FloatCounter", "Gauge", "Enum", "Summary", "Histogram", "Text", "Family"};
+                             &SummaryType, &HistogramType,    &TextType,  &statmap_FamilyType, &ExpHistogramType};
+    const char *names[] = {"Counter", "FloatCounter", "Gauge", "Enum", "Summary", "Histogram", "Text", "Family",
+                           "ExpHistogram"};
     PyObject *m = PyModule_Create(&cells_module);
     if (!m)
         return NULL;

@@ -8,8 +8,10 @@ offsets below, and nothing else.
 
 from __future__ import annotations
 
+import functools
 import mmap
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeVar
@@ -24,7 +26,7 @@ Readable = bytes | bytearray | memoryview | mmap.mmap
 MAGIC = b"STATMAP1"
 MAGIC_BIG_ENDIAN = MAGIC[::-1]
 MAJOR = 1
-MINOR = 1  # 1.1: knob records (section "Knobs" below; docs/format.md section 13)
+MINOR = 2  # 1.1: knob records (section "Knobs" below); 1.2: exponential histograms (docs/format.md sections 13 and 14)
 HEADER_SIZE = 256
 ALIGN = 8
 
@@ -104,15 +106,8 @@ def encode_header(
     _VERSION.pack_into(buf, OFF_VERSION, MAJOR, MINOR, HEADER_SIZE)
     _U64X3.pack_into(buf, OFF_STATE, state, capacity, end)
     _U64.pack_into(buf, OFF_CLOSED_NS, closed_ns)
-    _IDENTITY.pack_into(
-        buf,
-        OFF_PID,
-        identity.pid,
-        identity.start_time,
-        identity.boot_id,
-        identity.instance_id,
-        identity.created_ns,
-    )
+    _IDENTITY.pack_into(buf, OFF_PID, identity.pid, identity.start_time, identity.boot_id, identity.instance_id,
+                        identity.created_ns)  # fmt: skip
     buf[OFF_PUBLISHER:OFF_PROGRAM] = fixed_utf8(identity.publisher, PUBLISHER_NAME_SIZE)
     buf[OFF_PROGRAM:HEADER_SIZE] = fixed_utf8(identity.program, PROGRAM_NAME_SIZE)
     return bytes(buf)
@@ -142,15 +137,9 @@ def decode_header(data: Readable) -> Header:
     state, capacity, end = _U64X3.unpack_from(data, OFF_STATE)
     pid, start_time, boot_id, instance_id, created_ns = _IDENTITY.unpack_from(data, OFF_PID)
     (closed_ns,) = _U64.unpack_from(data, OFF_CLOSED_NS)
-    identity = Identity(
-        pid=pid,
-        start_time=start_time,
-        boot_id=bytes(boot_id),
-        instance_id=bytes(instance_id),
-        created_ns=created_ns,
-        publisher=_cstring(bytes(data[OFF_PUBLISHER:OFF_PROGRAM])),
-        program=_cstring(bytes(data[OFF_PROGRAM:HEADER_SIZE])),
-    )
+    publisher = _cstring(bytes(data[OFF_PUBLISHER:OFF_PROGRAM]))
+    program = _cstring(bytes(data[OFF_PROGRAM:HEADER_SIZE]))
+    identity = Identity(pid, start_time, bytes(boot_id), bytes(instance_id), created_ns, publisher, program)
     return Header(major, minor, header_size, state, capacity, end, identity, closed_ns)
 
 
@@ -165,6 +154,7 @@ class MetricType(IntEnum):
     TEXT = 5
     INFO = 6
     ENUM = 7
+    EXP_HISTOGRAM = 9  # since 1.2 (section 14)
 
 
 #: Record flags.
@@ -245,6 +235,8 @@ def value_size(mtype: int, param_count: int, capacity: int) -> int:
         return 8 + 2 * histogram_copy_size(param_count)
     if mtype in (MetricType.TEXT, KNOB):  # a knob's state is a text latch (since 1.1)
         return 8 + 2 * text_copy_size(capacity)
+    if mtype == MetricType.EXP_HISTOGRAM:
+        return 8 + 2 * exp_copy_size(capacity)
     return -1
 
 
@@ -341,20 +333,8 @@ def decode_record(data: Readable, offset: int, end: int) -> Record:
         raise RecordError(f"record at {offset} is not 8-byte aligned")
     if offset + RECORD_HEADER_SIZE > end:
         raise RecordError(f"record at {offset}: header runs past end of records ({end})")
-    (
-        size,
-        mtype,
-        flags,
-        aggregation,
-        _reserved,
-        value_rel,
-        vsize,
-        label_count,
-        param_count,
-        string_count,
-        strings_size,
-        capacity,
-    ) = RECORD_HEADER.unpack_from(data, offset)
+    (size, mtype, flags, aggregation, _reserved, value_rel, vsize, label_count, param_count, string_count,
+     strings_size, capacity) = RECORD_HEADER.unpack_from(data, offset)  # fmt: skip
     if size < RECORD_HEADER_SIZE or size % ALIGN or size > MAX_RECORD_SIZE:
         raise RecordError(f"record at {offset}: bad record size {size}")
     if offset + size > end:
@@ -414,7 +394,10 @@ def _checked_type(offset: int, mtype: int, flags: int, capacity: int, vsize: int
         expected = value_size(mtype, param_count, capacity)
         if vsize != expected:
             raise RecordError(f"record at {offset}: value size {vsize}, type {mtype} needs {expected}")
-        if mtype != MetricType.HISTOGRAM and param_count:
+        if mtype == MetricType.EXP_HISTOGRAM:
+            if param_count != 1 or not 1 <= capacity <= EXP_MAX_BUCKETS:
+                raise RecordError(f"record at {offset}: exp. histogram needs 1 param, 1..{EXP_MAX_BUCKETS} buckets")
+        elif mtype != MetricType.HISTOGRAM and param_count:
             raise RecordError(f"record at {offset}: type {mtype} takes no params")
     return known
 
@@ -450,6 +433,9 @@ def _check_type_metadata(where: str, mtype: int, bounds: tuple[float, ...], extr
             if not bound > previous or bound == float("inf"):
                 raise RecordError(f"{where}: histogram bounds must be finite and increasing")
             previous = bound
+    elif mtype == MetricType.EXP_HISTOGRAM:
+        if not 0 <= bounds[0] < float("inf") or extras:
+            raise RecordError(f"{where}: exponential histogram zero threshold must be finite and >= 0")
     elif mtype == MetricType.ENUM:
         if not extras:
             raise RecordError(f"{where}: enum without states")
@@ -468,8 +454,8 @@ def _check_type_metadata(where: str, mtype: int, bounds: tuple[float, ...], extr
 # rest: files complete before anyone can open them (the archive), and tests.
 
 _SUMMARY = struct.Struct("<Qd")
-_COUNTS: dict[int, struct.Struct] = {}  # copy size -> Struct of count, sum and the bucket counts
-_WORDS: dict[int, tuple[struct.Struct, struct.Struct]] = {}  # n -> (n u64, n f64)
+#: One Struct per format string, made once: the sizes of copies and word runs repeat for ever.
+_struct: Callable[[str], struct.Struct] = functools.lru_cache(maxsize=1024)(struct.Struct)
 
 
 def encode_counter(value: float, flags: int) -> bytes:
@@ -519,19 +505,11 @@ def words_view(buffer: Readable) -> memoryview | None:
 def floats_from_bits(words: list[int]) -> tuple[float, ...]:
     """u64 bit patterns (as the cells' ``load_words`` returns them) as f64, in bulk: one call per file."""
     n = len(words)
-    if not n:
-        return ()
-    pair = _WORDS.get(n)
-    if pair is None:
-        pair = _WORDS[n] = (struct.Struct(f"<{n}Q"), struct.Struct(f"<{n}d"))
-    return pair[1].unpack(pair[0].pack(*words))
+    return _struct(f"<{n}d").unpack(_struct(f"<{n}Q").pack(*words)) if n else ()
 
 
 def _counts_struct(size: int) -> struct.Struct:
-    s = _COUNTS.get(size)
-    if s is None:
-        s = _COUNTS[size] = struct.Struct(f"<Qd{size // 8 - 2}Q")
-    return s
+    return _struct(f"<Qd{size // 8 - 2}Q")  # count, sum and the bucket counts of a copy of ``size`` bytes
 
 
 def decode_counts_copy(copy: bytes) -> tuple[Any, ...]:
@@ -561,6 +539,41 @@ def decode_text(copy: bytes, capacity: int) -> bytes | None:
 
 def f64_from_bits(bits: int) -> float:
     return float(_F64.unpack(_U64.pack(bits))[0])
+
+
+def f64_bits(value: float) -> int:
+    return int(_U64.unpack(_F64.pack(value))[0])
+
+
+# -- Exponential histograms (since 1.2; docs/format.md section 14) --------------
+#
+# Record: type EXP_HISTOGRAM, header ``capacity`` = M buckets per sign, one f64
+# param = the zero threshold. Value: a latch whose copy is the EXP_* words
+# below, then M positive and M negative u64 bucket counts; bucket index i
+# (base 2**2**-scale, counting (base**i, base**(i+1)]) lives in slot i mod M.
+
+EXP_MIN_SCALE, EXP_MAX_SCALE = -4, 20
+EXP_MAX_BUCKETS = 2048
+EXP_COUNT, EXP_SUM, EXP_MIN, EXP_MAX, EXP_ZERO, EXP_SCALE = 0, 1, 2, 3, 4, 5
+EXP_POS_LO, EXP_POS_LEN, EXP_NEG_LO, EXP_NEG_LEN = 6, 7, 8, 9
+EXP_HEAD_WORDS = 10
+_EXP_HEAD = struct.Struct("<QdddQqqQqQ")
+
+
+def exp_copy_size(max_buckets: int) -> int:
+    """The ten head words, then ``max_buckets`` positive and as many negative bucket slots."""
+    return 8 * (EXP_HEAD_WORDS + 2 * max_buckets)
+
+
+def decode_exp_copy(copy: bytes, max_buckets: int) -> tuple[tuple[Any, ...], tuple[int, ...], tuple[int, ...]]:
+    """(the ten head words, signed where the format says so), positive slots, negative slots."""
+    slots = _struct(f"<{max_buckets}Q")
+    return _EXP_HEAD.unpack_from(copy, 0), slots.unpack_from(copy, 80), slots.unpack_from(copy, 80 + 8 * max_buckets)
+
+
+def encode_exp_copy(head: tuple[Any, ...], pos: list[int], neg: list[int]) -> bytes:
+    """One copy of an exponential histogram's latch (the inverse of ``decode_exp_copy``)."""
+    return _EXP_HEAD.pack(*head) + _struct(f"<{len(pos)}Q").pack(*pos) + _struct(f"<{len(neg)}Q").pack(*neg)
 
 
 # -- Knobs (since 1.1; docs/format.md section 13) -------------------------------

@@ -39,6 +39,7 @@ from ._layout import (
     histogram_copy_size,
     text_copy_size,
 )
+from ._pycells_exp import ExpHistogramLogic
 from ._pyfamily import Family as Family  # the labelled-family lookup (_family.c in C)
 from ._pypending import PendingView as _Pending  # a forked child's cell before its file exists
 from ._timing import InProgress, Timing
@@ -58,6 +59,7 @@ __all__ = [
     "VALUE_SEQ",
     "Counter",
     "Enum",
+    "ExpHistogram",
     "Family",
     "FloatCounter",
     "Gauge",
@@ -455,6 +457,10 @@ class Histogram(_Latched):
         q[c0], f[c0 + 1], q[c0 + b] = count, total, bucket  # type: ignore[call-overload]
         q[seq] = (s + 1) & _U64  # even: readers take copy 0
         q[c1], f[c1 + 1], q[c1 + b] = count, total, bucket  # type: ignore[call-overload]
+
+
+class ExpHistogram(ExpHistogramLogic, _Latched):  # the logic in _pycells_exp (format 1.2)
+    __slots__ = ("_m", "_max_scale", "_zt")
 
 
 class Text(_Latched):

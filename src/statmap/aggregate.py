@@ -125,6 +125,7 @@ class _Source:
         self.gauge_slot: list[int] = []
         self.enums: list[tuple[int, int, tuple[str, ...]]] = []  # (offset, slot, states)
         self.texts: list[tuple[L.Record, int]] = []  # (record, slot)
+        self.merges: list[tuple[L.Record, int]] = []  # (record, slot): MERGE kinds, read whole and added
         # histograms and summaries, read and summed in C (cells.sum_latches)
         self.sum_off: list[int] = []
         self.sum_size: list[int] = []
@@ -157,6 +158,7 @@ class _Values(NamedTuple):
     enums: list[int]  # state indexes
     texts: list[Any]  # str, or None when unreadable
     summed: list[Any]  # histograms and summaries: (count, sum[, bucket counts]) words, or None
+    merged: tuple[Any, ...] | list[Any] = ()  # MERGE kinds: values (None when unreadable), as src.merges
 
 
 def aggregate(
@@ -233,6 +235,14 @@ def aggregate(
                 continue
             present.add(s)
             multi.setdefault(s, []).extend(got)
+
+    for src, _info, values in readings:  # MERGE kinds: values that add up (exponential histograms)
+        for (record, s), value in zip(src.merges, values.merged, strict=False):
+            if value is None:
+                errors.append(CollectError(src.path, f"{record.spec.name}: value unreadable (writer busy)"))
+                continue
+            present.add(s)
+            multi.setdefault(s, []).append(value)
 
     for src, info, values in readings:
         if not src.mixed:

@@ -3,7 +3,8 @@
 Routes (GET and HEAD):
 
 * ``/metrics``: the aggregated view as OpenMetrics 1.0 or Prometheus text
-  0.0.4, chosen from the ``Accept`` header (``?format=openmetrics|prometheus``
+  0.0.4 or delimited protobuf (Prometheus native histograms), chosen from the
+  ``Accept`` header (``?format=openmetrics|prometheus|protobuf``
   overrides it), gzip-compressed when ``Accept-Encoding`` asks for it;
   ``?match=PATTERN`` keeps the metrics whose name matches (``statmap.pattern``:
   linear time, never ``re``);
@@ -56,6 +57,7 @@ from .collect import Collection, Collector, match_families
 from .directory import default_directory
 from .errors import CollectionError
 from .expose import FORMATS, SCRAPE_FORMATS, Exposer
+from .expose_proto import wants_protobuf
 from .history import api_history
 from .history import series_id as series_id  # its home is history.py; re-exported
 from .httputil import JSON_TYPE, Response, _json, _text, load_assets, wants_gzip, wants_openmetrics
@@ -227,7 +229,7 @@ class StatmapApp:
                 if body is None:
                     plain = snap.bodies.get((fmt, False))
                     if plain is None:
-                        plain = self._exposer.render(snap.collection, fmt).encode()
+                        plain = self._exposer.render_bytes(snap.collection, fmt)
                         self.problems = list(self._exposer.problems)
                         snap.bodies[(fmt, False)] = plain
                     body = plain
@@ -325,7 +327,8 @@ class StatmapApp:
         if fmt and fmt not in SCRAPE_FORMATS:
             return _text(400, "format: " + " or ".join(SCRAPE_FORMATS))
         if not fmt:
-            fmt = "openmetrics" if wants_openmetrics(headers.get("accept")) else "prometheus"
+            accept = headers.get("accept")
+            fmt = "protobuf" if wants_protobuf(accept) else "openmetrics" if wants_openmetrics(accept) else "prometheus"
         compressed = wants_gzip(headers.get("accept-encoding"))
         match = (params.get("match") or [""])[-1]
         if match and (problem := _bad_pattern(match)):
@@ -335,7 +338,7 @@ class StatmapApp:
             raise WouldBlock  # rendered for this request alone
         if match:
             exposer = Exposer(match=match, **self._exposer_options)  # type: ignore[arg-type]
-            body = exposer.render(snap.collection, fmt).encode()
+            body = exposer.render_bytes(snap.collection, fmt)
             if compressed:
                 body = gzip.compress(body, 6)
         else:

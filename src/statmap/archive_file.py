@@ -97,6 +97,7 @@ class Entry:
         self.spec = L.RecordSpec(
             mtype=spec.mtype, name=spec.name, help=spec.help, unit=spec.unit, labels=spec.labels,
             flags=spec.flags, bounds=spec.bounds, aggregation=spec.aggregation if declared_only(spec) else 0,
+            capacity=spec.capacity if spec.mtype == L.MetricType.EXP_HISTOGRAM else 0,  # its buckets per sign
         )  # fmt: skip
         zero = KINDS[spec.mtype].zero
         self.total: Any = zero(spec) if zero is not None else 0.0  # a declared gauge: no total
@@ -135,6 +136,8 @@ def _value_bytes(entry: Entry) -> bytes:
         return L.encode_counter(entry.count, spec.flags)
     if spec.mtype == L.MetricType.SUMMARY:
         return L.encode_latch(L.encode_summary_copy(entry.count, entry.sum))
+    if spec.mtype == L.MetricType.EXP_HISTOGRAM:
+        return L.encode_latch(L.encode_exp_copy(*entry.total.slots(spec.capacity)))
     return L.encode_latch(L.encode_histogram_copy(entry.count, entry.sum, entry.buckets))
 
 

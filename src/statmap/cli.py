@@ -254,18 +254,17 @@ EXPORT_FORMATS = "{openmetrics,prometheus,json}"
 
 
 class _FormatNames:
-    """``export --format``'s choices: the names of ``expose.FORMATS`` (the table of export formats),
-    looked up only when argparse checks or lists them, so that other commands never import expose."""
+    """``export --format``'s choices: the text formats of ``expose.FORMATS`` (the table of export formats;
+    protobuf is binary, for scrapers), looked up only when argparse checks or lists them, so that other
+    commands never import expose."""
 
     def __contains__(self, name: object) -> bool:
-        from .expose import FORMATS
-
-        return name in FORMATS
+        return name in list(self)
 
     def __iter__(self) -> Iterator[str]:
         from .expose import FORMATS
 
-        return iter(FORMATS)
+        return iter([n for n, f in FORMATS.items() if not f.binary])
 
 
 def cmd_clean(args: argparse.Namespace) -> int:

@@ -43,7 +43,7 @@ from .archive import ABSORBED_SERIES, ARCHIVE_PREFIX, PROCESSES_SERIES, is_archi
 from .archive import clean as clean_directory
 from .discover import scan_directory
 from .errors import CollectionError, FormatError, ResourceError
-from .kinds import COUNT, KINDS, LABELS, LATCH_SUM, LEVEL, STATE
+from .kinds import COUNT, KINDS, LABELS, LATCH_SUM, LEVEL, MERGE, STATE
 from .pattern import compile_pattern
 from .reader import ALIVE, CLOSED, DEAD, NOT_READY, Reader
 from .results import ARCHIVE, CORRUPT, CollectError, Collection, FileInfo, MetricFamily, Sample
@@ -167,7 +167,7 @@ class Collector:
 
     def _keys(self, src: _Source) -> None:
         """The layout keys of a file's classified records, and whether it reads more than integer counters."""
-        src.mixed = bool(src.flt_slot or src.gauge_slot or src.enums or src.infos or src.texts)
+        src.mixed = bool(src.flt_slot or src.gauge_slot or src.enums or src.infos or src.texts or src.merges)
         # Files whose integer counters sit in the same slots at the same offsets
         # share one key, and are summed together in one sum_words() call.
         key = (*src.int_slot, -1, *src.int_off)
@@ -260,6 +260,8 @@ class Collector:
                 src.sum_size.append(slot.family.kind.latch_size(spec))  # type: ignore[misc]
                 src.sum_slot.append(slot.index)
                 src.sum_records.append(record)
+            elif read == MERGE:
+                src.merges.append((record, slot.index))
             else:  # TEXT
                 src.kept[slot.index] = len(src.texts)
                 src.texts.append((record, slot.index))
@@ -438,7 +440,15 @@ class Collector:
             else:
                 last[record.value_offset] = value
             texts.append(value)
-        return _Values(flts, gauges, enums, texts, summed)
+        merged: list[Any] = []
+        for record, _slot in src.merges:
+            value = reader.value(record)
+            if value is None:  # as texts: the last value read
+                value = last.get(record.value_offset)
+            else:
+                last[record.value_offset] = value
+            merged.append(value)
+        return _Values(flts, gauges, enums, texts, summed, merged)
 
     @staticmethod
     def _read_sums(src: _Source) -> list[Any]:
@@ -473,7 +483,7 @@ class Collector:
 # What classifying a file's records sets in its _Source (the per-file state such as ``last`` apart).
 _CLASSIFIED = (
     "int_off", "int_slot", "flt_off", "flt_slot", "gauge_off", "gauge_slot", "enums", "texts",
-    "sum_off", "sum_size", "sum_slot", "sum_records",
+    "sum_off", "sum_size", "sum_slot", "sum_records", "merges",
 )  # fmt: skip
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from operator import is_
 from typing import Any
 
+from . import expose_proto
 from .collect import Collection, MetricFamily, Sample, match_families
 from .kinds import BY_NAME, Kind, free_name
 
@@ -387,11 +388,22 @@ class Exposer:
         return json.dumps(doc, indent=indent, allow_nan=False)
 
     def render(self, collection: Collection, fmt: str) -> str:
-        """``collection`` in the format named ``fmt`` (a key of ``FORMATS``)."""
+        """``collection`` in the text format named ``fmt`` (a key of ``FORMATS``)."""
         found = FORMATS.get(fmt)
         if found is None:
             raise ValueError(f"unknown format {fmt!r}: {', '.join(FORMATS)}")
-        return found.render(self, collection)
+        got = found.render(self, collection)
+        if not isinstance(got, str):
+            raise ValueError(f"{fmt} is a binary format: render_bytes")
+        return got
+
+    def render_bytes(self, collection: Collection, fmt: str) -> bytes:
+        """``collection`` in the format named ``fmt``, as the bytes of a response body."""
+        found = FORMATS.get(fmt)
+        if found is None:
+            raise ValueError(f"unknown format {fmt!r}: {', '.join(FORMATS)}")
+        got = found.render(self, collection)
+        return got.encode() if isinstance(got, str) else got
 
 
 @dataclass(frozen=True)
@@ -399,9 +411,10 @@ class Format:
     """An export format: its name, how an Exposer renders it, its content type, and whether it is a scrape format."""
 
     name: str
-    render: Callable[[Exposer, Collection], str]
+    render: Callable[[Exposer, Collection], str | bytes]
     content_type: str
     scrape: bool  # served at /metrics
+    binary: bool = False  # bytes, not text (Exposer.render_bytes)
 
 
 #: The export formats, read by the CLI (``export --format``), ``Exposer.render`` and ``/metrics``.
@@ -411,6 +424,7 @@ FORMATS: dict[str, Format] = {
         Format("openmetrics", Exposer.openmetrics, OPENMETRICS_CONTENT_TYPE, True),
         Format("prometheus", Exposer.prometheus, PROMETHEUS_CONTENT_TYPE, True),
         Format("json", lambda e, c: e.json(c) + "\n", JSON_CONTENT_TYPE, False),
+        Format("protobuf", expose_proto.render, expose_proto.PROTOBUF_CONTENT_TYPE, True, binary=True),
     )
 }
 #: The formats ``/metrics`` serves, in the order a message lists them.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _layout as L
-from .values import HistogramValue, SummaryValue, json_number
+from .values import ExpHistogramValue, HistogramValue, SummaryValue, json_number
 
 # How a kind aggregates across the processes of one publisher name.
 SUM = "sum"  # added up (numbers, or values with ``+``); the archive keeps the dead's part
@@ -38,6 +38,7 @@ STATE = "state"  # a u64 index into the record's extra strings
 LABELS = "labels"  # no value: the record's extra strings are key/value pairs
 LATCH_SUM = "latch_sum"  # a latch of u64 count, f64 sum[, u64 buckets], summed in C
 TEXT = "text"  # a text latch
+MERGE = "merge"  # a latch read whole into a value that adds up with ``+`` (exponential histograms)
 
 PERCENTILES = (0.5, 0.9, 0.99)
 
@@ -228,6 +229,12 @@ def _human_histogram(value: HistogramValue) -> str:
     return f"count={value.count} sum={number(value.sum)} {pct}"
 
 
+def _human_exp(value: ExpHistogramValue) -> str:
+    if not value.count:
+        return "count=0"
+    return f"{_human_histogram(value)} min={number(value.min)} max={number(value.max)}"  # type: ignore[arg-type]
+
+
 def _human_summary(value: SummaryValue) -> str:
     return f"count={value.count} sum={number(value.sum)} avg={number(value.average)}"
 
@@ -304,6 +311,12 @@ _TABLE = (
             0, 0.0, spec.bounds, [0] * (len(spec.bounds) + 1), bool(spec.flags & L.FLAG_LOG_BUCKETS)
         ),
     ),
+    Kind(  # format 1.2; classic buckets derived for text exposition (ExpHistogramValue.buckets)
+        _M.EXP_HISTOGRAM, "exphistogram", SUM, MERGE, True, "histogram", "histogram", "", "",
+        ("_bucket", "_count", "_sum", "_created"), ("le",), False, True, True,
+        _histogram_samples, _json_multi, _human_exp, "quantiles", 0,
+        zero=lambda spec: ExpHistogramValue.empty(spec.bounds[0]),
+    ),
     Kind(
         _M.SUMMARY, "summary", SUM, LATCH_SUM, True, "summary", "summary", "", "",
         ("_count", "_sum", "_created"), ("quantile",), False, True, True,
@@ -331,7 +344,11 @@ BY_NAME: dict[str, Kind] = {k.name: k for k in _TABLE}
 #: Type code -> name (as ``reader.TYPE_NAMES``).
 TYPE_NAMES: dict[int, str] = {k.code: k.name for k in _TABLE}
 
-_BY_VALUE: dict[type, Kind] = {HistogramValue: KINDS[_M.HISTOGRAM], SummaryValue: KINDS[_M.SUMMARY]}
+_BY_VALUE: dict[type, Kind] = {
+    HistogramValue: KINDS[_M.HISTOGRAM],
+    SummaryValue: KINDS[_M.SUMMARY],
+    ExpHistogramValue: KINDS[_M.EXP_HISTOGRAM],
+}
 
 
 def human(value: Any, kind: Kind | None = None) -> str:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar, cast, overload
 
 from . import _layout as L
 from . import cells
 from .buckets import DEFAULT_BUCKETS as DEFAULT_BUCKETS  # re-exported: bucket bounds live in buckets.py
+from .buckets import Exponential as Exponential
 from .buckets import LogBuckets as LogBuckets
 from .errors import LabelLimitError, StatmapError
 
@@ -68,6 +70,7 @@ GaugeSeries = cells.Gauge
 HistogramSeries = cells.Histogram
 SummarySeries = cells.Summary
 TextSeries = cells.Text
+ExpHistogramSeries = cells.ExpHistogram
 
 
 class EnumSeries(cells.Enum):
@@ -319,9 +322,9 @@ class Gauge(Metric[_T]):
 class Histogram(Metric[_T]):
     """Observations counted in buckets, with their count and sum, read consistently.
 
-    ``buckets`` is a sequence of upper bounds (default: prometheus_client's)
-    or ``LogBuckets(low, high, relative_error)`` for percentiles with a
-    bounded relative error.
+    ``buckets`` is a sequence of upper bounds (default: prometheus_client's),
+    ``LogBuckets(low, high, relative_error)`` for percentiles with a bounded
+    relative error, or ``Exponential(max_buckets)``: native buckets, any range.
     """
 
     mtype = L.MetricType.HISTOGRAM
@@ -331,7 +334,7 @@ class Histogram(Metric[_T]):
         self: Histogram[HistogramSeries],
         help: str = "",
         *,
-        buckets: Iterable[float] | LogBuckets = ...,
+        buckets: Iterable[float] | LogBuckets | Exponential = ...,
         **options: Unpack[_Options],
     ) -> None: ...
     @overload
@@ -340,14 +343,19 @@ class Histogram(Metric[_T]):
         help: str = "",
         *,
         labels: Sequence[str],
-        buckets: Iterable[float] | LogBuckets = ...,
+        buckets: Iterable[float] | LogBuckets | Exponential = ...,
         **options: Unpack[_Options],
     ) -> None: ...
 
     def __init__(
-        self, help: str = "", *, buckets: Iterable[float] | LogBuckets = DEFAULT_BUCKETS, **options: Any
+        self, help: str = "", *, buckets: Iterable[float] | LogBuckets | Exponential = DEFAULT_BUCKETS, **options: Any
     ) -> None:
         super().__init__(help, **options)
+        self.exponential = buckets if isinstance(buckets, Exponential) else None
+        if isinstance(buckets, Exponential):  # format 1.2: its own record type
+            buckets.check()
+            self.bounds: tuple[float, ...] = (float(buckets.zero_threshold),)
+            return
         if isinstance(buckets, LogBuckets):
             bounds = buckets.bounds()
             self.flags = L.FLAG_LOG_BUCKETS
@@ -363,9 +371,18 @@ class Histogram(Metric[_T]):
         self.bounds = bounds
 
     def _spec_extra(self) -> dict[str, Any]:
+        if self.exponential is not None:  # the zero threshold, and the slots per sign
+            return {"bounds": self.bounds, "capacity": self.exponential.max_buckets}
         return {"bounds": self.bounds}
 
+    def _spec(self, name: str, labels: tuple[tuple[str, str], ...]) -> L.RecordSpec:
+        spec = super()._spec(name, labels)
+        return spec if self.exponential is None else replace(spec, mtype=L.MetricType.EXP_HISTOGRAM)
+
     def _cell(self, binding: Binding) -> Any:
+        e = self.exponential
+        if e is not None:
+            return ExpHistogramSeries(binding.buffer, binding.offset, e.max_buckets, e.zero_threshold, e.max_scale)
         return HistogramSeries(binding.buffer, binding.offset, self.bounds)
 
 

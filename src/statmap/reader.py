@@ -31,6 +31,7 @@ from .liveness import CLOSED as CLOSED
 from .liveness import DEAD as DEAD
 from .liveness import NOT_READY as NOT_READY
 from .record_table import RecordTable, _Template
+from .values import ExpHistogramValue as ExpHistogramValue
 
 # The value classes live in values.py; re-exported here, where they were first.
 from .values import HistogramValue as HistogramValue
@@ -44,7 +45,7 @@ _OFF_STATE, _OFF_END, _OFF_CAPACITY, _OFF_CLOSED_NS = L.OFF_STATE, L.OFF_END, L.
 _READY, _CLOSED = int(L.State.READY), int(L.State.CLOSED)
 
 #: Types whose value is a latch (format.md section 6).
-_LATCHED = (L.MetricType.HISTOGRAM, L.MetricType.SUMMARY, L.MetricType.TEXT)
+_LATCHED = (L.MetricType.HISTOGRAM, L.MetricType.SUMMARY, L.MetricType.TEXT, L.MetricType.EXP_HISTOGRAM)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class Series:
 
     def to_json(self) -> dict[str, Any]:
         value = self.value
-        if isinstance(value, (HistogramValue, SummaryValue)):
+        if isinstance(value, (HistogramValue, SummaryValue, ExpHistogramValue)):
             value = value.to_json()
         elif isinstance(value, float):
             value = json_number(value)
@@ -455,6 +456,14 @@ class Reader:
                 cumulative += c
                 buckets.append((bound, cumulative))
             return HistogramValue(count, total, tuple(buckets), bool(spec.flags & L.FLAG_LOG_BUCKETS))
+        if mtype == L.MetricType.EXP_HISTOGRAM:  # format 1.2
+            data = self._latch(record, L.exp_copy_size(spec.capacity))
+            if data is None:
+                return None
+            try:
+                return ExpHistogramValue.from_copy(data, spec.capacity, spec.bounds[0])
+            except ValueError as exc:
+                raise self._fail(f"exponential histogram {spec.name}: {exc}") from None
         if mtype == L.MetricType.TEXT:
             data = self._latch(record, L.text_copy_size(spec.capacity))
             if data is None:

@@ -72,6 +72,13 @@ def _histogram_log(p: Publisher) -> None:
         h.observe(v)
 
 
+def _exphistogram(p: Publisher) -> None:
+    """Format 1.2: 8 slots per sign, so the scale falls from 3 to 0 as the range grows; zero, negatives, min/max."""
+    h = p.histogram("delay", "Delay", unit="seconds", buckets=statmap.Exponential(8, zero_threshold=0.001, max_scale=3))
+    for v in (1.0, 1.5, 2.0, 3.0, 0.0005, -0.25, 10.0, 100.0, -4.0, 0.0):
+        h.observe(v)
+
+
 def _summary(p: Publisher) -> None:
     s = p.summary("payload", "Payload size", unit="bytes")
     for v in (100, 250, 4096):
@@ -163,6 +170,7 @@ VECTORS: dict[str, Callable[[Publisher], None]] = {
     "gauge": _gauge,
     "histogram": _histogram,
     "histogram_log": _histogram_log,
+    "exphistogram": _exphistogram,
     "summary": _summary,
     "text": _text,
     "info": _info,
