@@ -14,7 +14,8 @@ from typing import Any
 import statmap
 from statmap import expose
 from statmap.collect import Collector
-from statmap.expose_proto import PROTOBUF_CONTENT_TYPE, wants_protobuf
+from statmap.expose_proto import PROTOBUF_CONTENT_TYPE
+from statmap.httputil import wants_protobuf
 from statmap.values import ExpHistogramValue
 
 from .test_server_support import Server

@@ -57,10 +57,9 @@ from .collect import Collection, Collector, match_families
 from .directory import default_directory
 from .errors import CollectionError
 from .expose import FORMATS, SCRAPE_FORMATS, Exposer
-from .expose_proto import wants_protobuf
 from .history import api_history
 from .history import series_id as series_id  # its home is history.py; re-exported
-from .httputil import JSON_TYPE, Response, _json, _text, load_assets, wants_gzip, wants_openmetrics
+from .httputil import JSON_TYPE, Response, _json, _text, load_assets, wants_gzip, wants_openmetrics, wants_protobuf
 from .pattern import compile_pattern
 from .rates import QUANTILES, Rates
 from .reader import HistogramValue, SummaryValue

@@ -22,11 +22,9 @@ from typing import Any, Protocol
 
 from . import _protobuf as pb
 from .collect import Collection
-from .httputil import _media_ranges
 from .values import ExpHistogramValue, HistogramValue, SummaryValue
 
 PROTOBUF_CONTENT_TYPE = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
-_PROTO = "io.prometheus.client.metricfamily"
 PROMETHEUS_MAX_SCHEMA = 8  # Prometheus' native histograms: schema -4..8
 _SPAN_GAP = 2  # a run of more empty buckets than this starts a new span (as client_golang)
 
@@ -41,20 +39,6 @@ class _Exposer(Protocol):
 
     def plan(self, collection: Collection) -> list[Any]: ...
     def base_labels(self, out: Any, fam: Any, sample: Any) -> tuple[str, dict[str, str]]: ...
-
-
-def wants_protobuf(accept: str | None) -> bool:
-    """True if ``Accept`` prefers delimited MetricFamily protobuf to every text format (as Prometheus does)."""
-    if not accept:
-        return False
-    proto = text = 0.0
-    for media, params, q in _media_ranges(accept):
-        if media == "application/vnd.google.protobuf":
-            if params.get("proto", "").lower() == _PROTO and params.get("encoding", "").lower() == "delimited":
-                proto = max(proto, q)
-        elif media in ("application/openmetrics-text", "text/plain", "text/*", "*/*"):
-            text = max(text, q)
-    return proto > 0 and proto >= text
 
 
 def _timestamp(field: int, seconds: float) -> bytes:

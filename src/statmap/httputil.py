@@ -91,6 +91,24 @@ def _media_ranges(header: str) -> Iterator[tuple[str, dict[str, str], float]]:
         yield fields[0].lower(), params, q
 
 
+_METRIC_FAMILY = "io.prometheus.client.metricfamily"  # the protobuf exposition (expose_proto.py)
+
+
+@functools.lru_cache(maxsize=256)
+def wants_protobuf(accept: str | None) -> bool:
+    """True if ``Accept`` prefers delimited MetricFamily protobuf to every text format (as Prometheus does)."""
+    if not accept:
+        return False
+    proto = text = 0.0
+    for media, params, q in _media_ranges(accept):
+        if media == "application/vnd.google.protobuf":
+            if params.get("proto", "").lower() == _METRIC_FAMILY and params.get("encoding", "").lower() == "delimited":
+                proto = max(proto, q)
+        elif media in ("application/openmetrics-text", "text/plain", "text/*", "*/*"):
+            text = max(text, q)
+    return proto > 0 and proto >= text
+
+
 @functools.lru_cache(maxsize=256)  # a scraper sends the same header every time: parse it once (~10 us)
 def wants_openmetrics(accept: str | None) -> bool:
     """True if the client prefers OpenMetrics to the Prometheus text format (as Prometheus does)."""
