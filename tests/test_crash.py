@@ -58,6 +58,7 @@ ZYGOTE = textwrap.dedent(
     r"""
     import os, random, sys, time, traceback
     import statmap
+    statmap.Publisher  # statmap imports its writing side on first use: here, once, not in every forked writer
 
     def pattern(n):
         # up to ~30 KB, so that a C write of it takes long enough to be killed in the middle
