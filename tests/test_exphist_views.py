@@ -20,8 +20,10 @@ from typing import Any
 import pytest
 
 import statmap
+from statmap import history as H
 from statmap.app import StatmapApp
-from statmap.values import exp_relative_error
+from statmap.collect import Collector
+from statmap.values import ExpHistogramValue, exp_relative_error
 
 from .test_top_tty import Terminal, _row
 
@@ -133,7 +135,7 @@ def test_top_shows_interval_percentiles(statdir: str, terminal_of: Callable[...,
         pub.close()
 
 
-def test_dashboard_series_and_history_give_percentiles(statdir: str) -> None:
+def test_api_series_gives_interval_percentiles(statdir: str) -> None:
     pub, h = _publish(statdir)
     app = StatmapApp(statdir, token="", max_age=0)
     try:
@@ -159,4 +161,45 @@ def test_dashboard_series_and_history_give_percentiles(statdir: str) -> None:
             assert close(second[f"p{round(q * 100)}"], exact(SECOND, q), scale), (q, second)
     finally:
         app.close()
+        pub.close()
+
+
+def _cumulative_at(value: ExpHistogramValue, bounds: list[float | str]) -> list[float]:
+    """Observations at or below each bound, from the value's own buckets (+Inf: all)."""
+    out = []
+    for b in bounds:
+        top = math.inf if b == "+Inf" else float(b)
+        out.append(float(sum(c for _lower, upper, c in value.ordered() if upper <= top)))
+    return out
+
+
+def test_history_keeps_an_exponential_histogram_across_new_buckets_and_downscales(statdir: str) -> None:
+    """/api/history's columns: the classic cumulative buckets; a new bucket or a coarser scale re-grids the
+    track exactly (no restart), every sample then read on the newest bounds."""
+    pub = statmap.Publisher("app", statdir)
+    h = pub.histogram("delay", "Delay", buckets=statmap.Exponential(20, zero_threshold=0.001))
+    collector = Collector(statdir)
+    hist = H.History()
+    seen: list[ExpHistogramValue] = []
+    try:
+        for batch in ([1.0, 1.1, 1.2], [1.3, 0.0, -2.0], [100.0, 1000.0], [1e6, 5.0]):
+            for v in batch:
+                h.observe(v)
+            c = collector.collect()
+            (fam,) = [f for f in c.families if f.name == "delay"]
+            seen.append(fam.samples[0].value)
+            hist.sample(c)
+        assert len({v.scale for v in seen}) > 1, [v.scale for v in seen]  # it did downscale
+        doc = hist.read(["app:delay"], None, set())
+        entry = doc["series"]["app:delay"]
+        assert entry["kind"] == "histogram" and entry["view"] == "quantiles"
+        assert entry["scale"] == seen[-1].scale and entry["zero_threshold"] == 0.001
+        assert entry["count"] == [float(v.count) for v in seen]  # all four samples kept
+        bounds = entry["bounds"]
+        assert bounds == [b if math.isfinite(b) else "+Inf" for b, _c in seen[-1].buckets]
+        for k, value in enumerate(seen):
+            want = _cumulative_at(value.downscaled(seen[-1].scale), bounds)
+            assert [col[k] for col in entry["buckets"]] == want, k
+    finally:
+        collector.close()
         pub.close()
