@@ -90,12 +90,13 @@ def built(built_c: None, built_rust: None) -> None:
 
 
 def test_rust_unit_tests(built_rust: None) -> None:
-    """The Rust crate's own tests (e.g. liveness by identity where locks do not work)."""
+    """The Rust crate's own tests (liveness by identity where locks do not work; exponential histogram checks)."""
     proc = subprocess.run(
         [_cargo(), "test", "--release", "--offline"], cwd=RUSTDIR, capture_output=True, text=True, timeout=900
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "identity_fallback_tells_live_from_dead ... ok" in proc.stdout, proc.stdout
+    assert "exp_copy_checks_and_negative_offsets ... ok" in proc.stdout, proc.stdout
 
 
 # ---------------------------------------------------------------------------

@@ -809,6 +809,40 @@ mod tests {
     }
 
     #[test]
+    fn exp_copy_checks_and_negative_offsets() {
+        // M = 4: positive buckets -3..-1 (slots 1, 2, 3), negative bucket 5 (slot 1), zero count 1
+        let mut w = vec![0u64; 10 + 8];
+        w[0] = 7;
+        w[4] = 1;
+        w[5] = 2; // scale
+        w[6] = (-3i64) as u64;
+        w[7] = 3;
+        w[8] = 5;
+        w[9] = 1;
+        w[10 + 1] = 1;
+        w[10 + 2] = 2;
+        w[10 + 3] = 2;
+        w[10 + 4 + 1] = 1;
+        let e = exp_value(&w, 4).unwrap();
+        assert_eq!((e.scale, e.positive.clone(), e.negative.clone()), (2, (-3, vec![1, 2, 2]), (5, vec![1])));
+        w[0] = 8; // counts do not add up
+        assert!(exp_value(&w, 4).unwrap_err().contains("add up"));
+        w[0] = 7;
+        w[5] = 21u64; // scale out of range
+        assert!(exp_value(&w, 4).unwrap_err().contains("scale"));
+        w[5] = 2;
+        w[7] = 5; // longer than the slots
+        assert!(exp_value(&w, 4).unwrap_err().contains("longer"));
+        w[7] = 3;
+        w[10 + 2] = u64::MAX; // overflow, not a wrap-around that adds up
+        assert!(exp_value(&w, 4).is_err());
+        // no buckets: the finest scale, NaN min and max without observations
+        let empty = exp_value(&vec![0u64; 18], 4).unwrap();
+        assert_eq!(empty.scale, 20);
+        assert!(empty.min.is_nan() && empty.max.is_nan());
+    }
+
+    #[test]
     fn identity_fallback_tells_live_from_dead() {
         assert_ne!(boot_id(), [0u8; 16], "no boot id from the kernel");
         let live = me();
