@@ -62,7 +62,7 @@ from .history import series_id as series_id  # its home is history.py; re-export
 from .httputil import JSON_TYPE, Response, _json, _text, load_assets, wants_gzip, wants_openmetrics, wants_protobuf
 from .pattern import compile_pattern
 from .rates import QUANTILES, Rates
-from .reader import HistogramValue, SummaryValue
+from .reader import ExpHistogramValue, HistogramValue, SummaryValue
 from .render import printable
 
 TOKEN_ENV = "STATMAP_TOKEN"
@@ -426,7 +426,7 @@ class StatmapApp:
                         "unit": fam.unit,
                         "labels": s.labels,
                     }
-                    if isinstance(value, HistogramValue):
+                    if isinstance(value, (HistogramValue, ExpHistogramValue)):
                         rate, delta = interval.change(key, value)
                         entry["count"] = value.count
                         entry["sum"] = _num(value.sum)

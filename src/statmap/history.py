@@ -33,6 +33,7 @@ costs no more collections than a dashboard polling every second.
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import sys
@@ -45,7 +46,7 @@ from typing import Any, Protocol
 
 from .breakdown import ProcessValues, SeriesKey
 from .httputil import Response, _json, _text
-from .reader import ALIVE, CLOSED, DEAD, HistogramValue, SummaryValue
+from .reader import ALIVE, CLOSED, DEAD, ExpHistogramValue, HistogramValue, SummaryValue
 from .results import ARCHIVE, Collection, MetricFamily
 
 STEP = 1.0  # seconds between samples
@@ -71,7 +72,7 @@ def _ring() -> array[float]:
 
 def _columns(value: Any) -> list[float] | None:
     """What is kept of one value: its columns, or None for values without history (text, info, enum)."""
-    if isinstance(value, HistogramValue):
+    if isinstance(value, (HistogramValue, ExpHistogramValue)):  # exponential: its classic cumulative buckets
         return [float(value.count), float(value.sum), *(float(c) for _bound, c in value.buckets)]
     if isinstance(value, SummaryValue):
         return [float(value.count), float(value.sum)]
@@ -84,9 +85,16 @@ def _shape(fam: MetricFamily, value: Any) -> tuple[Any, ...]:
     """What a track's columns mean; a series whose shape changes starts a new track."""
     if isinstance(value, HistogramValue):
         return ("histogram", tuple(b for b, _c in value.buckets))
+    if isinstance(value, ExpHistogramValue):  # its non-empty buckets' bounds, which grow; see History._regrid
+        return ("histogram", tuple(b for b, _c in value.buckets), value.scale, value.zero_threshold)
     if isinstance(value, SummaryValue):
         return ("summary",)
     return ("counter" if fam.type == "counter" else "gauge",)
+
+
+def _regriddable(old: tuple[Any, ...], new: tuple[Any, ...]) -> bool:
+    """Both exponential, the same zero threshold, the new scale the same or coarser: _regrid is exact."""
+    return len(old) == len(new) == 4 and new[2] <= old[2] and new[3] == old[3]
 
 
 class _Track:
@@ -102,6 +110,8 @@ class _Track:
         self.meta: dict[str, Any] = {"kind": shape[0], "type": fam.type, "view": fam.kind.view, "unit": fam.unit}
         if shape[0] == "histogram":
             self.meta["bounds"] = [b if math.isfinite(b) else "+Inf" for b in shape[1]]
+        if len(shape) > 2:  # exponential: the dashboard estimates percentiles as the reader does
+            self.meta.update(scale=shape[2], zero_threshold=shape[3])
 
 
 class _Watch:
@@ -149,6 +159,10 @@ class History:
                     sid = series_id(fam.publisher, fam.name, s.labels)
                     track = self._tracks.get(sid)
                     shape = _shape(fam, s.value)
+                    if track is not None and track.shape != shape and _regriddable(track.shape, shape):
+                        track = self._regrid(sid, track, fam, shape)
+                        if track is None:
+                            continue
                     if track is None or track.shape != shape or len(track.rings) != len(cols):
                         track = self._new_track(sid, fam, shape, len(cols), summed and s.pid is None)
                         if track is None:
@@ -182,6 +196,27 @@ class History:
         track = self._tracks[sid] = _Track(fam, shape, width, summed)
         self._cells += width
         return track
+
+    def _regrid(self, sid: str, old: _Track, fam: MetricFamily, shape: tuple[Any, ...]) -> _Track | None:
+        """An exponential histogram's track on its new bounds (a new bucket, or a coarser scale), history kept.
+
+        Every new bound is a bound of the old grid (same or finer scale), and no
+        old non-empty bucket straddles it, so the old cumulative count at a new
+        bound is the one at the largest old bound not above it: exact.
+        """
+        new = self._new_track(sid, fam, shape, 2 + len(shape[1]), old.summed)
+        if new is None:
+            return None
+        new.last = old.last
+        new.rings[0], new.rings[1] = old.rings[0], old.rings[1]
+        old_bounds = old.shape[1]
+        for k, bound in enumerate(shape[1]):
+            j = bisect.bisect_right(old_bounds, bound) - 1
+            if j >= 0:
+                new.rings[2 + k] = array("d", old.rings[2 + j])
+            else:  # nothing was at or below it: 0 wherever the series was seen
+                new.rings[2 + k] = array("d", (0.0 if c == c else _NAN for c in old.rings[0]))
+        return new
 
     def _events(self, collection: Collection) -> None:
         now: dict[str, tuple[str, str, int]] = {}

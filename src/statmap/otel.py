@@ -22,6 +22,10 @@ The mapping:
 * gauges: ``Gauge``, one point per process (``process.pid`` attribute) or
   the aggregate, as the gauge's aggregation mode says;
 * histograms: cumulative ``Histogram`` with their explicit bounds;
+* exponential histograms: cumulative ``ExponentialHistogram`` with the
+  merged scale, offsets and counts, zero count, min and max (statmap's
+  scales, -4..20, are inside OTLP's, -10..20; the SDK's data point has no
+  zero threshold, so it does not travel: OTLP's default 0 arrives);
 * summaries (count and sum): a cumulative ``Histogram`` with no bounds,
   the OTel form of a count and a sum;
 * enums: a ``Gauge`` per state (1 for the current one, ``state``
@@ -42,7 +46,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .collect import Collection, Collector, MetricFamily, Sample, match_families
-from .values import HistogramValue, SummaryValue
+from .values import ExpHistogramValue, HistogramValue, SummaryValue
 
 try:  # the SDK's MetricProducer, where it has one (not in every release)
     from opentelemetry.sdk.metrics.export import MetricProducer as _ProducerBase  # type: ignore[attr-defined]
@@ -100,6 +104,32 @@ def _histogram_point(value: Any, attrs: dict[str, Any], start: int, now: int) ->
         return HistogramDataPoint(attrs, start, now, value.count, value.sum, counts, bounds, None, None)  # type: ignore[arg-type]
     assert isinstance(value, SummaryValue)
     return HistogramDataPoint(attrs, start, now, value.count, value.sum, [value.count], [], None, None)  # type: ignore[arg-type]
+
+
+OTLP_MAX_SCALE = 20  # OTLP allows -10..20; statmap writes -4..20
+
+
+def _exp_point(value: ExpHistogramValue, attrs: dict[str, Any], start: int, now: int) -> Any:
+    from opentelemetry.sdk.metrics.export import Buckets, ExponentialHistogramDataPoint
+
+    if value.scale > OTLP_MAX_SCALE:  # not from a valid file (the reader checks <= 20); exact if it were
+        value = value.downscaled(OTLP_MAX_SCALE)
+    # without observations min and max are NaN here; the SDK's own aggregation sends +Inf and -Inf then
+    lo, hi = (value.min, value.max) if value.count else (float("inf"), float("-inf"))
+    return ExponentialHistogramDataPoint(
+        attrs,
+        start,
+        now,
+        value.count,
+        value.sum,
+        value.scale,
+        value.zero_count,
+        Buckets(value.positive[0], list(value.positive[1])),
+        Buckets(value.negative[0], list(value.negative[1])),
+        0,
+        lo,
+        hi,
+    )
 
 
 class StatmapMetricProducer(_ProducerBase):  # type: ignore[misc, valid-type]
@@ -168,7 +198,14 @@ class StatmapMetricProducer(_ProducerBase):  # type: ignore[misc, valid-type]
         return MetricsData(resources)
 
     def _metric(self, fam: MetricFamily, start: int, now: int) -> Any:
-        from opentelemetry.sdk.metrics.export import AggregationTemporality, Gauge, Histogram, Metric, NumberDataPoint
+        from opentelemetry.sdk.metrics.export import (
+            AggregationTemporality,
+            ExponentialHistogram,
+            Gauge,
+            Histogram,
+            Metric,
+            NumberDataPoint,
+        )
         from opentelemetry.sdk.metrics.export import Sum as OtelSum
 
         cumulative = AggregationTemporality.CUMULATIVE
@@ -183,6 +220,9 @@ class StatmapMetricProducer(_ProducerBase):  # type: ignore[misc, valid-type]
         elif kind == "gauge":
             points = [NumberDataPoint(_attributes(s), 0, now, s.value) for s in fam.samples]
             data = Gauge(points)
+        elif kind == "exphistogram":
+            points = [_exp_point(s.value, _attributes(s), start, now) for s in fam.samples]
+            data = ExponentialHistogram(points, cumulative)
         elif kind in ("histogram", "summary"):
             points = [_histogram_point(s.value, _attributes(s), start, now) for s in fam.samples]
             data = Histogram(points, cumulative)

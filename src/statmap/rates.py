@@ -19,7 +19,9 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Any
 
-from .reader import HistogramValue, SummaryValue
+from .reader import ExpHistogramValue, HistogramValue, SummaryValue
+
+CUMULATIVE = (HistogramValue, ExpHistogramValue, SummaryValue)  # values with a count and their own since()
 
 QUANTILES = (0.5, 0.9, 0.99)  # the interval percentiles both views show
 
@@ -30,7 +32,7 @@ def since(value: Any, previous: Any) -> Any:
     None when there is nothing to compare: another kind of value, other
     bucket bounds, or fewer observations than before (a reset).
     """
-    if isinstance(value, (HistogramValue, SummaryValue)):
+    if isinstance(value, CUMULATIVE):
         if not isinstance(previous, type(value)):
             return None
         try:
@@ -67,7 +69,7 @@ class Interval:
         delta = since(value, previous)
         if delta is None:
             return None, None
-        count = delta.count if isinstance(delta, (HistogramValue, SummaryValue)) else delta
+        count = delta.count if isinstance(delta, CUMULATIVE) else delta
         return count / self.dt, delta
 
 
@@ -93,4 +95,4 @@ class Rates:
         return Interval(now - baseline[0], baseline[1], point)
 
 
-__all__ = ["QUANTILES", "Interval", "Rates", "since"]
+__all__ = ["CUMULATIVE", "QUANTILES", "Interval", "Rates", "since"]

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from .breakdown import ProcessValues, SeriesKey
 from .collect import ARCHIVE, CORRUPT, Collection, Collector, FileInfo, match_families
 from .rates import QUANTILES, Rates
-from .reader import ALIVE, CLOSED, DEAD, NOT_READY, HistogramValue, SummaryValue
+from .reader import ALIVE, CLOSED, DEAD, NOT_READY, ExpHistogramValue, HistogramValue, SummaryValue
 from .render import amount, printable, printable_lines, total, value_text
 
 # -- small formatting helpers ----------------------------------------------------
@@ -141,9 +141,10 @@ class Row:
 
 
 SORTS = ("name", "value", "rate")
+AnyHistogram = HistogramValue | ExpHistogramValue  # both have percentile(), buckets and since()
 
 
-def histogram_text(now: HistogramValue, delta: HistogramValue | None, unit: str) -> str:
+def histogram_text(now: AnyHistogram, delta: AnyHistogram | None, unit: str) -> str:
     """count, p50/p90/p99 and max (the top of the highest bucket used) over the interval, in the unit."""
     window, when = (delta, "") if delta is not None and delta.count > 0 else (now, " (all time)")
     if window.count == 0:
@@ -196,7 +197,7 @@ class TopModel:
                     shown = amount(value, unit)
                     if fam.type == "counter":
                         rate = interval.change(key, value)[0]
-                elif isinstance(value, HistogramValue):
+                elif isinstance(value, (HistogramValue, ExpHistogramValue)):
                     sort_value = float(value.count)
                     rate, delta = interval.change(key, value)
                     shown = histogram_text(value, delta, unit)
@@ -229,7 +230,7 @@ class TopModel:
                 shown = amount(value, row.unit)
                 if row.type == "counter":
                     rate = interval.change(pkey, value)[0]
-            elif isinstance(value, HistogramValue):
+            elif isinstance(value, (HistogramValue, ExpHistogramValue)):
                 rate, delta = interval.change(pkey, value)
                 shown = histogram_text(value, delta, row.unit)
             elif isinstance(value, SummaryValue):

@@ -1,4 +1,4 @@
-//! A reader for statmap files (format version 1), written from
+//! A reader for statmap files (format version 1, up to minor 1.2), written from
 //! `docs/format.md` with no dependencies beyond `std`.
 //!
 //! Files are untrusted: every offset, length, count and alignment is checked
@@ -41,6 +41,12 @@ pub const SUMMARY: u16 = 4;
 pub const TEXT: u16 = 5;
 pub const INFO: u16 = 6;
 pub const ENUM: u16 = 7;
+/// Since 1.2 (docs/format.md section 14). Type 8 (knobs, 1.1) is skipped.
+pub const EXP_HISTOGRAM: u16 = 9;
+const EXP_HEAD: u64 = 10;
+const EXP_MAX_BUCKETS: u32 = 2048;
+const EXP_MIN_SCALE: i64 = -4;
+const EXP_MAX_SCALE: i64 = 20;
 pub const FLAG_FLOAT: u16 = 1;
 pub const FLAG_LOG_BUCKETS: u16 = 2;
 
@@ -53,6 +59,7 @@ pub fn type_name(t: u16) -> &'static str {
         TEXT => "text",
         INFO => "info",
         ENUM => "enum",
+        EXP_HISTOGRAM => "exphistogram",
         _ => "unknown",
     }
 }
@@ -260,6 +267,64 @@ pub enum Value {
     Info,
     /// Index into `Record::extra`.
     Enum(u64),
+    /// A checked stable copy of an exponential histogram (section 14).
+    ExpHistogram(ExpHistogram),
+}
+
+/// Bucket `offset + j` of a sign holds `counts[j]`; the zero threshold is
+/// the record's one param. `min` and `max` are NaN without observations, and
+/// `scale` is 20 (the finest) when no bucket is held, as the reference reader says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpHistogram {
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+    pub scale: i64,
+    pub zero_count: u64,
+    pub positive: (i64, Vec<u64>),
+    pub negative: (i64, Vec<u64>),
+}
+
+/// Section 14's checks of a stable copy `w` with `m` slots per sign.
+fn exp_value(w: &[u64], m: u64) -> Result<ExpHistogram, String> {
+    let scale = w[5] as i64;
+    if !(EXP_MIN_SCALE..=EXP_MAX_SCALE).contains(&scale) {
+        return Err(format!("scale {} outside -4..20", scale));
+    }
+    let mut total = w[4];
+    let mut ranges = Vec::with_capacity(2);
+    for sign in 0..2u64 {
+        let (lo, len) = (w[6 + 2 * sign as usize] as i64, w[7 + 2 * sign as usize]);
+        if len > m {
+            return Err(format!("bucket range longer than its {} slots", m));
+        }
+        let mut counts = Vec::with_capacity(len as usize);
+        for j in 0..len {
+            let slot = (lo as i128 + j as i128).rem_euclid(m as i128) as u64;
+            let c = w[(EXP_HEAD + sign * m + slot) as usize];
+            total = total.checked_add(c).ok_or_else(|| "bucket counts overflow".to_string())?;
+            counts.push(c);
+        }
+        ranges.push((lo, counts));
+    }
+    if total != w[0] {
+        return Err(format!("bucket counts do not add up to the count {}", w[0]));
+    }
+    let negative = ranges.pop().unwrap();
+    let positive = ranges.pop().unwrap();
+    let empty = positive.1.is_empty() && negative.1.is_empty();
+    let (min, max) = if w[0] == 0 { (f64::NAN, f64::NAN) } else { (f64::from_bits(w[2]), f64::from_bits(w[3])) };
+    Ok(ExpHistogram {
+        count: w[0],
+        sum: f64::from_bits(w[1]),
+        min,
+        max,
+        scale: if empty { EXP_MAX_SCALE } else { scale },
+        zero_count: w[4],
+        positive,
+        negative,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -411,8 +476,8 @@ fn parse_record(img: &Image, o: u64, end: u64) -> Result<(u64, Option<Record>), 
     if pos != ssize {
         return bad(format!("strings use {} bytes, strings_size says {}", pos, ssize));
     }
-    if !(COUNTER..=ENUM).contains(&kind) {
-        return Ok((rsize, None));
+    if !(COUNTER..=ENUM).contains(&kind) && kind != EXP_HISTOGRAM {
+        return Ok((rsize, None)); // unknown to this reader (knobs, type 8, among them)
     }
     let nextra = nstrings - 3 - 2 * nlabels;
     // "Unknown flag bits" (section 4.2) read as: bits no 1.x type defines,
@@ -423,6 +488,7 @@ fn parse_record(img: &Image, o: u64, end: u64) -> Result<(u64, Option<Record>), 
         HISTOGRAM => 8 + 2 * 8 * (nparams as u64 + 3),
         SUMMARY => 40,
         TEXT => 8 + 2 * (8 + align8(cap as u64)),
+        EXP_HISTOGRAM => 8 + 2 * 8 * (EXP_HEAD + 2 * cap as u64),
         _ => 0,
     };
     let tn = type_name(kind);
@@ -432,7 +498,10 @@ fn parse_record(img: &Image, o: u64, end: u64) -> Result<(u64, Option<Record>), 
     if vsize != want {
         return bad(format!("{} value_size does not match the type", tn));
     }
-    if nparams != 0 && kind != HISTOGRAM {
+    if kind == EXP_HISTOGRAM && (nparams != 1 || cap < 1 || cap > EXP_MAX_BUCKETS) {
+        return bad(format!("{} needs one param and 1..{} buckets", tn, EXP_MAX_BUCKETS));
+    }
+    if nparams != 0 && kind != HISTOGRAM && kind != EXP_HISTOGRAM {
         return bad(format!("{} parameters on a type that has none", tn));
     }
     if kind == TEXT && cap > MAX_TEXT {
@@ -452,6 +521,9 @@ fn parse_record(img: &Image, o: u64, end: u64) -> Result<(u64, Option<Record>), 
         let b = f64::from_bits(img.u64(o + R_HEADER + 8 * i));
         if !b.is_finite() || params.last().map_or(false, |&p: &f64| !(b > p)) {
             return bad("histogram bounds not finite and strictly increasing".into());
+        }
+        if kind == EXP_HISTOGRAM && !(b >= 0.0) {
+            return bad("exponential histogram zero threshold below 0".into());
         }
         params.push(b);
     }
@@ -543,6 +615,16 @@ fn read_value(img: &Image, r: &Record) -> Result<Value, ReadError> {
                     }
                     Value::Histogram { count: w[0], sum: f64::from_bits(w[1]), buckets: w[2..].to_vec() }
                 }
+            }
+        }
+        EXP_HISTOGRAM => {
+            let n = EXP_HEAD + 2 * r.capacity as u64;
+            match latch_read(img, v, 8 * n, n, None) {
+                None => Value::Unreadable,
+                Some(w) => match exp_value(&w, r.capacity as u64) {
+                    Ok(e) => Value::ExpHistogram(e),
+                    Err(m) => return bad(format!("exponential histogram {}", m)),
+                },
             }
         }
         TEXT => {
@@ -724,6 +806,40 @@ mod tests {
             publisher: "p".into(),
             program: "t".into(),
         }
+    }
+
+    #[test]
+    fn exp_copy_checks_and_negative_offsets() {
+        // M = 4: positive buckets -3..-1 (slots 1, 2, 3), negative bucket 5 (slot 1), zero count 1
+        let mut w = vec![0u64; 10 + 8];
+        w[0] = 7;
+        w[4] = 1;
+        w[5] = 2; // scale
+        w[6] = (-3i64) as u64;
+        w[7] = 3;
+        w[8] = 5;
+        w[9] = 1;
+        w[10 + 1] = 1;
+        w[10 + 2] = 2;
+        w[10 + 3] = 2;
+        w[10 + 4 + 1] = 1;
+        let e = exp_value(&w, 4).unwrap();
+        assert_eq!((e.scale, e.positive.clone(), e.negative.clone()), (2, (-3, vec![1, 2, 2]), (5, vec![1])));
+        w[0] = 8; // counts do not add up
+        assert!(exp_value(&w, 4).unwrap_err().contains("add up"));
+        w[0] = 7;
+        w[5] = 21u64; // scale out of range
+        assert!(exp_value(&w, 4).unwrap_err().contains("scale"));
+        w[5] = 2;
+        w[7] = 5; // longer than the slots
+        assert!(exp_value(&w, 4).unwrap_err().contains("longer"));
+        w[7] = 3;
+        w[10 + 2] = u64::MAX; // overflow, not a wrap-around that adds up
+        assert!(exp_value(&w, 4).is_err());
+        // no buckets: the finest scale, NaN min and max without observations
+        let empty = exp_value(&vec![0u64; 18], 4).unwrap();
+        assert_eq!(empty.scale, 20);
+        assert!(empty.min.is_nan() && empty.max.is_nan());
     }
 
     #[test]

@@ -171,6 +171,25 @@ fn value_json(rec: &statmap::Record, v: &Value) -> J {
                 ("buckets".into(), J::Arr(rows)),
             ])
         }
+        Value::ExpHistogram(e) => {
+            let side = |(offset, counts): &(i64, Vec<u64>)| {
+                J::Obj(vec![
+                    ("offset".into(), J::Raw(offset.to_string())),
+                    ("counts".into(), J::Arr(counts.iter().map(|c| J::Raw(c.to_string())).collect())),
+                ])
+            };
+            J::Obj(vec![
+                ("count".into(), J::Raw(e.count.to_string())),
+                ("sum".into(), J::Raw(fmt_f64(e.sum))),
+                ("min".into(), J::Raw(fmt_f64(e.min))),
+                ("max".into(), J::Raw(fmt_f64(e.max))),
+                ("scale".into(), J::Raw(e.scale.to_string())),
+                ("zero_threshold".into(), J::Raw(fmt_f64(rec.params[0]))),
+                ("zero_count".into(), J::Raw(e.zero_count.to_string())),
+                ("positive".into(), side(&e.positive)),
+                ("negative".into(), side(&e.negative)),
+            ])
+        }
         Value::Info => {
             let pairs: Vec<(String, String)> =
                 rec.extra.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect();
@@ -230,6 +249,7 @@ fn value_text(rec: &statmap::Record, v: &Value) -> String {
         Value::Text(t) => format!("'{}'", t),
         Value::Summary { count, sum } => format!("count={} sum={}", count, fmt_f64(*sum)),
         Value::Histogram { count, sum, .. } => format!("count={} sum={}", count, fmt_f64(*sum)),
+        Value::ExpHistogram(e) => format!("count={} sum={} scale={}", e.count, fmt_f64(e.sum), e.scale),
         Value::Info => rec.extra.chunks(2).filter(|c| c.len() == 2).map(|c| format!("{}='{}'", c[0], c[1])).collect::<Vec<_>>().join(" "),
     }
 }

@@ -68,8 +68,16 @@
       return (b - a) / (t - times[j]);
     });
   }
-  function percentile(bounds, counts, q) {
-    // counts: observations per bucket (not cumulative); bounds as the server sends them ("+Inf" last).
+  // An exponential histogram's bucket with this upper bound: its harmonic midpoint, as the reader
+  // estimates (docs/format.md section 14; within (base - 1)/(base + 1)); the zero bucket's bound is the threshold.
+  function expEstimate(upper, h) {
+    if (upper === h.zero_threshold) return 0;
+    const base = Math.pow(2, Math.pow(2, -h.scale));
+    return upper > 0 ? 2 * upper / (1 + base) : upper * 2 * base / (1 + base);
+  }
+  function percentile(bounds, counts, q, exp) {
+    // counts: observations per bucket (not cumulative); bounds as the server sends them ("+Inf" last);
+    // exp: the history of an exponential histogram (scale, zero_threshold), else absent.
     let total = 0;
     for (const c of counts) total += c;
     if (total <= 0) return null;
@@ -80,6 +88,7 @@
       const upper = bounds[i] === "+Inf" ? Infinity : bounds[i];
       if (cum >= rank && cum > below) {
         if (upper === Infinity) return lower;
+        if (exp) return expEstimate(upper, exp);
         if (i === 0) lower = Math.min(0, upper);
         return lower + (upper - lower) * (rank - below) / (cum - below);
       }
@@ -117,7 +126,7 @@
         times.forEach((t, k) => {
           const j = baseline(times, k, smooth);
           const d = j === k ? null : bucketDelta(h, j, k);
-          QUANTILES.forEach(([, q], i) => out[i].values.push(d ? percentile(h.bounds, d, q) : null));
+          QUANTILES.forEach(([, q], i) => out[i].values.push(d ? percentile(h.bounds, d, q, h.scale === undefined ? null : h) : null));
         });
         return out;
       }
