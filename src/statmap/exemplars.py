@@ -1,0 +1,94 @@
+"""Exemplars (format 1.2, docs/format.md section 15): the latest trace id per counter and per histogram bucket.
+
+``counter.inc(1, exemplar={"trace_id": "..."})`` and ``histogram.observe(v, exemplar=...)`` update the value
+as usual (the cells), then call ``record`` here: it writes the exemplar, the update's value, and the time
+into an exemplar record of the series' file (one per counter, one per histogram bucket, created at the
+first exemplar), a text latch written through the cells, so readers never see it torn. Readers keep the
+most recent exemplar across processes (exemplar_read.py).
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from . import _layout as L
+from . import cells
+from ._knob_layout import encode_netstrings
+
+_LABEL_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+_LABEL_NAME_REST = _LABEL_NAME_FIRST | frozenset("0123456789")
+
+
+class _Owner(Protocol):
+    def add_series(self, spec: L.RecordSpec, make_cell: Any) -> Any: ...
+
+
+# id(cell) -> (owner, its series' spec, bucket slot -> the Text cell of its exemplar record). Cells live as
+# long as their owner keeps them (FileOwner._cells), so an id is never reused while its entry matters.
+_series: dict[int, tuple[_Owner, L.RecordSpec, dict[int, Any]]] = {}
+_clock = time.time_ns  # the exemplar's timestamp (the golden vector fixes it)
+
+
+def register(cell: Any, owner: _Owner, spec: L.RecordSpec) -> None:
+    """Remember which series a counter or classic-histogram cell updates (FileOwner.add_series)."""
+    if spec.mtype in (L.MetricType.COUNTER, L.MetricType.HISTOGRAM):
+        _series[id(cell)] = (owner, spec, {})
+
+
+def check_labels(exemplar: Mapping[str, Any]) -> tuple[str, ...]:
+    """The exemplar's labels as name, value, ...: OpenMetrics' rules (names like label names, at most
+    EXEMPLAR_MAX_CHARS characters of names and values together), else ValueError or TypeError."""
+    if not isinstance(exemplar, Mapping):
+        raise TypeError(f"exemplar must be a mapping of label names to values, not {type(exemplar).__name__}")
+    out: list[str] = []
+    chars = 0
+    for name, value in exemplar.items():
+        if not isinstance(name, str) or name[:1] not in _LABEL_NAME_FIRST or not set(name) <= _LABEL_NAME_REST:
+            raise ValueError(f"exemplar label name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]*")
+        text = value if isinstance(value, str) else str(value)
+        chars += len(name) + len(text)
+        out += [name, text]
+    if chars > L.EXEMPLAR_MAX_CHARS:
+        raise ValueError(f"exemplar labels have {chars} characters; OpenMetrics allows {L.EXEMPLAR_MAX_CHARS}")
+    return tuple(out)
+
+
+def encode(value: float, when_ns: int, labels: tuple[str, ...]) -> str:
+    """The text of an exemplar record's latch: netstrings value (repr), Unix ns, then label names and values."""
+    return encode_netstrings((repr(float(value)), str(when_ns), *labels))
+
+
+def record_spec(spec: L.RecordSpec, bucket: int) -> L.RecordSpec:
+    """The exemplar record of ``spec``'s series (and of its bucket ``bucket``, for a histogram)."""
+    params: tuple[float, ...] = ()
+    if spec.mtype == L.MetricType.HISTOGRAM:
+        params = (spec.bounds[bucket] if bucket < len(spec.bounds) else float("inf"),)
+    return L.RecordSpec(L.EXEMPLAR, spec.name, labels=spec.labels, bounds=params, capacity=L.EXEMPLAR_CAPACITY)
+
+
+def record(cell: Any, value: Any, exemplar: Mapping[str, Any]) -> None:
+    """The cells' hook: store ``exemplar`` for the update of ``cell`` by ``value`` just made."""
+    labels = check_labels(exemplar)
+    entry = _series.get(id(cell))
+    if entry is None:
+        raise ValueError("exemplars are kept for counters and classic histograms bound to a publisher only")
+    owner, spec, slots = entry
+    bucket = bisect.bisect_left(spec.bounds, value) if spec.mtype == L.MetricType.HISTOGRAM else 0
+    text = slots.get(bucket)
+    if text is None:
+        text = owner.add_series(record_spec(spec, bucket), _text_cell)
+        slots[bucket] = text
+    data = encode(value, _clock(), labels)
+    if len(data.encode()) > L.EXEMPLAR_CAPACITY:  # cannot happen within EXEMPLAR_MAX_CHARS: never store a cut one
+        raise ValueError(f"exemplar text of {len(data.encode())} bytes exceeds {L.EXEMPLAR_CAPACITY}")
+    text.set(data)
+
+
+def _text_cell(binding: Any) -> Any:
+    return cells.Text(binding.buffer, binding.offset, L.EXEMPLAR_CAPACITY)
+
+
+cells.set_exemplar_hook(record)
