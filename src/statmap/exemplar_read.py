@@ -66,6 +66,7 @@ def usable(record: L.Record) -> bool:
         spec.mtype == L.EXEMPLAR
         and len(spec.bounds) <= 1
         and 0 < spec.capacity <= L.MAX_TEXT_CAPACITY
+        and spec.capacity % 8 == 0
         and record.value_size == L.value_size(L.EXEMPLAR, 0, spec.capacity)
     )
 
