@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 from . import _layout as L
 from . import cells
-from ._knob_layout import encode_netstrings
 
 _LABEL_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _LABEL_NAME_REST = _LABEL_NAME_FIRST | frozenset("0123456789")
@@ -38,27 +37,39 @@ def register(cell: Any, owner: _Owner, spec: L.RecordSpec) -> None:
         _series[id(cell)] = (owner, spec, {})
 
 
-def check_labels(exemplar: Mapping[str, Any]) -> tuple[str, ...]:
-    """The exemplar's labels as name, value, ...: OpenMetrics' rules (names like label names, at most
-    EXEMPLAR_MAX_CHARS characters of names and values together), else ValueError or TypeError."""
-    if not isinstance(exemplar, Mapping):
+def check_labels(exemplar: Mapping[str, Any]) -> str:
+    """The exemplar's labels as netstrings (name, value, ...) after OpenMetrics' rules (names like label names,
+    at most EXEMPLAR_MAX_CHARS characters of names and values together), else ValueError or TypeError."""
+    if type(exemplar) is not dict and not isinstance(exemplar, Mapping):
         raise TypeError(f"exemplar must be a mapping of label names to values, not {type(exemplar).__name__}")
-    out: list[str] = []
+    parts: list[str] = []
     chars = 0
     for name, value in exemplar.items():
-        if not isinstance(name, str) or name[:1] not in _LABEL_NAME_FIRST or not set(name) <= _LABEL_NAME_REST:
-            raise ValueError(f"exemplar label name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]*")
-        text = value if isinstance(value, str) else str(value)
+        if name not in _good_names:
+            _check_name(name)
+        text = value if type(value) is str else str(value)
         chars += len(name) + len(text)
-        out += [name, text]
+        parts.append(f"{len(name)}:{name},{len(text) if text.isascii() else len(text.encode())}:{text},")
     if chars > L.EXEMPLAR_MAX_CHARS:
         raise ValueError(f"exemplar labels have {chars} characters; OpenMetrics allows {L.EXEMPLAR_MAX_CHARS}")
-    return tuple(out)
+    return "".join(parts)
 
 
-def encode(value: float, when_ns: int, labels: tuple[str, ...]) -> str:
-    """The text of an exemplar record's latch: netstrings value (repr), Unix ns, then label names and values."""
-    return encode_netstrings((repr(float(value)), str(when_ns), *labels))
+_good_names: set[str] = set()  # label names seen valid (few: trace_id, span_id): checked once each
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or name[:1] not in _LABEL_NAME_FIRST or not set(name) <= _LABEL_NAME_REST:
+        raise ValueError(f"exemplar label name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]*")
+    if len(_good_names) < 1000:
+        _good_names.add(name)
+
+
+def encode(value: float, when_ns: int, labels: str) -> str:
+    """The text of an exemplar record's latch: netstrings of the value (repr), the Unix ns, then ``labels``
+    (``check_labels``'s netstrings of names and values): _knob_layout's netstrings, written inline for speed."""
+    number, when = repr(float(value)), str(when_ns)
+    return f"{len(number)}:{number},{len(when)}:{when},{labels}"
 
 
 def record_spec(spec: L.RecordSpec, bucket: int) -> L.RecordSpec:
@@ -76,14 +87,15 @@ def record(cell: Any, value: Any, exemplar: Mapping[str, Any]) -> None:
     if entry is None:
         raise ValueError("exemplars are kept for counters and classic histograms bound to a publisher only")
     owner, spec, slots = entry
-    bucket = bisect.bisect_left(spec.bounds, value) if spec.mtype == L.MetricType.HISTOGRAM else 0
+    bucket = bisect.bisect_left(spec.bounds, value) if spec.bounds else 0  # a counter has no bounds
     text = slots.get(bucket)
     if text is None:
         text = owner.add_series(record_spec(spec, bucket), _text_cell)
         slots[bucket] = text
     data = encode(value, _clock(), labels)
-    if len(data.encode()) > L.EXEMPLAR_CAPACITY:  # cannot happen within EXEMPLAR_MAX_CHARS: never store a cut one
-        raise ValueError(f"exemplar text of {len(data.encode())} bytes exceeds {L.EXEMPLAR_CAPACITY}")
+    size = len(data) if data.isascii() else len(data.encode())
+    if size > L.EXEMPLAR_CAPACITY:  # cannot happen within EXEMPLAR_MAX_CHARS; never store a cut one
+        raise ValueError(f"exemplar text of {size} bytes exceeds {L.EXEMPLAR_CAPACITY}")
     text.set(data)
 
 
