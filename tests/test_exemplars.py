@@ -236,3 +236,22 @@ def test_exemplars_survive_fork_into_the_childs_file(statdir: str) -> None:
 
 def test_the_backend_in_use_has_the_hook() -> None:
     assert callable(cells.set_exemplar_hook)
+
+
+def test_after_close_exemplars_are_dropped_and_forgotten(statdir: str) -> None:
+    """A closed publisher's updates stay private, its exemplars too; it is not kept alive by the exemplar index."""
+    from statmap import exemplars
+
+    pub = statmap.Publisher("closing", statdir)
+    c = pub.counter("c", "C")
+    h = pub.histogram("h", "H", buckets=(1.0,))
+    c.inc(exemplar={"trace_id": "before"})
+    assert id(c) in exemplars._series and id(h) in exemplars._series
+    pub.close()
+    assert id(c) not in exemplars._series and id(h) not in exemplars._series
+    c.inc(exemplar={"trace_id": "after"})  # no error, as an update after close
+    h.observe(2.0, exemplar={"trace_id": "after"})
+    assert c.get() == 2 and h.get()[0] == 1
+    (only,) = collect(statdir).exemplars.values()
+    assert only.labels == (("trace_id", "before"),)
+    pub.remove()

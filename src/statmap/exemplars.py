@@ -25,8 +25,8 @@ class _Owner(Protocol):
     def add_series(self, spec: L.RecordSpec, make_cell: Any) -> Any: ...
 
 
-# id(cell) -> (owner, its series' spec, bucket slot -> the Text cell of its exemplar record). Cells live as
-# long as their owner keeps them (FileOwner._cells), so an id is never reused while its entry matters.
+# id(cell) -> (owner, its series' spec, bucket slot -> the Text cell of its exemplar record). The owner keeps
+# its cells (FileOwner._cells) until it closes and forgets them here, so an id is not reused meanwhile.
 _series: dict[int, tuple[_Owner, L.RecordSpec, dict[int, Any]]] = {}
 _clock = time.time_ns  # the exemplar's timestamp (the golden vector fixes it)
 
@@ -35,6 +35,12 @@ def register(cell: Any, owner: _Owner, spec: L.RecordSpec) -> None:
     """Remember which series a counter or classic-histogram cell updates (FileOwner.add_series)."""
     if spec.mtype in (L.MetricType.COUNTER, L.MetricType.HISTOGRAM):
         _series[id(cell)] = (owner, spec, {})
+
+
+def forget(cells: list[Any]) -> None:
+    """A publisher closes: its cells' exemplars are dropped from now on, as its updates stay private."""
+    for cell in cells:
+        _series.pop(id(cell), None)
 
 
 def check_labels(exemplar: Mapping[str, Any]) -> str:
@@ -84,8 +90,8 @@ def record(cell: Any, value: Any, exemplar: Mapping[str, Any]) -> None:
     """The cells' hook: store ``exemplar`` for the update of ``cell`` by ``value`` just made."""
     labels = check_labels(exemplar)
     entry = _series.get(id(cell))
-    if entry is None:
-        raise ValueError("exemplars are kept for counters and classic histograms bound to a publisher only")
+    if entry is None:  # its publisher closed (FileOwner.close): nothing reaches the file any more
+        return
     owner, spec, slots = entry
     bucket = bisect.bisect_left(spec.bounds, value) if spec.bounds else 0  # a counter has no bounds
     text = slots.get(bucket)

@@ -419,6 +419,7 @@ class FileOwner:
             if self._closed:
                 return
             self._closed = True
+            exemplars.forget(self._cells)  # updates after close stay private; so do exemplars (dropped)
             if self._pending is not None:  # a forked child that never updated: it has no file
                 self._pending = None
                 scratch = bytearray(self._capacity)
