@@ -386,12 +386,18 @@ class Exposer:
         """OpenMetrics line heads (``name{labels}``) of the samples that carry an exemplar, and its text:
         counters' ``_total`` and histograms' ``_bucket`` lines only (docs/format.md section 15)."""
         found, heads = collection.exemplars, {}
+        series = {key[:3] for key in found}  # only the series that have one are expanded below
+        families = {key[:2] for key in series}
         for out in self.plan(collection):
             if out.kind.name not in ("counter", "histogram"):
                 continue
             for fam in out.fam:
+                if (fam.publisher, fam.name) not in families:
+                    continue
                 for sample in fam.samples:
                     key, value = (fam.publisher, fam.name, tuple(sample.labels.items())), sample.value
+                    if key not in series:
+                        continue
                     text, exposed = self.base_labels(out, fam, sample)
                     bounds = iter([b for b, _ in value.buckets] if isinstance(value, HistogramValue) else [])
                     for name, extra, _n in out.kind.expand(out.name, None, fam.states)(value, exposed):
