@@ -255,3 +255,32 @@ def test_after_close_exemplars_are_dropped_and_forgotten(statdir: str) -> None:
     (only,) = collect(statdir).exemplars.values()
     assert only.labels == (("trace_id", "before"),)
     pub.remove()
+
+
+def test_openmetrics_with_exemplars_passes_a_strict_parser(statdir: str) -> None:
+    """prometheus_client's OpenMetrics parser (strict, checks exemplars' syntax and 128-character limit)
+    reads back every exemplar, escapes and non-ASCII included, and the sample values around them."""
+    parser = pytest.importorskip("prometheus_client.openmetrics.parser", reason="needs prometheus_client")
+    pub = statmap.Publisher("strict", statdir)
+    c = pub.counter("c", "C", labels=("k",))
+    h = pub.histogram("h", "H", unit="seconds", buckets=(-1.0, 0.5))
+    odd = "back\\slash\nline é"  # (prometheus_client's parser, unlike Prometheus, rejects a \" in an exemplar)
+    c.labels("x").inc(5, exemplar={"trace_id": odd})
+    c.labels("y").inc(exemplar={"a": "é" * 127})  # 128 characters: the limit
+    h.observe(-3.0, exemplar={"trace_id": "neg"})
+    h.observe(0.25, exemplar={"trace_id": "mid"})
+    h.observe(1e300, exemplar={"trace_id": "huge"})
+    families = {f.name: f for f in parser.text_string_to_metric_families(expose.openmetrics(collect(statdir)))}
+    got = {
+        (s.name, tuple(sorted(s.labels.items()))): (s.value, s.exemplar)
+        for fam in families.values()
+        for s in fam.samples
+    }
+    value, ex = got[("c_total", (("k", "x"),))]
+    assert value == 5 and ex.labels == {"trace_id": odd} and ex.value == 5.0 and ex.timestamp is not None
+    assert got[("c_total", (("k", "y"),))][1].labels == {"a": "é" * 127}
+    assert got[("h_seconds_bucket", (("le", "-1.0"),))][1].labels == {"trace_id": "neg"}
+    assert got[("h_seconds_bucket", (("le", "0.5"),))][1].value == 0.25
+    assert got[("h_seconds_bucket", (("le", "+Inf"),))][1].value == 1e300
+    assert all(ex is None for (name, _), (_, ex) in got.items() if not name.endswith(("_total", "_bucket")))
+    pub.remove()
