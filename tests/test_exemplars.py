@@ -142,6 +142,7 @@ print(statmap.backend, pub.path)
 """
 
 
+@pytest.mark.once  # it runs both backends itself
 def test_both_backends_write_byte_identical_exemplar_records(tmp_path: os.PathLike[str]) -> None:
     """The C and the pure-Python cells write the same exemplar record bytes (value area included)."""
     out = {}
