@@ -74,6 +74,13 @@ STATMAP = [
     ("exphistogram_observe_w", "stats.latency_exp.observe(w)", "Histogram.observe(w), Exponential(), w = 0.3"),
     ("summary_observe", "stats.average.observe(v)", "Summary.observe(v)"),
     ("text_set", "stats.last_path.set(path)", "Text.set(str)"),
+    # exemplars (format 1.2, docs/format.md section 15): opt-in per update, the trace id of a request
+    ("counter_inc_exemplar", "stats.requests.inc(exemplar=ex)", "Counter.inc(exemplar={trace_id, span_id})"),
+    (
+        "histogram_observe_exemplar",
+        "stats.latency.observe(v, exemplar=ex)",
+        "Histogram.observe(v, exemplar={trace_id, span_id}), default buckets",
+    ),
     ("labels_pos_inc", 'stats.routes.labels("GET", "200").inc()', "labels(positional).inc(), existing child"),
     ("labels_kw_inc", 'stats.routes.labels(method="GET", status="200").inc()', "labels(by name).inc(), existing child"),
     ("knob_value", "knob.value", "a knob's .value (issue 13), the live knob in a variable"),
@@ -133,6 +140,7 @@ class Plain:
 def setup_namespace(suite: str, workdir: str) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """The globals the statements run in, facts about the process, and a clean-up callable."""
     ns: dict[str, Any] = {"obj": Plain(), "v": 0.25, "w": 0.3, "path": "/api/v1/orders/42", "empty": {}}
+    ns["ex"] = {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"}
     facts: dict[str, Any] = {}
     cleanup = lambda: None  # noqa: E731
     if suite in ("c", "pure"):

@@ -104,6 +104,7 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
                 return json.load(r)["data"]["activeTargets"]  # type: ignore[no-any-return]
 
         query.targets = targets  # type: ignore[attr-defined]
+        query.base = base  # type: ignore[attr-defined]  # for other APIs (test_prometheus_exemplars.py)
         return query
 
     yield start

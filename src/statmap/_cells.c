@@ -232,6 +232,72 @@ static int parse_amount(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnam
 
 /* ---------------------------- Counter (u64) ------------------------- */
 
+/* Exemplars (format 1.2, docs/format.md section 15): an update given `exemplar=` stores as usual, then calls
+ * the hook that statmap.exemplars registered (it writes the exemplar's record). The slow path only: an update
+ * without keywords never reaches this code. */
+static PyObject *exemplar_hook;
+
+static PyObject *set_exemplar_hook(PyObject *module, PyObject *hook)
+{
+    (void)module;
+    Py_INCREF(hook);
+    Py_XSETREF(exemplar_hook, hook);
+    Py_RETURN_NONE;
+}
+
+/* (amount or NULL, exemplar or NULL) of a call with keywords; `names` the amount's accepted keywords. */
+static int exemplar_args(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, const char *const *names,
+                         PyObject **amount, PyObject **exemplar)
+{
+    *amount = nargs == 1 ? args[0] : NULL;
+    *exemplar = NULL;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "takes at most one positional argument");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; kwnames && i < PyTuple_GET_SIZE(kwnames); i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i), **slot = NULL;
+        if (!PyUnicode_CompareWithASCIIString(k, "exemplar"))
+            slot = exemplar;
+        for (const char *const *n = names; !slot && *n; n++)
+            if (!PyUnicode_CompareWithASCIIString(k, *n))
+                slot = amount;
+        if (!slot) {
+            PyErr_Format(PyExc_TypeError, "unexpected keyword argument %R", k);
+            return -1;
+        }
+        if (*slot) {
+            PyErr_Format(PyExc_TypeError, "argument %R given twice", k);
+            return -1;
+        }
+        *slot = args[nargs + i];
+    }
+    return 0;
+}
+
+static int has_exemplar_kw(PyObject *kwnames)
+{
+    for (Py_ssize_t i = 0; kwnames && i < PyTuple_GET_SIZE(kwnames); i++)
+        if (!PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i), "exemplar"))
+            return 1;
+    return 0;
+}
+
+/* After the update: hand (cell, value, exemplar) to the hook; None means no exemplar. */
+static PyObject *exemplar_after(PyObject *self, PyObject *value, PyObject *exemplar)
+{
+    if (!exemplar || exemplar == Py_None)
+        Py_RETURN_NONE;
+    if (!exemplar_hook) {
+        PyErr_SetString(PyExc_RuntimeError, "exemplars need statmap.exemplars (no hook registered)");
+        return NULL;
+    }
+    PyObject *call[3] = {self, value, exemplar};
+    return PyObject_Vectorcall(exemplar_hook, call, 3, NULL);
+}
+
+static const char *const amount_names[] = {"n", "amount", "value", NULL};
+
 static int counter_add(Cell *self, PyObject *arg)
 {
     uint64_t n;
@@ -266,6 +332,18 @@ static PyObject *counter_inc(Cell *self, PyObject *const *args, Py_ssize_t nargs
         CELL_READY(self, NULL);
         __atomic_fetch_add(self->p, 1, __ATOMIC_RELAXED);
         Py_RETURN_NONE;
+    }
+    if (has_exemplar_kw(kwnames)) {
+        PyObject *amount, *exemplar;
+        if (exemplar_args(args, nargs, kwnames, amount_names, &amount, &exemplar) < 0)
+            return NULL;
+        PyObject *one = amount ? NULL : PyLong_FromLong(1);
+        if (!amount && !one)
+            return NULL;
+        PyObject *out = counter_add(self, amount ? amount : one) < 0 ? NULL
+                        : exemplar_after((PyObject *)self, amount ? amount : one, exemplar);
+        Py_XDECREF(one);
+        return out;
     }
     if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) != 1) {
         PyErr_SetString(PyExc_TypeError, "inc() takes at most one argument");
@@ -330,6 +408,16 @@ static int fcounter_add(Cell *self, PyObject *arg, double dflt, int has)
 static PyObject *fcounter_inc(Cell *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     double d;
+    if (has_exemplar_kw(kwnames)) {
+        PyObject *amount, *exemplar, *value;
+        if (exemplar_args(args, nargs, kwnames, amount_names, &amount, &exemplar) < 0 ||
+            parse_amount(&amount, amount ? 1 : 0, NULL, &d, 1.0) < 0 || fcounter_add(self, NULL, d, 0) < 0 ||
+            !(value = PyFloat_FromDouble(d)))
+            return NULL;
+        PyObject *out = exemplar_after((PyObject *)self, value, exemplar);
+        Py_DECREF(value);
+        return out;
+    }
     if (parse_amount(args, nargs, kwnames, &d, 1.0) < 0)
         return NULL;
     if (!(d >= 0) || isinf(d)) {
@@ -615,6 +703,25 @@ static PyObject *histogram_observe(Cell *self, PyObject *arg)
     store_relaxed(c1 + COPY_SUM, sum);
     store_relaxed(c1 + b, bucket);
     Py_RETURN_NONE;
+}
+
+/* observe(v) and observe(v, exemplar=...): without keywords exactly histogram_observe. */
+static PyObject *histogram_observe_kw(Cell *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs == 1 && !kwnames)
+        return histogram_observe(self, args[0]);
+    static const char *const names[] = {"value", NULL};
+    PyObject *value, *exemplar, *r;
+    if (exemplar_args(args, nargs, kwnames, names, &value, &exemplar) < 0)
+        return NULL;
+    if (!value) {
+        PyErr_SetString(PyExc_TypeError, "observe() missing its value");
+        return NULL;
+    }
+    if (!(r = histogram_observe(self, value)))
+        return NULL;
+    Py_DECREF(r);
+    return exemplar_after((PyObject *)self, value, exemplar);
 }
 
 static PyObject *histogram_get(Cell *self, PyObject *unused)
@@ -1143,7 +1250,8 @@ static PyMethodDef summary_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 static PyMethodDef histogram_methods[] = {
-    {"observe", (PyCFunction)histogram_observe, METH_O, "record one observation"},
+    {"observe", (PyCFunction)(void (*)(void))histogram_observe_kw, METH_FASTCALL | METH_KEYWORDS,
+     "record one observation (exemplar=: docs/format.md section 15)"},
     {"get", (PyCFunction)histogram_get, METH_NOARGS, "(count, sum, non-cumulative bucket counts)"},
     {"time", (PyCFunction)observe_time, METH_NOARGS, "context manager and decorator: observe the seconds taken"},
     COMMON_METHODS,
@@ -1193,6 +1301,7 @@ CELL_TYPE(ExpHistogramType, "ExpHistogram", exphist_new, exphist_methods, NULL, 
 static PyMethodDef module_methods[] = {
     {"store_u64", (PyCFunction)(void (*)(void))store_u64, METH_FASTCALL,
      "store_u64(buffer, offset, value): release store"},
+    {"set_exemplar_hook", (PyCFunction)set_exemplar_hook, METH_O, "set_exemplar_hook(f): f(cell, value, exemplar)"},
     {"move_cells", (PyCFunction)(void (*)(void))move_cells, METH_FASTCALL,
      "move_cells(cells, dst, src, start, end): copy src[start:end] into dst and re-point the cells there, at once"},
     {NULL, NULL, 0, NULL},

@@ -26,7 +26,7 @@ Readable = bytes | bytearray | memoryview | mmap.mmap
 MAGIC = b"STATMAP1"
 MAGIC_BIG_ENDIAN = MAGIC[::-1]
 MAJOR = 1
-MINOR = 2  # 1.1: knob records (section "Knobs" below); 1.2: exponential histograms (docs/format.md sections 13 and 14)
+MINOR = 2  # 1.1: knob records; 1.2: exponential histograms, exemplars (docs/format.md sections 13, 14, 15)
 HEADER_SIZE = 256
 ALIGN = 8
 
@@ -233,7 +233,7 @@ def value_size(mtype: int, param_count: int, capacity: int) -> int:
         return 8 + 2 * SUMMARY_COPY_SIZE
     if mtype == MetricType.HISTOGRAM:
         return 8 + 2 * histogram_copy_size(param_count)
-    if mtype in (MetricType.TEXT, KNOB):  # a knob's state is a text latch (since 1.1)
+    if mtype in (MetricType.TEXT, KNOB, EXEMPLAR):  # knob state, exemplar: text latches (since 1.1, 1.2)
         return 8 + 2 * text_copy_size(capacity)
     if mtype == MetricType.EXP_HISTOGRAM:
         return 8 + 2 * exp_copy_size(capacity)
@@ -589,3 +589,10 @@ KNOB = 8  #: record type of a knob; not a MetricType (metric readers skip it)
 def knob_value_size(capacity: int) -> int:
     """The value area of a knob record: a text latch of ``capacity`` bytes."""
     return 8 + 2 * text_copy_size(capacity)
+
+
+# -- Exemplars (since 1.2; docs/format.md section 15) ---------------------------
+# Type EXEMPLAR (not a MetricType: metric readers skip it): the name and labels of the counter or histogram
+# series it belongs to, params () for a counter or (bucket upper bound,) for a histogram, a text latch of
+# EXEMPLAR_CAPACITY bytes holding netstrings (_knob_layout's): value, Unix ns, then label name/value pairs.
+EXEMPLAR, EXEMPLAR_CAPACITY, EXEMPLAR_MAX_CHARS = 10, 1024, 128

@@ -1,8 +1,7 @@
 """Pure-Python value cells: the same interface and encodings as the C cells.
 
-Used where the C extension is not built, or when ``STATMAP_PURE=1``. It
-exports exactly what the C module ``statmap._cells`` exports (``__all__``;
-the interface is in ``_cells.pyi``, and tests/test_cells.py compares them).
+Used where the C extension is not built, or when ``STATMAP_PURE=1``. It exports exactly what the C
+module ``statmap._cells`` exports (``__all__``; the interface is ``_cells.pyi``; tests/test_cells.py checks).
 
 What they guarantee (see docs/format.md and the README):
 
@@ -40,6 +39,8 @@ from ._layout import (
     text_copy_size,
 )
 from ._pycells_exp import ExpHistogramLogic
+from ._pyexemplar import after as _exemplar
+from ._pyexemplar import set_exemplar_hook as set_exemplar_hook
 from ._pyfamily import Family as Family  # the labelled-family lookup (_family.c in C)
 from ._pypending import PendingView as _Pending  # a forked child's cell before its file exists
 from ._timing import InProgress, Timing
@@ -70,6 +71,7 @@ __all__ = [
     "load_words",
     "move_cells",
     "read_latch",
+    "set_exemplar_hook",
     "store_u64",
     "sum_latches",
     "sum_words",
@@ -140,7 +142,7 @@ class Counter(_Cell):
     def __init__(self, buffer: Any, offset: int) -> None:
         self._attach(buffer, offset, 8)
 
-    def inc(self, n: int | None = None) -> None:
+    def inc(self, n: int | None = None, exemplar: Any = None) -> None:
         q, i = self._q, self._i
         if n is None:  # the common case, kept short: one add, wrap past 2**64 - 1
             try:
@@ -151,6 +153,8 @@ class Counter(_Cell):
             q[i] = (q[i] + n) & _U64
         else:
             self._bad(n)
+        if exemplar is not None:  # docs/format.md section 15
+            _exemplar(self, 1 if n is None else n, exemplar)
 
     def __iadd__(self, n: int) -> Counter:
         if isinstance(n, int) and 0 <= n <= _U64:  # inc()'s checks, inlined: += is hot too
@@ -188,11 +192,13 @@ class FloatCounter(_Cell):
     def __init__(self, buffer: Any, offset: int) -> None:
         self._attach(buffer, offset, 8)
 
-    def inc(self, n: float = 1.0) -> None:
+    def inc(self, n: float = 1.0, exemplar: Any = None) -> None:
         d = _amount(n)
         if not d >= 0 or math.isinf(d):
             raise ValueError("counters only go up: increment must be finite and not negative")
         self._d[self._i] += d  # type: ignore[call-overload]
+        if exemplar is not None:
+            _exemplar(self, d, exemplar)
 
     def __iadd__(self, n: float) -> FloatCounter:
         self.inc(n)
@@ -416,10 +422,12 @@ class Histogram(_Latched):
         q, d, n = self._q, self._d, len(self._bounds) + 1
         return self._consistent(lambda c: (int(q[c]), float(d[c + 1]), tuple(q[c + 2 : c + 2 + n])))  # type: ignore[no-any-return]
 
-    def observe(self, value: float) -> None:
+    def observe(self, value: float, exemplar: Any = None) -> None:
         d = value if value.__class__ is float else _amount(value)
         if d != d:
             raise ValueError("cannot observe NaN")
+        if exemplar is not None:  # docs/format.md section 15: the update, then the exemplar, as in C
+            return _exemplar(self, d, exemplar, self.observe)
         free = self._free
         try:
             free.pop()  # the writer's token (see _Latched)

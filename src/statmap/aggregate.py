@@ -126,6 +126,7 @@ class _Source:
         self.enums: list[tuple[int, int, tuple[str, ...]]] = []  # (offset, slot, states)
         self.texts: list[tuple[L.Record, int]] = []  # (record, slot)
         self.merges: list[tuple[L.Record, int]] = []  # (record, slot): MERGE kinds, read whole and added
+        self.exemplars: list[L.Record] = []  # exemplar records (format 1.2): exemplar_read.gather
         # histograms and summaries, read and summed in C (cells.sum_latches)
         self.sum_off: list[int] = []
         self.sum_size: list[int] = []

@@ -43,6 +43,8 @@ from .archive import ABSORBED_SERIES, ARCHIVE_PREFIX, PROCESSES_SERIES, is_archi
 from .archive import clean as clean_directory
 from .discover import scan_directory
 from .errors import CollectionError, FormatError, ResourceError
+from .exemplar_read import gather as gather_exemplars
+from .exemplar_read import usable as usable_exemplar
 from .kinds import COUNT, KINDS, LABELS, LATCH_SUM, LEVEL, MERGE, STATE
 from .pattern import compile_pattern
 from .reader import ALIVE, CLOSED, DEAD, NOT_READY, Reader
@@ -183,6 +185,8 @@ class Collector:
         for record in records:
             src.classified += 1
             if not record.known:
+                if usable_exemplar(record):  # not a metric: the collection keeps the latest (exemplar_read)
+                    src.exemplars.append(record)
                 continue
             spec = record.spec
             if src.is_archive and spec.name.startswith(ARCHIVE_PREFIX):
@@ -417,7 +421,9 @@ class Collector:
                 t = ident.created_ns / 1e9
                 if t < created.get(ident.publisher, float("inf")):
                     created[ident.publisher] = t
-        return Collection(self.directory, now, files, families, errors, created)
+        collection = Collection(self.directory, now, files, families, errors, created)
+        gather_exemplars(counted, collection.exemplars)
+        return collection
 
     def _read_values(self, src: _Source) -> _Values:
         """Read every value of one file; raises FormatError if one is corrupt.
@@ -483,7 +489,7 @@ class Collector:
 # What classifying a file's records sets in its _Source (the per-file state such as ``last`` apart).
 _CLASSIFIED = (
     "int_off", "int_slot", "flt_off", "flt_slot", "gauge_off", "gauge_slot", "enums", "texts",
-    "sum_off", "sum_size", "sum_slot", "sum_records", "merges",
+    "sum_off", "sum_size", "sum_slot", "sum_records", "merges", "exemplars",
 )  # fmt: skip
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 from . import expose_proto
 from .collect import Collection, MetricFamily, Sample, match_families
+from .exemplar_read import annotate as annotate_exemplars
 from .kinds import BY_NAME, Kind, free_name
 
 # Names and numbers as written here: their home is kinds; re-exported where they were first.
@@ -46,6 +47,7 @@ from .kinds import format_float as format_float
 from .kinds import histogram_has_sum as histogram_has_sum
 from .kinds import label_name as label_name
 from .kinds import metric_name as metric_name
+from .values import HistogramValue
 
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -377,7 +379,39 @@ class Exposer:
         return f"{first} ", "\n" + "".join([f"{name} {value}\n" for name, value in constants])
 
     def openmetrics(self, collection: Collection) -> str:
-        return "".join(self._text(collection, True))
+        text = "".join(self._text(collection, True))
+        return annotate_exemplars(text, self._exemplar_heads(collection)) if collection.exemplars else text
+
+    def _exemplar_heads(self, collection: Collection) -> dict[str, str]:
+        """OpenMetrics line heads (``name{labels}``) of the samples that carry an exemplar, and its text:
+        counters' ``_total`` and histograms' ``_bucket`` lines only (docs/format.md section 15)."""
+        found, heads = collection.exemplars, {}
+        series = {key[:3] for key in found}  # only the series that have one are expanded below
+        families = {key[:2] for key in series}
+        for out in self.plan(collection):
+            if out.kind.name not in ("counter", "histogram"):
+                continue
+            for fam in out.fam:
+                if (fam.publisher, fam.name) not in families:
+                    continue
+                for sample in fam.samples:
+                    key, value = (fam.publisher, fam.name, tuple(sample.labels.items())), sample.value
+                    if key not in series:
+                        continue
+                    text, exposed = self.base_labels(out, fam, sample)
+                    bounds = iter([b for b, _ in value.buckets] if isinstance(value, HistogramValue) else [])
+                    for name, extra, _n in out.kind.expand(out.name, None, fam.states)(value, exposed):
+                        if name.endswith("_bucket") and extra:
+                            ex = found.get((*key, next(bounds, None)))
+                            more = ",".join([f'{k}="{escape_label_value(v)}"' for k, v in extra])
+                            head = name + "{" + (f"{text},{more}" if text else more) + "}"
+                        elif name.endswith("_total") and extra is None:
+                            ex, head = found.get((*key, None)), f"{name}{{{text}}}" if text else name
+                        else:
+                            continue
+                        if ex is not None:
+                            heads[head] = ex.openmetrics()
+        return heads
 
     def prometheus(self, collection: Collection) -> str:
         return "".join(self._text(collection, False))

@@ -42,8 +42,9 @@ from time import perf_counter
 from typing import Any
 
 from .errors import StatmapError
-from .metrics import MAX_LABEL_VALUE, LogBuckets
+from .metrics import MAX_LABEL_VALUE, HistogramSeries, LogBuckets
 from .publisher import Publisher, close_all
+from .trace_context import current_exemplar
 
 __all__ = [
     "DEFAULT_LATENCY_BUCKETS",
@@ -187,13 +188,16 @@ class HTTPMetrics:
             self._codes[code] = found
         return found
 
-    def record(self, method: Any, route: Any, status: str, elapsed: float, code: Any = None) -> None:
+    def record(
+        self, method: Any, route: Any, status: str, elapsed: float, code: Any = None, exemplar: Any = None
+    ) -> None:
         """Count one finished request and take it out of flight.
 
         ``method`` and ``route`` are raw (bounded here); ``status`` is a class
         (``2xx``); ``code`` the status code (``names="otel"``; 500 if None). The
         in-flight gauge is decremented last, so a reader that
-        sees 0 in flight knows every finished request is counted.
+        sees 0 in flight knows every finished request is counted. ``exemplar``
+        (the request's OpenTelemetry trace, trace_context.py) goes with both updates.
         """
         method = self.methods.get(method, OTHER)
         known = self._routes.get(route) if type(route) is str else None
@@ -207,9 +211,17 @@ class HTTPMetrics:
                     series = self._series[key] = (None, self.duration.labels(*key))
                 else:
                     series = self._series[key] = (self.requests.labels(*key), self.duration.labels(*key[:2]))
-            if series[0] is not None:
-                series[0].inc()
-            series[1].observe(elapsed)
+            if exemplar is None:
+                if series[0] is not None:
+                    series[0].inc()
+                series[1].observe(elapsed)
+            else:  # classic buckets keep exemplars; exponential ones (a buckets= choice) do not
+                if series[0] is not None:
+                    series[0].inc(exemplar=exemplar)
+                if type(series[1]) is HistogramSeries:
+                    series[1].observe(elapsed, exemplar=exemplar)
+                else:
+                    series[1].observe(elapsed)
         except (StatmapError, ValueError, OSError) as exc:  # never fail a request for its metrics
             if not self._warned:
                 self._warned = True
@@ -314,7 +326,8 @@ class WSGIMiddleware(_Middleware):
 class _WSGIRequest:
     """One request: the start_response the application calls, and the body iterable the server reads."""
 
-    __slots__ = ("environ", "finder", "iterator", "metrics", "result", "route", "start_response", "started", "status")
+    __slots__ = ("environ", "exemplar", "finder", "iterator", "metrics", "result", "route", "start_response", "started",
+                 "status")  # fmt: skip
 
     def __init__(self, mw: WSGIMiddleware, environ: dict[str, Any], start_response: Callable[..., Any]) -> None:
         self.metrics = metrics = mw.metrics
@@ -325,6 +338,7 @@ class _WSGIRequest:
         self.route: Any = None
         self.result: Any = None
         self.iterator: Any = None
+        self.exemplar = current_exemplar()  # the server span, active now under OpenTelemetry's middleware
         metrics.in_flight.inc()
         self.started = perf_counter()
 
@@ -378,6 +392,7 @@ class _WSGIRequest:
             "5xx" if failed else _WSGI_CLASSES.get(self.status[:1], OTHER),
             elapsed,
             None if failed or not self.status[:3].isdigit() else int(self.status[:3]),
+            self.exemplar,
         )
 
 
@@ -439,6 +454,7 @@ class ASGIMiddleware(_Middleware):
         root_path = scope.get("root_path", "")
         sender = _ASGISend(send)
         failed = True
+        exemplar = current_exemplar()
         metrics.in_flight.inc()
         started = perf_counter()
         try:
@@ -455,7 +471,7 @@ class ASGIMiddleware(_Middleware):
                     route = _starlette_route(scope, root_path)
             code = sender.status
             status = "5xx" if failed or not code else _ASGI_CLASSES[code // 100] if 100 <= code < 600 else OTHER
-            metrics.record(scope.get("method"), route, status, elapsed, None if failed or not code else code)
+            metrics.record(scope.get("method"), route, status, elapsed, None if failed or not code else code, exemplar)
 
 
 class _ClosingAtShutdown:

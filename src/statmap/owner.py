@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _layout as L
-from . import cells
+from . import cells, exemplars
 from ._proc import boot_id, process_start_time
 from .directory import ensure_directory, open_directory
 from .discover import FILE_SUFFIX
@@ -243,7 +243,7 @@ class FileOwner:
         unpublished copy and returns the handler's binding, which the
         appender publishes before returning (``_publish_deferred``).
         """
-        key = (spec.name, spec.labels)
+        key = (spec.name, spec.labels if spec.mtype != L.EXEMPLAR else (spec.labels, spec.bounds))  # one per bucket
         data, value_rel = L.encode_record(spec)
         with self.lock:
             if self._pending is not None and not self._appending:
@@ -341,6 +341,7 @@ class FileOwner:
             cell = make_cell(binding)
             self._cells.append(cell)
             binding.cells.append(cell)
+            exemplars.register(cell, self, spec)
         return cell
 
     def claim_name(self, name: str) -> None:
@@ -418,6 +419,7 @@ class FileOwner:
             if self._closed:
                 return
             self._closed = True
+            exemplars.forget(self._cells)  # updates after close stay private; so do exemplars (dropped)
             if self._pending is not None:  # a forked child that never updated: it has no file
                 self._pending = None
                 scratch = bytearray(self._capacity)

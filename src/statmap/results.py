@@ -144,6 +144,8 @@ class Collection:
     errors: list[CollectError]
     #: publisher name -> creation time (s) of its oldest counted file: when its totals started counting
     created: dict[str, float] = field(default_factory=dict)
+    #: the latest exemplar per (publisher, metric, labels, bucket bound or None): exemplar_read.gather
+    exemplars: dict[Any, Any] = field(default_factory=dict)
 
     def family(self, name: str, publisher: str | None = None) -> MetricFamily | None:
         for fam in self.families:

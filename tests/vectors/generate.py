@@ -159,6 +159,19 @@ def _knobs(p: Publisher) -> None:
     banner._publish(KnobState(0, 0, "default", 1000, 4242, CREATED_NS, ""))
 
 
+def _exemplars(p: Publisher) -> None:
+    """Format 1.2 exemplar records (section 15): a counter's and two histogram buckets' (one +Inf)."""
+    from statmap import exemplars
+
+    exemplars._clock = lambda: CREATED_NS + 1_500_000_000
+    c = p.counter("requests", "Requests served", labels=("route",))
+    c.labels("/a").inc(exemplar={"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"})
+    h = p.histogram("latency", "Request latency", unit="seconds", buckets=(0.1, 1.0))
+    h.observe(0.25, exemplar={"trace_id": "00f067aa0ba902b7", "span_id": "b7ad6b7169203331"})
+    h.observe(7.5, exemplar={"trace_id": "é"})
+    h.observe(0.05)
+
+
 def _all_types(p: Publisher) -> None:
     for build in (_counter, _float_counter, _gauge, _histogram, _summary, _text, _info, _enum):
         build(p)
@@ -180,13 +193,16 @@ VECTORS: dict[str, Callable[[Publisher], None]] = {
     "all_types": _all_types,
     "closed": _counter,
     "knobs": _knobs,
+    "exemplars": _exemplars,
 }
 
 
 def build(name: str, directory: str) -> bytes:
     """Write vector ``name`` with the reference writer; return the file's bytes."""
-    # knobs (since 1.1) comes last, so the vectors of 1.0 keep their identities
-    index = sorted(n for n in VECTORS if n != "knobs").index(name) if name != "knobs" else len(VECTORS) - 1
+    # knobs (since 1.1) and exemplars (1.2) come last, so the older vectors keep their identities
+    late = ("knobs", "exemplars")
+    older = sorted(n for n in VECTORS if n not in late)
+    index = older.index(name) if name not in late else len(older) + late.index(name)
     pub = Publisher(name, directory, capacity=4096, _identity=identity(name, index))
     VECTORS[name](pub)
     if name == "closed":
