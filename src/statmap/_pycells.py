@@ -30,6 +30,7 @@ from typing import Any
 
 from ._layout import (
     ALIGN,
+    EXTREMES_SIZE,
     MAX_PARAMS,
     MAX_TEXT_CAPACITY,
     SUMMARY_COPY_SIZE,
@@ -265,11 +266,11 @@ class _Latched(_Cell):
 
     __slots__ = ("_free", "_queue", "_words")
 
-    def _setup(self, buffer: Any, offset: int, copy_size: int) -> None:
+    def _setup(self, buffer: Any, offset: int, copy_size: int, tail: int = 0) -> None:
         self._words = copy_size // 8
         self._queue: deque[Any] = deque()
         self._free = [True]
-        self._attach(buffer, offset, 8 + 2 * copy_size)
+        self._attach(buffer, offset, 8 + 2 * copy_size + tail)
 
     def _rebind(self, buffer: Any, offset: int | None = None, pending: Any = None) -> None:
         # After fork the token may be held by a thread that no longer exists.
@@ -337,11 +338,15 @@ class _Latched(_Cell):
             q[c1 + w] = v
 
 
+def _extremes(f: memoryview[float], at: int, d: float, first: bool) -> None:  # as _cells.c's note_extremes
+    f[at], f[at + 1] = (d, d) if first else (min(f[at], d), max(f[at + 1], d))  # type: ignore[call-overload]
+
+
 class Summary(_Latched):
     __slots__ = ()
 
     def __init__(self, buffer: Any, offset: int) -> None:
-        self._setup(buffer, offset, SUMMARY_COPY_SIZE)
+        self._setup(buffer, offset, SUMMARY_COPY_SIZE, EXTREMES_SIZE)
 
     def observe(self, value: float) -> None:
         d = value if value.__class__ is float else _amount(value)
@@ -363,6 +368,7 @@ class Summary(_Latched):
                 self._apply(d)
             else:
                 total = f[c1 + 1] + d
+                _extremes(f, c1 + 2, d, count == 1)
                 q[seq] = s  # odd: readers take copy 1
                 q[c0], f[c0 + 1] = count, total  # type: ignore[call-overload]
                 q[seq] = s + 1  # even: readers take copy 0
@@ -384,6 +390,7 @@ class Summary(_Latched):
         c0 = seq + VALUE_COPIES // 8
         c1 = c0 + self._words
         count, total = (q[c1] + 1) & _U64, f[c1 + 1] + d
+        _extremes(f, c1 + self._words, d, q[c1] == 0)
         s = q[seq] + 1
         q[seq] = s & _U64
         q[c0], f[c0 + 1] = count, total  # type: ignore[call-overload]
@@ -403,7 +410,7 @@ class Histogram(_Latched):
             if not math.isfinite(b) or (i and not b > bounds[i - 1]):
                 raise ValueError("bounds must be finite and strictly increasing")
         self._bounds = bounds
-        self._setup(buffer, offset, histogram_copy_size(len(bounds)))
+        self._setup(buffer, offset, histogram_copy_size(len(bounds)), EXTREMES_SIZE)
 
     @property
     def bounds(self) -> tuple[float, ...]:
@@ -436,6 +443,7 @@ class Histogram(_Latched):
                 self._apply(d)
             else:
                 total = f[c1 + 1] + d
+                _extremes(f, c1 + self._words, d, count == 1)
                 q[seq] = s  # odd: readers take copy 1
                 q[c0], f[c0 + 1], q[c0 + b] = count, total, bucket  # type: ignore[call-overload]
                 q[seq] = s + 1  # even: readers take copy 0
@@ -452,6 +460,7 @@ class Histogram(_Latched):
         c1 = c0 + self._words
         b = 2 + bisect.bisect_left(self._bounds, d)
         count, total, bucket = (q[c1] + 1) & _U64, f[c1 + 1] + d, (q[c1 + b] + 1) & _U64
+        _extremes(f, c1 + self._words, d, q[c1] == 0)
         s = q[seq] + 1
         q[seq] = s & _U64  # odd: readers take copy 1
         q[c0], f[c0 + 1], q[c0 + b] = count, total, bucket  # type: ignore[call-overload]
@@ -559,8 +568,7 @@ def sum_words(buffers: Any, offsets: Any) -> list[int]:
     """For each offset, the sum of the u64 words at that offset in every buffer."""
     totals = [0] * len(offsets)
     for buffer in buffers:
-        words = load_words(buffer, offsets)
-        totals = [t + w for t, w in zip(totals, words, strict=True)]
+        totals = [t + w for t, w in zip(totals, load_words(buffer, offsets), strict=True)]
     return totals
 
 
@@ -583,8 +591,7 @@ def sum_latches(buffers: Any, offsets: Any, sizes: Any) -> list[tuple[Any, ...]]
             if size > SUMMARY_COPY_SIZE and sum(words[2:]) != count:
                 raise ValueError(f"buffer {b}: histogram at {off}: bucket counts do not sum to its count {count}")
             acc = totals[i]
-            acc[0] += count
-            acc[1] += total
+            acc[0], acc[1] = acc[0] + count, acc[1] + total
             for k in range(2, size // 8):
                 acc[k] += words[k]
             if acc[0] > _U64 or any(acc[k] > _U64 for k in range(2, size // 8)):
