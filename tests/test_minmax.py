@@ -237,3 +237,54 @@ def test_a_process_from_an_older_writer_makes_the_aggregate_unknown(statdir: str
         assert json.loads(json.dumps(h.to_json()))["max"] is None
     finally:
         finish(alive)
+
+
+LIVE = """
+import sys, statmap
+pub = statmap.Publisher("live", sys.argv[1])
+h = pub.histogram("h", buckets=(-10.0, 0.0, 10.0))
+s = pub.summary("s")
+print(pub.path, flush=True)
+sys.stdin.readline()
+for k in range(1, 400001):  # odd k observed as k, even k as -k: after count c, max >= c - 1, min <= 1 - c
+    v = float(k if k % 2 else -k)
+    h.observe(v)
+    s.observe(v)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("pure", ["0", "1"])
+def test_a_live_writers_min_and_max_cover_every_counted_observation(statdir: str, pure: str) -> None:
+    """The writer stores min and max before the latch that counts the observation: a reader that sees
+    count c sees max >= the largest odd k <= c and min <= -(the largest even k <= c); never torn or NaN."""
+    env = dict(os.environ, STATMAP_PURE=pure)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LIVE, statdir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    path = proc.stdout.readline().strip()
+    reads = 0
+    try:
+        with statmap.open(path) as reader:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            last = (0.0, 0.0)
+            while proc.poll() is None or reads == 0:
+                for series in reader.snapshot().series:
+                    v = series.value
+                    if v is None or v.count == 0:
+                        continue
+                    c = v.count
+                    assert v.min is not None and v.max is not None, (series.name, c)
+                    odd, even = c if c % 2 else c - 1, c if c % 2 == 0 else c - 1
+                    assert v.max >= odd and (even == 0 or v.min <= -even), (series.name, c, v.min, v.max)
+                    if series.name == "s":
+                        assert v.min <= last[0] and v.max >= last[1]  # lifetime: never back
+                        last = (v.min, v.max)
+                    reads += 1
+        assert proc.stdout.readline() == "done\n"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    assert reads > 10
