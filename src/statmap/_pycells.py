@@ -51,30 +51,13 @@ if sys.byteorder != "little":  # pragma: no cover - the format is little-endian
 # Exactly the C module's names: the cells and stores (_cells.c), Family
 # (_family.c), the bulk reads (_reads.c), and the format's sizes the C files
 # use (exported by both so that the tests can compare them with _layout's).
+# fmt: off
 __all__ = [
-    "ALIGN",
-    "MAX_PARAMS",
-    "MAX_TEXT_CAPACITY",
-    "SUMMARY_COPY_SIZE",
-    "VALUE_COPIES",
-    "VALUE_SEQ",
-    "Counter",
-    "Enum",
-    "ExpHistogram",
-    "Family",
-    "FloatCounter",
-    "Gauge",
-    "Histogram",
-    "Summary",
-    "Text",
-    "load_u64",
-    "load_words",
-    "move_cells",
-    "read_latch",
-    "store_u64",
-    "sum_latches",
-    "sum_words",
+    "ALIGN", "MAX_PARAMS", "MAX_TEXT_CAPACITY", "SUMMARY_COPY_SIZE", "VALUE_COPIES", "VALUE_SEQ", "Counter", "Enum",
+    "ExpHistogram", "Family", "FloatCounter", "Gauge", "Histogram", "Summary", "Text", "load_u64", "load_words",
+    "move_cells", "read_latch", "store_u64", "sum_latches", "sum_words",
 ]
+# fmt: on
 
 _U64 = (1 << 64) - 1
 _COPY0 = VALUE_COPIES // 8  # word index of a double-buffered value's first copy, from its sequence word
@@ -368,7 +351,10 @@ class Summary(_Latched):
                 self._apply(d)
             else:
                 total = f[c1 + 1] + d
-                _extremes(f, c1 + 2, d, count == 1)
+                if count == 1 or d < f[c1 + 2]:  # the lifetime min and max after the latch, as _extremes
+                    f[c1 + 2] = d
+                if count == 1 or d > f[c1 + 3]:
+                    f[c1 + 3] = d
                 q[seq] = s  # odd: readers take copy 1
                 q[c0], f[c0 + 1] = count, total  # type: ignore[call-overload]
                 q[seq] = s + 1  # even: readers take copy 0
@@ -443,7 +429,11 @@ class Histogram(_Latched):
                 self._apply(d)
             else:
                 total = f[c1 + 1] + d
-                _extremes(f, c1 + self._words, d, count == 1)
+                m = c1 + self._words  # the lifetime min and max after the latch, as _extremes
+                if count == 1 or d < f[m]:
+                    f[m] = d
+                if count == 1 or d > f[m + 1]:
+                    f[m + 1] = d
                 q[seq] = s  # odd: readers take copy 1
                 q[c0], f[c0 + 1], q[c0 + b] = count, total, bucket  # type: ignore[call-overload]
                 q[seq] = s + 1  # even: readers take copy 0
