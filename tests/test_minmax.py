@@ -237,6 +237,12 @@ def test_a_process_from_an_older_writer_makes_the_aggregate_unknown(statdir: str
         assert json.loads(json.dumps(h.to_json()))["max"] is None
     finally:
         finish(alive)
+    # The archive cannot know them either: it stores them crossed, read as unknown
+    assert len(clean(statdir).folded) == 2
+    with statmap.open(archive_path(statdir, "web")) as reader:
+        archived = {x.name: x.value for x in reader.snapshot().series}
+    assert archived["latency"].count == 7 and archived["latency"].max is None
+    assert (archived["size"].min, archived["size"].max) == (0.5, 0.5)  # only the new writer had a summary
 
 
 LIVE = """
