@@ -370,8 +370,8 @@ def test_show_json_with_infinite_sums(statdir: str) -> None:
             [sys.executable, "-m", "statmap", "show", "--json", pub.path], capture_output=True, text=True, check=True
         )
     got = {m["name"]: m["value"] for m in json.loads(out.stdout)["processes"][0]["metrics"]}
-    assert got["h"] == {"count": 1, "sum": "+Inf", "buckets": [[1.0, 0], ["+Inf", 1]]}
-    assert got["s"] == {"count": 1, "sum": "-Inf"}
+    assert got["h"] == {"count": 1, "sum": "+Inf", "buckets": [[1.0, 0], ["+Inf", 1]], "min": "+Inf", "max": "+Inf"}
+    assert got["s"] == {"count": 1, "sum": "-Inf", "min": "-Inf", "max": "-Inf"}
     assert got["g"] == "NaN"
 
 

@@ -150,6 +150,8 @@ def test_each_cell_takes_the_value_size_the_layout_gives(
     mtype: int, make: Callable[[mmap.mmap, int], object], params: int, capacity: int
 ) -> None:
     size = L.value_size(mtype, params, capacity)
+    if mtype in (L.MetricType.SUMMARY, L.MetricType.HISTOGRAM):
+        size += L.EXTREMES_SIZE  # lifetime min and max after the latch (format 1.2)
     buf = mmap.mmap(-1, size + 64)
     make(buf, 64)  # ends exactly at the end of the buffer
     with pytest.raises(ValueError, match="does not fit"):
@@ -165,8 +167,8 @@ def test_text_capacity_limit_is_the_layouts() -> None:
 @pytest.mark.parametrize(
     ("size", "make"),
     [
-        (L.value_size(L.MetricType.SUMMARY, 0, 0), lambda m, b: m.Summary(b, 0)),
-        (L.value_size(L.MetricType.HISTOGRAM, 3, 0), lambda m, b: m.Histogram(b, 0, (1.0, 2.0, 5.0))),
+        (L.value_size(L.MetricType.SUMMARY, 0, 0) + L.EXTREMES_SIZE, lambda m, b: m.Summary(b, 0)),
+        (L.value_size(L.MetricType.HISTOGRAM, 3, 0) + L.EXTREMES_SIZE, lambda m, b: m.Histogram(b, 0, (1.0, 2.0, 5.0))),
     ],
     ids=["summary", "histogram"],
 )
@@ -199,8 +201,8 @@ def test_pure_observations_queued_while_a_write_is_under_way_land_like_direct_on
 @pytest.mark.parametrize(
     ("size", "make", "words"),
     [
-        (L.value_size(L.MetricType.SUMMARY, 0, 0), lambda m, b: m.Summary(b, 0), (1, 3)),
-        (L.value_size(L.MetricType.HISTOGRAM, 1, 0), lambda m, b: m.Histogram(b, 0, (1.0,)), (1, 3, 5, 7)),
+        (L.value_size(L.MetricType.SUMMARY, 0, 0) + 16, lambda m, b: m.Summary(b, 0), (1, 3)),
+        (L.value_size(L.MetricType.HISTOGRAM, 1, 0) + 16, lambda m, b: m.Histogram(b, 0, (1.0,)), (1, 3, 5, 7)),
     ],
     ids=["summary", "histogram"],
 )

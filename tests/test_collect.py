@@ -91,7 +91,8 @@ def test_counters_histograms_summaries_are_summed(statdir: str) -> None:
         assert isinstance(h, HistogramValue)
         assert h.count == 9 and h.sum == pytest.approx(3 * 5.55)
         assert h.buckets == ((0.1, 3), (1.0, 6), (float("inf"), 9))
-        assert c.value("size") == SummaryValue(3, 30.0)
+        assert c.value("size") == SummaryValue(3, 30.0, 10.0, 10.0)
+        assert (h.min, h.max) == (0.05, 5.0)  # lifetime min and max across the processes
         fam = c.family("requests")
         assert fam is not None and fam.type == "counter" and fam.help == "Requests" and fam.publisher == "web"
         assert c.family("latency").unit == "seconds"  # type: ignore[union-attr]

@@ -62,8 +62,9 @@ def test_vector_values_are_what_the_generator_wrote() -> None:
     assert metrics("gauge") == {"temperature{}": -12.5, "in_flight{}": 2.0, "peak{}": 1.5e9}
     hist = metrics("histogram")["latency{}"]
     assert hist["sum"] == pytest.approx(5.565)
-    assert hist == {"count": 6, "sum": hist["sum"], "buckets": [[0.01, 2], [0.1, 3], [1.0, 4], ["+Inf", 6]]}
-    assert metrics("summary") == {"payload{}": {"count": 3, "sum": 4446.0}}
+    buckets = [[0.01, 2], [0.1, 3], [1.0, 4], ["+Inf", 6]]
+    assert hist == {"count": 6, "sum": hist["sum"], "buckets": buckets, "min": 0.005, "max": 3.0}
+    assert metrics("summary") == {"payload{}": {"count": 3, "sum": 4446.0, "min": 100.0, "max": 4096.0}}
     assert metrics("text") == {"last_path{}": "/index", "motto{}": "naïve café é", "empty{}": ""}
     assert metrics("info") == {"build{}": {"version": "1.2.3", "commit": "abc123"}}
     assert metrics("enum") == {"state{}": "serving"}
@@ -74,7 +75,7 @@ def test_vector_values_are_what_the_generator_wrote() -> None:
     assert len(metrics("grown")) == 60
     assert (VECTORS / "grown.statmap").stat().st_size == 8192
     log = metrics("histogram_log")["size{}"]
-    assert log["count"] == 11 and log["sum"] == 375.0
+    assert log["count"] == 11 and log["sum"] == 375.0 and (log["min"], log["max"]) == (1.0, 144.0)
 
 
 def test_log_bucket_flag_in_vector() -> None:

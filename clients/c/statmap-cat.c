@@ -206,6 +206,19 @@ static void kv_double(const char *k, double d)
     fputs(b, stdout);
 }
 static void kv_open(const char *k, char c) { key(k); open_c(c); }
+/* "min" and "max" of a histogram or summary (format 1.2), null when unknown, as the reference reader */
+static void kv_extremes(const statmap_value *v)
+{
+    if (v->has_extremes) {
+        kv_double("min", v->min);
+        kv_double("max", v->max);
+    } else {
+        key("min");
+        fputs("null", stdout);
+        key("max");
+        fputs("null", stdout);
+    }
+}
 
 static int same(const statmap_str *a, const statmap_str *b) { return a->len == b->len && !memcmp(a->s, b->s, a->len); }
 
@@ -262,6 +275,7 @@ static void value_json(const statmap_record *r, const statmap_value *v)
         open_c('{');
         kv_u64("count", v->u);
         kv_double("sum", v->f);
+        kv_extremes(v);
         close_c('}');
         break;
     case STATMAP_HISTOGRAM: {
@@ -282,6 +296,7 @@ static void value_json(const statmap_record *r, const statmap_value *v)
             close_c(']');
         }
         close_c(']');
+        kv_extremes(v);
         close_c('}');
         break;
     }

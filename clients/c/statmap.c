@@ -895,7 +895,9 @@ static int add_series(statmap_writer *w, const statmap_meta *m, const rec_spec *
     for (size_t i = 0; i < r->nextra; i++)
         buf_str(&strings, r->extra[i]);
     uint64_t value_offset = align8(R_HEADER + 8 * (uint64_t)r->nparams + strings.len);
-    uint64_t record_size = value_offset + r->value_size;
+    /* histograms and summaries: their lifetime min and max after the value area (format 1.2, 5.1) */
+    int extremes = r->type == STATMAP_HISTOGRAM || r->type == STATMAP_SUMMARY;
+    uint64_t record_size = value_offset + r->value_size + (extremes ? 16 : 0);
     statmap_series *s = calloc(1, sizeof *s);
     if (strings.oom || !s || record_size > MAX_RECORD_SIZE) {
         set_err(err, errlen, record_size > MAX_RECORD_SIZE ? "record too large" : "out of memory");
@@ -1137,6 +1139,16 @@ static void latch_middle(uint64_t *seq, uint64_t s)
     __atomic_thread_fence(__ATOMIC_RELEASE);
 }
 
+/* The lifetime min and max after a latch (format 1.2, docs/format.md 5.1), stored under the series'
+ * lock before the latch write that counts v; first: the count was 0. */
+static void note_extremes(uint64_t *mm, double v, int first)
+{
+    if (first || v < u2d(load_rlx(mm)))
+        store_rlx(mm, d2u(v));
+    if (first || v > u2d(load_rlx(mm + 1)))
+        store_rlx(mm + 1, d2u(v));
+}
+
 int statmap_histogram_observe(statmap_series *s, double v)
 {
     if (isnan(v))
@@ -1152,6 +1164,7 @@ int statmap_histogram_observe(statmap_series *s, double v)
     uint64_t count = load_rlx(c1) + 1;
     uint64_t sum = d2u(u2d(load_rlx(c1 + 1)) + v);
     uint64_t bucket = load_rlx(c1 + 2 + i) + 1;
+    note_extremes(c1 + copy / 8, v, count == 1);
     uint64_t sq = latch_begin(seq);
     store_rlx(c0, count);
     store_rlx(c0 + 1, sum);
@@ -1171,6 +1184,7 @@ int statmap_summary_observe(statmap_series *s, double v)
     uint64_t *seq = word(s->value, 0), *c0 = word(s->value, 8), *c1 = word(s->value, 24);
     spin_lock(s);
     uint64_t count = load_rlx(c1) + 1, sum = d2u(u2d(load_rlx(c1 + 1)) + v);
+    note_extremes(c1 + 2, v, count == 1);
     uint64_t sq = latch_begin(seq);
     store_rlx(c0, count);
     store_rlx(c0 + 1, sum);
@@ -1493,6 +1507,7 @@ static int parse_record(const unsigned char *base, uint64_t o, uint64_t end, sta
     r->aggregation = agg;
     r->value_offset = voff;
     r->value_size = vsize;
+    r->record_size = rsize;
     r->capacity = cap;
     r->label_count = nlabels;
     r->param_count = nparams;
@@ -1648,6 +1663,22 @@ static const char *exp_check(const uint64_t *w, uint32_t m)
     return total == w[STATMAP_EXP_COUNT] ? NULL : "bucket counts do not add up to the count";
 }
 
+/* A histogram's or summary's lifetime min and max, after its value area (format 1.2, docs/format.md
+ * 5.1), read after its latch showed a count: unknown without observations, from older writers, or
+ * when not min <= max. */
+static void read_extremes(const unsigned char *base, const statmap_record *r, statmap_value *out)
+{
+    uint64_t at = (uint64_t)r->value_offset + r->value_size;
+    if (!out->u || rd16(base + H_MINOR) < 2 || r->record_size < at + 16)
+        return;
+    double lo = u2d(load_acq(cword(base, r->offset + at))), hi = u2d(load_acq(cword(base, r->offset + at + 8)));
+    if (lo <= hi) {
+        out->has_extremes = 1;
+        out->min = lo;
+        out->max = hi;
+    }
+}
+
 /* Reads every value. Latch copies go into *words (grown as needed); the
  * returned values point into it, so fix up bucket pointers afterwards. */
 static int read_values(const unsigned char *base, const statmap_record *recs, size_t nrecs,
@@ -1696,6 +1727,7 @@ static int read_values(const unsigned char *base, const statmap_record *recs, si
             }
             sv->value.u = sum_buf[0];
             sv->value.f = u2d(sum_buf[1]);
+            read_extremes(base, r, &sv->value);
             break;
         case STATMAP_HISTOGRAM: {
             size_t n = (size_t)r->param_count + 3;
@@ -1722,6 +1754,7 @@ static int read_values(const unsigned char *base, const statmap_record *recs, si
             sv->value.u = w[0];
             sv->value.f = u2d(w[1]);
             sv->value.buckets = (uint64_t *)(uintptr_t)(2 + (at - n)); /* index, fixed up by the caller */
+            read_extremes(base, r, &sv->value);
             break;
         }
         case STATMAP_EXP_HISTOGRAM: {

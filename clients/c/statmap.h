@@ -215,6 +215,7 @@ typedef struct {
     double *params;
     uint32_t extra_count;
     statmap_str *extra;   /* info keys/values, enum states */
+    uint32_t record_size; /* histogram, summary: min and max may follow the value area (format 1.2) */
 } statmap_record;
 
 typedef struct {
@@ -224,6 +225,8 @@ typedef struct {
     uint64_t *buckets;  /* histogram: param_count+1 counts, not cumulative */
     statmap_str text;   /* text value */
     uint64_t *exp;      /* exponential histogram: its checked stable copy (STATMAP_EXP_*) */
+    int has_extremes;   /* histogram, summary: 1 when min and max are known (format 1.2, docs/format.md 5.1) */
+    double min, max;    /* lifetime smallest and largest observation */
 } statmap_value;
 
 typedef struct {

@@ -579,6 +579,19 @@ static PyObject *enum_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 
 /* ------------------------------ Summary ----------------------------- */
 
+/* Lifetime min and max (format 1.2, docs/format.md 5.1): two f64 words right
+ * after the latch, stored before latch_begin's release so that a reader that
+ * sees an observation counted sees it in them too. Writers are serialised by
+ * the GIL (as for the latch), so a load and a store suffice: no CAS loop. */
+#define EXTREMES_SIZE 16
+static inline void note_extremes(uint64_t *mm, double d, int first)
+{
+    if (first || d < bits_dbl(load_relaxed(mm)))
+        store_relaxed(mm, dbl_bits(d));
+    if (first || d > bits_dbl(load_relaxed(mm + 1)))
+        store_relaxed(mm + 1, dbl_bits(d));
+}
+
 static PyObject *summary_observe(Cell *self, PyObject *arg)
 {
     double d = PyFloat_AsDouble(arg);
@@ -591,6 +604,7 @@ static PyObject *summary_observe(Cell *self, PyObject *arg)
     CELL_READY(self, NULL);
     uint64_t *seq = self->p + VALUE_SEQ / 8;
     uint64_t *c0 = self->p + VALUE_COPIES / 8, *c1 = c0 + SUMMARY_COPY_SIZE / 8;
+    note_extremes(c1 + SUMMARY_COPY_SIZE / 8, d, load_relaxed(c1 + COPY_COUNT) == 0);
     uint64_t s = latch_begin(seq);
     store_relaxed(c0 + COPY_COUNT, load_relaxed(c1 + COPY_COUNT) + 1);
     store_relaxed(c0 + COPY_SUM, dbl_bits(bits_dbl(load_relaxed(c1 + COPY_SUM)) + d));
@@ -611,7 +625,7 @@ static PyObject *summary_get(Cell *self, PyObject *unused)
 static PyObject *summary_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
     (void)kw;
-    return simple_new(type, args, LATCH_SIZE(SUMMARY_COPY_SIZE));
+    return simple_new(type, args, LATCH_SIZE(SUMMARY_COPY_SIZE) + EXTREMES_SIZE);
 }
 
 /* ----------------------------- Histogram ---------------------------- */
@@ -651,7 +665,7 @@ static PyObject *histogram_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         self->bounds[i] = b;
     }
     Py_DECREF(seq);
-    if (cell_attach(self, buffer, offset, LATCH_SIZE(HISTOGRAM_COPY_SIZE(n))) < 0) {
+    if (cell_attach(self, buffer, offset, LATCH_SIZE(HISTOGRAM_COPY_SIZE(n)) + EXTREMES_SIZE) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -694,6 +708,7 @@ static PyObject *histogram_observe(Cell *self, PyObject *arg)
     uint64_t count = load_relaxed(c1 + COPY_COUNT) + 1;
     uint64_t sum = dbl_bits(bits_dbl(load_relaxed(c1 + COPY_SUM)) + d);
     uint64_t bucket = load_relaxed(c1 + b) + 1;
+    note_extremes(c1 + words, d, count == 1);
     uint64_t s = latch_begin(seq);
     store_relaxed(c0 + COPY_COUNT, count);
     store_relaxed(c0 + COPY_SUM, sum);

@@ -284,7 +284,7 @@ def encode_record(spec: RecordSpec) -> tuple[bytes, int]:
     if vsize < 0:
         raise ValueError(f"unknown metric type {spec.mtype}")
     value_offset = align8(RECORD_HEADER_SIZE + len(params) + len(table))
-    size = value_offset + vsize
+    size = value_offset + vsize + (EXTREMES_SIZE if spec.mtype in _EXTREMES_TYPES else 0)
     if size > MAX_RECORD_SIZE:
         raise ValueError(f"metric {spec.name!r} needs a {size}-byte record; the limit is {MAX_RECORD_SIZE}")
     head = RECORD_HEADER.pack(
@@ -497,15 +497,25 @@ def encode_latch(copy: bytes) -> bytes:
 
 def words_view(buffer: Readable) -> memoryview | None:
     """The buffer as native u64 words (value words are at offset // 8), or None if it is not whole words."""
-    if len(buffer) % 8:
-        return None
-    return memoryview(buffer).cast("Q")
+    return None if len(buffer) % 8 else memoryview(buffer).cast("Q")
 
 
 def floats_from_bits(words: list[int]) -> tuple[float, ...]:
     """u64 bit patterns (as the cells' ``load_words`` returns them) as f64, in bulk: one call per file."""
     n = len(words)
     return _struct(f"<{n}d").unpack(_struct(f"<{n}Q").pack(*words)) if n else ()
+
+
+# Lifetime min, max (since 1.2, docs/format.md 5.1): f64 pair after the value area, in padding 1.0 readers ignore
+EXTREMES_SIZE, _EXTREMES_TYPES = 16, (MetricType.HISTOGRAM, MetricType.SUMMARY)
+encode_extremes: Callable[[float, float], bytes] = struct.Struct("<dd").pack  # (min, max) at rest: the archive
+
+
+def extremes_at(record: Record, minor: int) -> int | None:
+    """The file offset of a histogram's or summary's (min, max), or None (an older writer's record)."""
+    at = record.value_offset + record.value_size
+    ok = minor >= 2 and record.spec.mtype in _EXTREMES_TYPES and record.offset + record.size - at >= EXTREMES_SIZE
+    return at if ok else None
 
 
 def _counts_struct(size: int) -> struct.Struct:
@@ -518,8 +528,7 @@ def decode_counts_copy(copy: bytes) -> tuple[Any, ...]:
 
 
 def decode_summary(copy: bytes) -> tuple[int, float]:
-    count, total = _SUMMARY.unpack_from(copy, 0)
-    return count, total
+    return _SUMMARY.unpack_from(copy, 0)  # type: ignore[return-value]
 
 
 def decode_histogram(copy: bytes, bound_count: int) -> tuple[int, float, tuple[int, ...]]:
@@ -576,23 +585,9 @@ def encode_exp_copy(head: tuple[Any, ...], pos: list[int], neg: list[int]) -> by
     return _EXP_HEAD.pack(*head) + _struct(f"<{len(pos)}Q").pack(*pos) + _struct(f"<{len(neg)}Q").pack(*neg)
 
 
-# -- Knobs (since 1.1; docs/format.md section 13) -------------------------------
-#
-# A knob record (type KNOB) is skipped by metric readers as an unknown type.
-# Its extras declare the knob (key/value pairs); its value area is a text
-# latch (capacity = the record's ``capacity``) holding the applied state as
-# netstrings, whose fields, like the control file's, are _knob_layout's.
-
-KNOB = 8  #: record type of a knob; not a MetricType (metric readers skip it)
-
-
-def knob_value_size(capacity: int) -> int:
-    """The value area of a knob record: a text latch of ``capacity`` bytes."""
-    return 8 + 2 * text_copy_size(capacity)
-
-
-# -- Exemplars (since 1.2; docs/format.md section 15) ---------------------------
-# Type EXEMPLAR (not a MetricType: metric readers skip it): the name and labels of the counter or histogram
-# series it belongs to, params () for a counter or (bucket upper bound,) for a histogram, a text latch of
-# EXEMPLAR_CAPACITY bytes holding netstrings (_knob_layout's): value, Unix ns, then label name/value pairs.
-EXEMPLAR, EXEMPLAR_CAPACITY, EXEMPLAR_MAX_CHARS = 10, 1024, 128
+# -- Text records that are not metrics (metric readers skip their types) --------
+# KNOB (since 1.1, docs/format.md 13): extras declare the knob; a text latch of ``capacity`` bytes holds the
+# applied state. EXEMPLAR (since 1.2, section 15): the name and labels of its counter or histogram series,
+# params () or (bucket upper bound,), a text latch of EXEMPLAR_CAPACITY bytes: value, Unix ns, label pairs.
+# Both texts are netstrings (``_knob_layout``).
+KNOB, EXEMPLAR, EXEMPLAR_CAPACITY, EXEMPLAR_MAX_CHARS = 8, 10, 1024, 128

@@ -29,6 +29,7 @@ from typing import Any
 
 from ._layout import (
     ALIGN,
+    EXTREMES_SIZE,
     MAX_PARAMS,
     MAX_TEXT_CAPACITY,
     SUMMARY_COPY_SIZE,
@@ -51,31 +52,13 @@ if sys.byteorder != "little":  # pragma: no cover - the format is little-endian
 # Exactly the C module's names: the cells and stores (_cells.c), Family
 # (_family.c), the bulk reads (_reads.c), and the format's sizes the C files
 # use (exported by both so that the tests can compare them with _layout's).
+# fmt: off
 __all__ = [
-    "ALIGN",
-    "MAX_PARAMS",
-    "MAX_TEXT_CAPACITY",
-    "SUMMARY_COPY_SIZE",
-    "VALUE_COPIES",
-    "VALUE_SEQ",
-    "Counter",
-    "Enum",
-    "ExpHistogram",
-    "Family",
-    "FloatCounter",
-    "Gauge",
-    "Histogram",
-    "Summary",
-    "Text",
-    "load_u64",
-    "load_words",
-    "move_cells",
-    "read_latch",
-    "set_exemplar_hook",
-    "store_u64",
-    "sum_latches",
-    "sum_words",
+    "ALIGN", "MAX_PARAMS", "MAX_TEXT_CAPACITY", "SUMMARY_COPY_SIZE", "VALUE_COPIES", "VALUE_SEQ", "Counter", "Enum",
+    "ExpHistogram", "Family", "FloatCounter", "Gauge", "Histogram", "Summary", "Text", "load_u64", "load_words",
+    "move_cells", "read_latch", "set_exemplar_hook", "store_u64", "sum_latches", "sum_words",
 ]
+# fmt: on
 
 _U64 = (1 << 64) - 1
 _COPY0 = VALUE_COPIES // 8  # word index of a double-buffered value's first copy, from its sequence word
@@ -271,11 +254,11 @@ class _Latched(_Cell):
 
     __slots__ = ("_free", "_queue", "_words")
 
-    def _setup(self, buffer: Any, offset: int, copy_size: int) -> None:
+    def _setup(self, buffer: Any, offset: int, copy_size: int, tail: int = 0) -> None:
         self._words = copy_size // 8
         self._queue: deque[Any] = deque()
         self._free = [True]
-        self._attach(buffer, offset, 8 + 2 * copy_size)
+        self._attach(buffer, offset, 8 + 2 * copy_size + tail)
 
     def _rebind(self, buffer: Any, offset: int | None = None, pending: Any = None) -> None:
         # After fork the token may be held by a thread that no longer exists.
@@ -343,11 +326,15 @@ class _Latched(_Cell):
             q[c1 + w] = v
 
 
+def _extremes(f: memoryview[float], at: int, d: float, first: bool) -> None:  # as _cells.c's note_extremes
+    f[at], f[at + 1] = (d, d) if first else (min(f[at], d), max(f[at + 1], d))  # type: ignore[call-overload]
+
+
 class Summary(_Latched):
     __slots__ = ()
 
     def __init__(self, buffer: Any, offset: int) -> None:
-        self._setup(buffer, offset, SUMMARY_COPY_SIZE)
+        self._setup(buffer, offset, SUMMARY_COPY_SIZE, EXTREMES_SIZE)
 
     def observe(self, value: float) -> None:
         d = value if value.__class__ is float else _amount(value)
@@ -369,6 +356,10 @@ class Summary(_Latched):
                 self._apply(d)
             else:
                 total = f[c1 + 1] + d
+                if count == 1 or d < f[c1 + 2]:  # the lifetime min and max after the latch, as _extremes
+                    f[c1 + 2] = d
+                if count == 1 or d > f[c1 + 3]:
+                    f[c1 + 3] = d
                 q[seq] = s  # odd: readers take copy 1
                 q[c0], f[c0 + 1] = count, total  # type: ignore[call-overload]
                 q[seq] = s + 1  # even: readers take copy 0
@@ -390,6 +381,7 @@ class Summary(_Latched):
         c0 = seq + VALUE_COPIES // 8
         c1 = c0 + self._words
         count, total = (q[c1] + 1) & _U64, f[c1 + 1] + d
+        _extremes(f, c1 + self._words, d, q[c1] == 0)
         s = q[seq] + 1
         q[seq] = s & _U64
         q[c0], f[c0 + 1] = count, total  # type: ignore[call-overload]
@@ -409,7 +401,7 @@ class Histogram(_Latched):
             if not math.isfinite(b) or (i and not b > bounds[i - 1]):
                 raise ValueError("bounds must be finite and strictly increasing")
         self._bounds = bounds
-        self._setup(buffer, offset, histogram_copy_size(len(bounds)))
+        self._setup(buffer, offset, histogram_copy_size(len(bounds)), EXTREMES_SIZE)
 
     @property
     def bounds(self) -> tuple[float, ...]:
@@ -444,6 +436,11 @@ class Histogram(_Latched):
                 self._apply(d)
             else:
                 total = f[c1 + 1] + d
+                m = c1 + self._words  # the lifetime min and max after the latch, as _extremes
+                if count == 1 or d < f[m]:
+                    f[m] = d
+                if count == 1 or d > f[m + 1]:
+                    f[m + 1] = d
                 q[seq] = s  # odd: readers take copy 1
                 q[c0], f[c0 + 1], q[c0 + b] = count, total, bucket  # type: ignore[call-overload]
                 q[seq] = s + 1  # even: readers take copy 0
@@ -460,6 +457,7 @@ class Histogram(_Latched):
         c1 = c0 + self._words
         b = 2 + bisect.bisect_left(self._bounds, d)
         count, total, bucket = (q[c1] + 1) & _U64, f[c1 + 1] + d, (q[c1 + b] + 1) & _U64
+        _extremes(f, c1 + self._words, d, q[c1] == 0)
         s = q[seq] + 1
         q[seq] = s & _U64  # odd: readers take copy 1
         q[c0], f[c0 + 1], q[c0 + b] = count, total, bucket  # type: ignore[call-overload]
@@ -567,8 +565,7 @@ def sum_words(buffers: Any, offsets: Any) -> list[int]:
     """For each offset, the sum of the u64 words at that offset in every buffer."""
     totals = [0] * len(offsets)
     for buffer in buffers:
-        words = load_words(buffer, offsets)
-        totals = [t + w for t, w in zip(totals, words, strict=True)]
+        totals = [t + w for t, w in zip(totals, load_words(buffer, offsets), strict=True)]
     return totals
 
 
@@ -591,8 +588,7 @@ def sum_latches(buffers: Any, offsets: Any, sizes: Any) -> list[tuple[Any, ...]]
             if size > SUMMARY_COPY_SIZE and sum(words[2:]) != count:
                 raise ValueError(f"buffer {b}: histogram at {off}: bucket counts do not sum to its count {count}")
             acc = totals[i]
-            acc[0] += count
-            acc[1] += total
+            acc[0], acc[1] = acc[0] + count, acc[1] + total
             for k in range(2, size // 8):
                 acc[k] += words[k]
             if acc[0] > _U64 or any(acc[k] > _U64 for k in range(2, size // 8)):

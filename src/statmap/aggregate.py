@@ -9,6 +9,7 @@ process) into the ``MetricFamily`` results.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import reduce
 from operator import add
 from typing import Any, NamedTuple, cast
@@ -132,6 +133,7 @@ class _Source:
         self.sum_size: list[int] = []
         self.sum_slot: list[int] = []
         self.sum_records: list[L.Record] = []
+        self.sum_ext: list[int] = []  # where each one's lifetime (min, max) is (format 1.2), or -1: none
         self.sum_key: tuple[int, ...] = ()
         self.infos: list[tuple[int, dict[str, str]]] = []
         self.rejected: list[str] = []  # records that cannot be aggregated, as messages
@@ -160,6 +162,23 @@ class _Values(NamedTuple):
     texts: list[Any]  # str, or None when unreadable
     summed: list[Any]  # histograms and summaries: (count, sum[, bucket counts]) words, or None
     merged: tuple[Any, ...] | list[Any] = ()  # MERGE kinds: values (None when unreadable), as src.merges
+    extremes: list[Any] = []  # as summed: (min, max), or None (no observation, or none recorded)
+
+
+def _joined(ext: list[Any], words: list[Any]) -> Any:
+    """The (min, max) over files (their latches' words and extremes); None when a file with observations has none."""
+    out = None
+    for e, w in zip(ext, words, strict=True):
+        if w is not None and w[0]:
+            if e is None:
+                return None
+            out = e if out is None else (min(out[0], e[0]), max(out[1], e[1]))
+    return out
+
+
+def _with(value: Any, extremes: Any) -> Any:
+    """A HistogramValue or SummaryValue with its (min, max), when known."""
+    return value if extremes is None else replace(value, min=extremes[0], max=extremes[1])
 
 
 def aggregate(
@@ -208,16 +227,17 @@ def aggregate(
 
     # Histograms and summaries: files with the same layout summed in C;
     # each group's total is one more part of its slots' sums.
-    sum_groups: dict[int, tuple[_Source, list[Any], list[list[Any]]]] = {}
+    sum_groups: dict[int, tuple[_Source, list[Any], list[list[Any]], list[Any]]] = {}
     for src, _info, values in readings:
         if src.sum_off:  # (its key is never empty)
             sg = sum_groups.get(id(src.sum_key))
             if sg is None:
-                sum_groups[id(src.sum_key)] = (src, [src.reader.buffer], [values.summed])
+                sum_groups[id(src.sum_key)] = (src, [src.reader.buffer], [values.summed], [values.extremes])
             else:
                 sg[1].append(src.reader.buffer)
                 sg[2].append(values.summed)
-    for first, buffers, per_file in sum_groups.values():
+                sg[3].append(values.extremes)
+    for first, buffers, per_file, per_file_ext in sum_groups.values():
         totals: list[Any] | None = per_file[0] if len(per_file) == 1 else None
         if totals is None and all(v is not None for file_values in per_file for v in file_values):
             try:
@@ -226,11 +246,19 @@ def aggregate(
                 totals = None  # changed since it was checked: sum what was read
         # Else each file's values, added up below, leaving out what could not be read.
         columns = zip(*per_file, strict=True) if totals is None else ([t] for t in totals)
-        for s, record, column in zip(first.sum_slot, first.sum_records, columns, strict=True):
+        for i, (s, record, column) in enumerate(zip(first.sum_slot, first.sum_records, columns, strict=True)):
             fam = slots[s].family
             make = fam.kind.from_words
             assert make is not None  # LATCH_SUM kinds have one
-            got = [make(words, fam.bounds, fam.flags) for words in column if words is not None]
+            # Lifetime min and max: each file's (when totals is None, added up by the values' +), or all files'.
+            ext = [e[i] if e else None for e in per_file_ext]
+            if totals is not None:
+                ext = [_joined(ext, [f[i] for f in per_file])]
+            got = [
+                _with(make(words, fam.bounds, fam.flags), e)
+                for words, e in zip(column, ext, strict=True)
+                if words is not None
+            ]
             if not got:
                 errors.append(CollectError(first.path, f"{record.spec.name}: value unreadable (writer busy)"))
                 continue

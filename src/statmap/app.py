@@ -435,12 +435,14 @@ class StatmapApp:
                         for q in QUANTILES:
                             entry[f"p{round(q * 100)}"] = _num(window.percentile(q)) if window.count > 0 else None
                         entry["value"] = entry["p50"]
+                        entry["min"], entry["max"] = _num(value.min), _num(value.max)  # lifetime; null: unknown
                     elif isinstance(value, SummaryValue):
                         rate, delta = interval.change(key, value)
                         entry["count"] = value.count
                         entry["sum"] = _num(value.sum)
                         entry["rate"] = _num(rate)
                         entry["avg"] = entry["value"] = _num((delta if delta is not None else value).average)
+                        entry["min"], entry["max"] = _num(value.min), _num(value.max)
                     elif isinstance(value, (int, float)) and not isinstance(value, bool):
                         entry["value"] = _raw(value)
                         if fam.type == "counter":

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from math import inf
 from typing import Any
 
 from . import _layout as L
@@ -134,11 +135,15 @@ def _value_bytes(entry: Entry) -> bytes:
         return L.encode_gauge(0.0)  # a declaration (see the module's docstring)
     if spec.mtype == L.MetricType.COUNTER:
         return L.encode_counter(entry.count, spec.flags)
-    if spec.mtype == L.MetricType.SUMMARY:
-        return L.encode_latch(L.encode_summary_copy(entry.count, entry.sum))
     if spec.mtype == L.MetricType.EXP_HISTOGRAM:
         return L.encode_latch(L.encode_exp_copy(*entry.total.slots(spec.capacity)))
-    return L.encode_latch(L.encode_histogram_copy(entry.count, entry.sum, entry.buckets))
+    # Lifetime min and max (format 1.2) after the latch; unknown (absorbed from an older writer's
+    # file) is stored crossed, +inf > -inf, which readers report as unknown (docs/format.md 5.1).
+    lo, hi = entry.total.min, entry.total.max
+    extremes = L.encode_extremes(lo, hi) if lo is not None and hi is not None else L.encode_extremes(inf, -inf)
+    if spec.mtype == L.MetricType.SUMMARY:
+        return L.encode_latch(L.encode_summary_copy(entry.count, entry.sum)) + extremes
+    return L.encode_latch(L.encode_histogram_copy(entry.count, entry.sum, entry.buckets)) + extremes
 
 
 def _record(spec: L.RecordSpec, value: bytes) -> bytes:

@@ -264,6 +264,8 @@ class Collector:
                 src.sum_size.append(slot.family.kind.latch_size(spec))  # type: ignore[misc]
                 src.sum_slot.append(slot.index)
                 src.sum_records.append(record)
+                header = src.reader.header
+                src.sum_ext.append(L.extremes_at(record, header.minor if header else 0) or -1)
             elif read == MERGE:
                 src.merges.append((record, slot.index))
             else:  # TEXT
@@ -454,7 +456,26 @@ class Collector:
             else:
                 last[record.value_offset] = value
             merged.append(value)
-        return _Values(flts, gauges, enums, texts, summed, merged)
+        return _Values(flts, gauges, enums, texts, summed, merged, self._read_extremes(src, summed) if summed else [])
+
+    @staticmethod
+    def _read_extremes(src: _Source, summed: list[Any]) -> list[Any]:
+        """Each histogram's and summary's lifetime (min, max), read after its latch (docs/format.md 5.1):
+        None without observations, or where the file has none (a writer older than format 1.2)."""
+        at = [o for o in src.sum_ext if o >= 0]
+        if not at:
+            return [None] * len(summed)
+        bits = L.floats_from_bits(src.reader.load_words([w for o in at for w in (o, o + 8)]))
+        out: list[Any] = []
+        k = 0
+        for o, words in zip(src.sum_ext, summed, strict=True):
+            if o >= 0:
+                lo, hi = bits[k], bits[k + 1]
+                k += 2
+                out.append((lo, hi) if words is not None and words[0] and lo <= hi else None)
+            else:
+                out.append(None)
+        return out
 
     @staticmethod
     def _read_sums(src: _Source) -> list[Any]:
@@ -489,7 +510,7 @@ class Collector:
 # What classifying a file's records sets in its _Source (the per-file state such as ``last`` apart).
 _CLASSIFIED = (
     "int_off", "int_slot", "flt_off", "flt_slot", "gauge_off", "gauge_slot", "enums", "texts",
-    "sum_off", "sum_size", "sum_slot", "sum_records", "merges", "exemplars",
+    "sum_off", "sum_size", "sum_slot", "sum_records", "sum_ext", "merges", "exemplars",
 )  # fmt: skip
 
 

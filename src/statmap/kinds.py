@@ -226,17 +226,23 @@ def _human_histogram(value: HistogramValue) -> str:
     if not value.count:
         return "count=0"
     pct = " ".join(f"p{int(q * 100)}={number(value.percentile(q))}" for q in PERCENTILES)
-    return f"count={value.count} sum={number(value.sum)} {pct}"
+    return f"count={value.count} sum={number(value.sum)} {pct}{_human_extremes(value)}"
+
+
+def _human_extremes(value: HistogramValue | SummaryValue) -> str:
+    """Lifetime min and max, when the file has them (format 1.2 writers)."""
+    return "" if value.min is None else f" min={number(value.min)} max={number(value.max)}"
 
 
 def _human_exp(value: ExpHistogramValue) -> str:
     if not value.count:
         return "count=0"
-    return f"{_human_histogram(value)} min={number(value.min)} max={number(value.max)}"  # type: ignore[arg-type]
+    pct = " ".join(f"p{int(q * 100)}={number(value.percentile(q))}" for q in PERCENTILES)
+    return f"count={value.count} sum={number(value.sum)} {pct} min={number(value.min)} max={number(value.max)}"
 
 
 def _human_summary(value: SummaryValue) -> str:
-    return f"count={value.count} sum={number(value.sum)} avg={number(value.average)}"
+    return f"count={value.count} sum={number(value.sum)} avg={number(value.average)}{_human_extremes(value)}"
 
 
 def _human_info(value: dict[str, str]) -> str:

@@ -79,7 +79,8 @@ def read_process(path: str) -> ProcessKnobs | None:
 def _view(reader: Reader, record: L.Record) -> KnobView:
     spec = record.spec
     try:
-        if spec.capacity > KL.MAX_KNOB_STATE or record.value_size != L.knob_value_size(spec.capacity) or spec.labels:
+        wrong_size = record.value_size != L.value_size(L.KNOB, 0, spec.capacity)
+        if spec.capacity > KL.MAX_KNOB_STATE or wrong_size or spec.labels:
             raise ValueError(f"bad state area ({record.value_size} bytes, capacity {spec.capacity})")
         decl = decl_from_extras(spec.extras)
     except ValueError as exc:

@@ -442,7 +442,10 @@ class Reader:
             return dict(zip(spec.extras[::2], spec.extras[1::2], strict=True))
         if mtype == L.MetricType.SUMMARY:
             data = self._latch(record, L.SUMMARY_COPY_SIZE)
-            return None if data is None else SummaryValue(*L.decode_summary(data))
+            if data is None:
+                return None
+            count, total = L.decode_summary(data)
+            return SummaryValue(count, total, *self.extremes(record, count))
         if mtype == L.MetricType.HISTOGRAM:
             n = len(spec.bounds)
             data = self._latch(record, L.histogram_copy_size(n))
@@ -455,7 +458,8 @@ class Reader:
             for bound, c in zip((*spec.bounds, float("inf")), raw, strict=True):
                 cumulative += c
                 buckets.append((bound, cumulative))
-            return HistogramValue(count, total, tuple(buckets), bool(spec.flags & L.FLAG_LOG_BUCKETS))
+            log = bool(spec.flags & L.FLAG_LOG_BUCKETS)
+            return HistogramValue(count, total, tuple(buckets), log, *self.extremes(record, count))
         if mtype == L.MetricType.EXP_HISTOGRAM:  # format 1.2
             data = self._latch(record, L.exp_copy_size(spec.capacity))
             if data is None:
@@ -549,6 +553,16 @@ class Reader:
             return []
         assert self._map is not None
         return cells.load_words(self._map, offsets)
+
+    def extremes(self, record: L.Record, count: int) -> tuple[float | None, float | None]:
+        """A histogram's or summary's lifetime (min, max), read after its latch showed ``count``
+        (docs/format.md 5.1); (None, None) without observations or from a writer older than 1.2."""
+        h = self._header
+        at = L.extremes_at(record, h.minor) if count and h is not None else None
+        if at is None:
+            return None, None
+        lo, hi = L.floats_from_bits(self.load_words([at, at + 8]))
+        return (lo, hi) if lo <= hi else (None, None)  # (NaN or crossed: not a 1.2 writer's)
 
     def read_latch(self, record: L.Record, copy_size: int) -> bytes | None:
         """The stable copy of a record's latch, or None if the writer kept it moving."""

@@ -145,7 +145,8 @@ AnyHistogram = HistogramValue | ExpHistogramValue  # both have percentile(), buc
 
 
 def histogram_text(now: AnyHistogram, delta: AnyHistogram | None, unit: str) -> str:
-    """count, p50/p90/p99 and max (the top of the highest bucket used) over the interval, in the unit."""
+    """count, p50/p90/p99 over the interval, and the lifetime max when the file has it (format 1.2),
+    else the top of the highest bucket used in the interval, in the unit."""
     window, when = (delta, "") if delta is not None and delta.count > 0 else (now, " (all time)")
     if window.count == 0:
         return f"n={total(now.count)}  (no observations)"
@@ -157,13 +158,16 @@ def histogram_text(now: AnyHistogram, delta: AnyHistogram | None, unit: str) -> 
             break
         lower = bound
     most = f"max>{amount(lower, unit, '')}" if top == math.inf else f"max<={amount(top, unit, '')}"
+    if now.max is not None:  # the real one (lifetime: an interval's own max is not recorded)
+        most = f"max={amount(now.max, unit, '')}"
     return f"n={total(now.count)} {pct} {most}{when}"
 
 
 def summary_text(now: SummaryValue, delta: SummaryValue | None, unit: str) -> str:
     window, when = (delta, "") if delta is not None and delta.count > 0 else (now, " (all time)")
     avg = amount(window.average, unit, "") if window.count else "-"
-    return f"n={total(now.count)} avg={avg} sum={amount(now.sum, unit, '')}{when if window.count else ''}"
+    most = "" if now.max is None else f" min={amount(now.min, unit, '')} max={amount(now.max, unit, '')}"
+    return f"n={total(now.count)} avg={avg} sum={amount(now.sum, unit, '')}{most}{when if window.count else ''}"
 
 
 class TopModel:

@@ -26,14 +26,32 @@ def json_number(value: float) -> float | str:
     return value
 
 
+def joined_extremes(a: Any, b: Any) -> tuple[float | None, float | None]:
+    """The (min, max) of two readings added up: the smaller min and the larger max, over the sides with
+    observations; unknown (None) when such a side has none (a file from a writer older than format 1.2)."""
+    if not b.count:
+        return a.min, a.max
+    if not a.count:
+        return b.min, b.max
+    if a.min is None or b.min is None:
+        return None, None
+    return min(a.min, b.min), max(a.max, b.max)
+
+
 @dataclass(frozen=True)
 class HistogramValue:
-    """A consistent histogram reading. ``buckets``: (upper bound, cumulative count), +Inf last."""
+    """A consistent histogram reading. ``buckets``: (upper bound, cumulative count), +Inf last.
+
+    ``min`` and ``max``: the smallest and largest observation over the series' lifetime (never reset,
+    also in ``since``); None without observations, or when a writer older than format 1.2 wrote it.
+    """
 
     count: int
     sum: float
     buckets: tuple[tuple[float, int], ...]
     log_buckets: bool = False
+    min: float | None = None
+    max: float | None = None
 
     @classmethod
     def from_counts(
@@ -62,13 +80,14 @@ class HistogramValue:
             return NotImplemented
         self._same_bounds(other)
         buckets = tuple((b, c + d) for (b, c), (_, d) in zip(self.buckets, other.buckets, strict=True))
-        return HistogramValue(self.count + other.count, self.sum + other.sum, buckets, self.log_buckets)
+        lo, hi = joined_extremes(self, other)
+        return HistogramValue(self.count + other.count, self.sum + other.sum, buckets, self.log_buckets, lo, hi)
 
     def since(self, previous: HistogramValue) -> HistogramValue:
         """The observations made after ``previous`` (an earlier reading of the same series)."""
         self._same_bounds(previous)
         buckets = tuple((b, c - d) for (b, c), (_, d) in zip(self.buckets, previous.buckets, strict=True))
-        return HistogramValue(self.count - previous.count, self.sum - previous.sum, buckets, self.log_buckets)
+        return replace(self, count=self.count - previous.count, sum=self.sum - previous.sum, buckets=buckets)
 
     def percentile(self, q: float) -> float:
         """Estimate the q-th quantile (0 <= q <= 1); NaN without observations.
@@ -76,19 +95,29 @@ class HistogramValue:
         Log buckets are estimated by the harmonic midpoint of the bucket,
         which bounds the relative error by the buckets' relative_error;
         other buckets by linear interpolation, like PromQL's histogram_quantile.
+        With min and max known, the first bucket starts at the min and the +Inf
+        bucket ends at the max, and every estimate is kept within them.
         """
         if not 0 <= q <= 1:
             raise ValueError("q must be between 0 and 1")
         if self.count == 0:
             return float("nan")
+        estimate = self._estimate(q)
+        if self.min is not None and self.max is not None:
+            return min(max(estimate, self.min), self.max)
+        return estimate
+
+    def _estimate(self, q: float) -> float:
         rank = q * self.count
         lower, below = 0.0, 0
         for i, (upper, cumulative) in enumerate(self.buckets):
             if cumulative >= rank and cumulative > below:
+                if i == 0:  # below the first bound: from the min when known
+                    lower = min(0.0, upper) if self.min is None else self.min
                 if upper == float("inf"):
-                    return lower  # beyond the last bound: the best we can say
-                if i == 0:
-                    lower = min(0.0, upper)
+                    if self.max is None:
+                        return lower  # beyond the last bound: the best we can say
+                    upper = self.max  # up to the max when known
                 if self.log_buckets and lower > 0:
                     return 2 * lower * upper / (lower + upper)
                 return lower + (upper - lower) * (rank - below) / (cumulative - below)
@@ -100,29 +129,40 @@ class HistogramValue:
             "count": self.count,
             "sum": json_number(self.sum),
             "buckets": [[json_number(b), c] for b, c in self.buckets],
+            **_json_extremes(self),
         }
 
 
 @dataclass(frozen=True)
 class SummaryValue:
+    """count and sum; ``min`` and ``max`` as HistogramValue's (lifetime; None when absent)."""
+
     count: int
     sum: float
+    min: float | None = None
+    max: float | None = None
 
     def __add__(self, other: SummaryValue) -> SummaryValue:
         if not isinstance(other, SummaryValue):
             return NotImplemented
-        return SummaryValue(self.count + other.count, self.sum + other.sum)
+        return SummaryValue(self.count + other.count, self.sum + other.sum, *joined_extremes(self, other))
 
     def since(self, previous: SummaryValue) -> SummaryValue:
         """The observations made after ``previous`` (an earlier reading of the same series)."""
-        return SummaryValue(self.count - previous.count, self.sum - previous.sum)
+        return replace(self, count=self.count - previous.count, sum=self.sum - previous.sum)
 
     @property
     def average(self) -> float:
         return self.sum / self.count if self.count else float("nan")
 
     def to_json(self) -> dict[str, Any]:
-        return {"count": self.count, "sum": json_number(self.sum)}
+        return {"count": self.count, "sum": json_number(self.sum), **_json_extremes(self)}
+
+
+def _json_extremes(value: HistogramValue | SummaryValue) -> dict[str, Any]:
+    """JSON's ``min`` and ``max``: null when unknown (no observation, or a writer older than format 1.2)."""
+    known = value.min is not None and value.max is not None
+    return {"min": json_number(value.min) if known else None, "max": json_number(value.max) if known else None}  # type: ignore[arg-type]
 
 
 # -- Exponential histograms (format 1.2) -----------------------------------------

@@ -251,6 +251,8 @@ pub struct Record {
     pub params: Vec<f64>,
     /// Info keys and values, enum states.
     pub extra: Vec<String>,
+    /// record_size: a histogram's or summary's min and max follow its value area (format 1.2).
+    pub size: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -260,9 +262,9 @@ pub enum Value {
     Counter(u64),
     FloatCounter(f64),
     Gauge(f64),
-    /// count, sum, bucket counts (not cumulative; the last is +Inf).
-    Histogram { count: u64, sum: f64, buckets: Vec<u64> },
-    Summary { count: u64, sum: f64 },
+    /// count, sum, bucket counts (not cumulative; the last is +Inf), lifetime (min, max) when known.
+    Histogram { count: u64, sum: f64, buckets: Vec<u64>, extremes: Option<(f64, f64)> },
+    Summary { count: u64, sum: f64, extremes: Option<(f64, f64)> },
     Text(String),
     Info,
     /// Index into `Record::extra`.
@@ -544,6 +546,7 @@ fn parse_record(img: &Image, o: u64, end: u64) -> Result<(u64, Option<Record>), 
         labels,
         params,
         extra: s[3 + 2 * nl..].to_vec(),
+        size: rsize as u32,
     };
     Ok((rsize, Some(rec)))
 }
@@ -577,6 +580,22 @@ fn latch_read(img: &Image, v: u64, copy_size: u64, nwords: u64, text_cap: Option
     None
 }
 
+/// A histogram's or summary's lifetime (min, max), after its value area (format 1.2, docs/format.md 5.1):
+/// read after its latch showed `count`; None without observations, from older writers, or not min <= max.
+fn extremes(img: &Image, r: &Record, count: u64) -> Option<(f64, f64)> {
+    let at = r.value_offset as u64 + r.value_size as u64;
+    if count == 0 || img.u16(10) < 2 || (r.size as u64) < at + 16 {
+        return None;
+    }
+    let lo = f64::from_bits(img.load_acquire(r.offset + at));
+    let hi = f64::from_bits(img.load_acquire(r.offset + at + 8));
+    if lo <= hi {
+        Some((lo, hi))
+    } else {
+        None
+    }
+}
+
 fn read_value(img: &Image, r: &Record) -> Result<Value, ReadError> {
     let v = r.offset + r.value_offset as u64;
     let bad = |m: String| -> Result<Value, ReadError> { corrupt(format!("record at offset {}: {}", r.offset, m)) };
@@ -595,7 +614,7 @@ fn read_value(img: &Image, r: &Record) -> Result<Value, ReadError> {
         INFO => Value::Info,
         SUMMARY => match latch_read(img, v, 16, 2, None) {
             None => Value::Unreadable,
-            Some(w) => Value::Summary { count: w[0], sum: f64::from_bits(w[1]) },
+            Some(w) => Value::Summary { count: w[0], sum: f64::from_bits(w[1]), extremes: extremes(img, r, w[0]) },
         },
         HISTOGRAM => {
             let n = r.params.len() as u64 + 3;
@@ -613,7 +632,8 @@ fn read_value(img: &Image, r: &Record) -> Result<Value, ReadError> {
                     if overflow || total != w[0] {
                         return bad(format!("histogram count {} is not the sum of its buckets", w[0]));
                     }
-                    Value::Histogram { count: w[0], sum: f64::from_bits(w[1]), buckets: w[2..].to_vec() }
+                    let extremes = extremes(img, r, w[0]);
+                    Value::Histogram { count: w[0], sum: f64::from_bits(w[1]), buckets: w[2..].to_vec(), extremes }
                 }
             }
         }

@@ -147,6 +147,15 @@ fn dict(pairs: &[(String, String)]) -> J {
     J::Obj(items)
 }
 
+/// "min" and "max" (null when unknown), as the reference reader's JSON.
+fn extremes_json(e: &Option<(f64, f64)>) -> Vec<(String, J)> {
+    let (lo, hi) = match e {
+        Some((lo, hi)) => (J::Raw(fmt_f64(*lo)), J::Raw(fmt_f64(*hi))),
+        None => (J::Raw("null".into()), J::Raw("null".into())),
+    };
+    vec![("min".into(), lo), ("max".into(), hi)]
+}
+
 fn value_json(rec: &statmap::Record, v: &Value) -> J {
     match v {
         Value::Unreadable => J::Raw("null".into()),
@@ -154,10 +163,12 @@ fn value_json(rec: &statmap::Record, v: &Value) -> J {
         Value::FloatCounter(f) | Value::Gauge(f) => J::Raw(fmt_f64(*f)),
         Value::Enum(i) => s(&rec.extra[*i as usize]),
         Value::Text(t) => s(t),
-        Value::Summary { count, sum } => {
-            J::Obj(vec![("count".into(), J::Raw(count.to_string())), ("sum".into(), J::Raw(fmt_f64(*sum)))])
+        Value::Summary { count, sum, extremes } => {
+            let mut o = vec![("count".into(), J::Raw(count.to_string())), ("sum".into(), J::Raw(fmt_f64(*sum)))];
+            o.extend(extremes_json(extremes));
+            J::Obj(o)
         }
-        Value::Histogram { count, sum, buckets } => {
+        Value::Histogram { count, sum, buckets, extremes } => {
             let mut cum = 0u64;
             let mut rows = Vec::new();
             for (i, b) in buckets.iter().enumerate() {
@@ -165,11 +176,13 @@ fn value_json(rec: &statmap::Record, v: &Value) -> J {
                 let bound = if i < rec.params.len() { J::Raw(fmt_f64(rec.params[i])) } else { s("+Inf") };
                 rows.push(J::Arr(vec![bound, J::Raw(cum.to_string())]));
             }
-            J::Obj(vec![
+            let mut o = vec![
                 ("count".into(), J::Raw(count.to_string())),
                 ("sum".into(), J::Raw(fmt_f64(*sum))),
                 ("buckets".into(), J::Arr(rows)),
-            ])
+            ];
+            o.extend(extremes_json(extremes));
+            J::Obj(o)
         }
         Value::ExpHistogram(e) => {
             let side = |(offset, counts): &(i64, Vec<u64>)| {
@@ -247,7 +260,7 @@ fn value_text(rec: &statmap::Record, v: &Value) -> String {
         Value::FloatCounter(f) | Value::Gauge(f) => fmt_f64(*f),
         Value::Enum(i) => format!("'{}'", rec.extra[*i as usize]),
         Value::Text(t) => format!("'{}'", t),
-        Value::Summary { count, sum } => format!("count={} sum={}", count, fmt_f64(*sum)),
+        Value::Summary { count, sum, .. } => format!("count={} sum={}", count, fmt_f64(*sum)),
         Value::Histogram { count, sum, .. } => format!("count={} sum={}", count, fmt_f64(*sum)),
         Value::ExpHistogram(e) => format!("count={} sum={} scale={}", e.count, fmt_f64(e.sum), e.scale),
         Value::Info => rec.extra.chunks(2).filter(|c| c.len() == 2).map(|c| format!("{}='{}'", c[0], c[1])).collect::<Vec<_>>().join(" "),

@@ -225,6 +225,8 @@
     }
     return card;
   }
+  // lifetime min and max (format 1.2 writers; null when unknown)
+  const extremes = (s) => s.max === null || s.max === undefined ? "" : " · min " + C.withUnit(s.min, unitOf(s)) + " · max " + C.withUnit(s.max, unitOf(s));
   const lastOf = (values) => { for (let i = values.length - 1; i >= 0; i--) if (values[i] !== null) return values[i]; return null; };
 
   function updateCard(card, s) {
@@ -251,7 +253,7 @@
     } else if (s.view === "quantiles") {
       shown = s.p99;
       value.textContent = s.rate === null || s.rate === undefined ? "–" : C.num(s.rate) + "/s";
-      caption.textContent = "observations · count " + C.num(s.count);
+      caption.textContent = "observations · count " + C.num(s.count) + extremes(s);
       const legend = card.querySelectorAll(".legend span");
       ["p50", "p90", "p99"].forEach((q, i) => {
         const v = ls ? lastOf(ls[i].values) : s[q];
@@ -260,7 +262,7 @@
     } else if (s.view === "average") {
       shown = ls ? lastOf(ls[0].values) : s.avg;
       value.textContent = C.withUnit(shown, unitOf(s));
-      caption.textContent = "average over " + sm + " · " + (s.rate === null || s.rate === undefined ? "–" : C.num(s.rate)) + "/s";
+      caption.textContent = "average over " + sm + " · " + (s.rate === null || s.rate === undefined ? "–" : C.num(s.rate)) + "/s" + extremes(s);
     } else {
       const v = s.value;
       // one line per info entry: the newlines between entries are the page's, those inside one are escaped
