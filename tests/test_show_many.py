@@ -104,3 +104,44 @@ def test_printable_fast_path_agrees_with_the_escaping(text: str) -> None:
     escaped = render._UNSAFE.sub(render._escape, text)
     assert printable(text) == escaped
     assert all(not c.isprintable() for c in re.findall(render._UNSAFE.pattern, "".join(map(chr, range(0x3000)))))
+
+
+def test_knobs_read_together_equal_files_read_alone(statdir: str) -> None:
+    # show's knob lines read every file again (knob_state.read_each): each reader stays open until the
+    # next one is read, so the files of one program share their parsed records; the answers are the
+    # ones of each file read alone, corrupt and missing files included
+    from statmap.knob_state import read_each, read_process
+    from statmap.record_table import _decoded
+
+    pubs = []
+    for n in range(3):
+        pub = statmap.Publisher("tuned", statdir)
+        for i in range(20):  # enough records for a template
+            pub.counter(f"c{i}", "C").inc(n)
+        pub.knob("level", default=n, min=0, max=9)
+        pubs.append(pub)
+    plain = statmap.Publisher("plain", statdir)
+    plain.counter("jobs", "Jobs").inc()
+    pubs.append(plain)
+    bad = os.path.join(statdir, "tuned.1.00000000.statmap")
+    with open(bad, "wb") as f:
+        f.write(b"garbage!" * 64)
+    try:
+        paths = [*statmap_files(statdir), os.path.join(statdir, "gone.2.00000000.statmap")]
+        before, entries = _fds(), len(_decoded)
+        got = list(read_each(paths))
+        assert _fds() == before and len(_decoded) == entries  # every reader closed, the shared cache emptied
+        assert [p for p, _, _ in got] == paths
+        for path, knobs, error in got:
+            if path == bad or path == paths[-1]:  # corrupt, missing: what reading it alone raises
+                assert knobs is None and isinstance(error, FormatError) and error.path == path
+                with pytest.raises(FormatError):
+                    read_process(path)
+                continue
+            assert error is None
+            assert knobs == read_process(path)
+        tuned = [k for _, k, _ in got if k is not None]
+        assert sorted(k.knobs["level"].typed_value() for k in tuned) == [0, 1, 2]
+    finally:
+        for pub in pubs:
+            pub.close()
