@@ -72,6 +72,7 @@ def read_each(paths: Iterable[str]) -> Iterator[tuple[str, ProcessKnobs | None, 
     program share their parsed metadata (record_table), so the next file is not parsed again.
     """
     previous: Reader | None = None
+    knob_at: dict[object, list[int]] = {}  # a template (record_table) -> where its knob records are
     try:
         for path in paths:
             try:
@@ -82,7 +83,7 @@ def read_each(paths: Iterable[str]) -> Iterator[tuple[str, ProcessKnobs | None, 
             except OSError:
                 continue  # removed meanwhile
             try:
-                found = _knobs_of(reader, path)
+                found = _knobs_of(reader, path, knob_at)
             except FormatError as exc:
                 reader.close()
                 yield path, None, exc
@@ -99,16 +100,25 @@ def read_each(paths: Iterable[str]) -> Iterator[tuple[str, ProcessKnobs | None, 
             previous.close()
 
 
-def _knobs_of(reader: Reader, path: str) -> ProcessKnobs | None:
+def _knobs_of(reader: Reader, path: str, knob_at: dict[object, list[int]] | None = None) -> ProcessKnobs | None:
+    """``knob_at``: the caller's memo of where each template's knob records are (files alike share it)."""
     status, header, _size = reader.poll()
     if header is None or status == NOT_READY:
         return None
+    records = reader.records
+    template, start = reader.template, 0
+    at: list[int] = []
+    if knob_at is not None and template is not None and len(template.records) <= len(records):
+        start = len(template.records)  # the template's records are the first ones of this file
+        known = knob_at.get(template)
+        if known is None:
+            known = knob_at[template] = [i for i, r in enumerate(template.records) if r.spec.mtype == L.KNOB]
+        at += known
+    at += [i for i in range(start, len(records)) if records[i].spec.mtype == L.KNOB]
     found: dict[str, KnobView] = {}
-    for record in reader.records:
-        spec = record.spec
-        if spec.mtype != L.KNOB:
-            continue
-        found[spec.name] = _view(reader, record)
+    for i in at:
+        record = records[i]
+        found[record.spec.name] = _view(reader, record)
     if not found:
         return None
     ident = header.identity
