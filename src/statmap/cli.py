@@ -22,7 +22,7 @@ from .directory import ENV_DIR, default_directory
 from .discover import statmap_files
 from .errors import CollectionError, DirectoryError, ResourceError
 from .reader import Snapshot
-from .render import printable, printable_lines, read_snapshots, render_text
+from .render import collector_paused, printable, printable_lines, read_snapshots, render_text
 
 
 def readable_directory(args: argparse.Namespace) -> str:
@@ -74,6 +74,11 @@ def target_paths(args: argparse.Namespace) -> list[str]:
 def cmd_show(args: argparse.Namespace) -> int:
     if getattr(args, "aggregate", False):
         return cmd_show_aggregate(args)
+    with collector_paused():  # ~3 objects per series, no cycles: the collector's passes were most of the rest
+        return _show_files(args)
+
+
+def _show_files(args: argparse.Namespace) -> int:
     snapshots, errors = read_snapshots(target_paths(args))
     if getattr(args, "match", None):
         from .pattern import compile_pattern

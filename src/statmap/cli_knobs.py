@@ -22,7 +22,7 @@ from . import control_file
 from .directory import check_private, default_directory
 from .errors import DirectoryError
 from .knob_set import set_knobs
-from .knob_state import KnobView, knobs_json, read_desired, read_knobs, read_process
+from .knob_state import KnobView, knobs_json, read_desired, read_each, read_knobs
 from .liveness import ALIVE
 from .render import printable
 
@@ -156,11 +156,7 @@ def add_commands(sub: Any) -> None:
 def show_lines(paths: list[str]) -> list[str]:
     """``statmap show``: the knobs of these files, after their series."""
     lines: list[str] = []
-    for path in paths:
-        try:
-            proc = read_process(path)
-        except Exception:  # noqa: BLE001 - show reports a corrupt file itself
-            continue
+    for path, proc, _error in read_each(paths):  # show reports a corrupt file itself
         if proc is None:
             continue
         control, _problem = read_desired(os.path.dirname(os.path.abspath(path)), proc.publisher)

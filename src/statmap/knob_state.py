@@ -11,6 +11,7 @@ is reported in its ``problem`` and never stops the others.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,19 +62,67 @@ class ProcessKnobs:
 def read_process(path: str) -> ProcessKnobs | None:
     """The knobs of one file; None when it is not ready or has no knob. Raises FormatError for a corrupt file."""
     with Reader(path) as reader:
-        status, header, _size = reader.poll()
-        if header is None or status == NOT_READY:
-            return None
-        found: dict[str, KnobView] = {}
-        for record in reader.records:
-            spec = record.spec
-            if spec.mtype != L.KNOB:
+        return _knobs_of(reader, path)
+
+
+def read_each(paths: Iterable[str]) -> Iterator[tuple[str, ProcessKnobs | None, FormatError | None]]:
+    """(path, its knobs or None, its FormatError or None) for each of ``paths``; files removed meanwhile are left out.
+
+    Each reader stays open until the next file is read, as in ``render.read_snapshots``: the files of one
+    program share their parsed metadata (record_table), so the next file is not parsed again.
+    """
+    previous: Reader | None = None
+    knob_at: dict[object, list[int]] = {}  # a template (record_table) -> where its knob records are
+    try:
+        for path in paths:
+            try:
+                reader = Reader(path)
+            except FormatError as exc:
+                yield path, None, exc
                 continue
-            found[spec.name] = _view(reader, record)
-        if not found:
-            return None
-        ident = header.identity
-        return ProcessKnobs(path, ident.publisher, ident.pid, ident.start_time, status, found)
+            except OSError:
+                continue  # removed meanwhile
+            try:
+                found = _knobs_of(reader, path, knob_at)
+            except FormatError as exc:
+                reader.close()
+                yield path, None, exc
+                continue
+            except OSError:
+                reader.close()
+                continue
+            if previous is not None:
+                previous.close()
+            previous = reader
+            yield path, found, None
+    finally:
+        if previous is not None:
+            previous.close()
+
+
+def _knobs_of(reader: Reader, path: str, knob_at: dict[object, list[int]] | None = None) -> ProcessKnobs | None:
+    """``knob_at``: the caller's memo of where each template's knob records are (files alike share it)."""
+    status, header, _size = reader.poll()
+    if header is None or status == NOT_READY:
+        return None
+    records = reader.records
+    template, start = reader.template, 0
+    at: list[int] = []
+    if knob_at is not None and template is not None and len(template.records) <= len(records):
+        start = len(template.records)  # the template's records are the first ones of this file
+        known = knob_at.get(template)
+        if known is None:
+            known = knob_at[template] = [i for i, r in enumerate(template.records) if r.spec.mtype == L.KNOB]
+        at += known
+    at += [i for i in range(start, len(records)) if records[i].spec.mtype == L.KNOB]
+    found: dict[str, KnobView] = {}
+    for i in at:
+        record = records[i]
+        found[record.spec.name] = _view(reader, record)
+    if not found:
+        return None
+    ident = header.identity
+    return ProcessKnobs(path, ident.publisher, ident.pid, ident.start_time, status, found)
 
 
 def _view(reader: Reader, record: L.Record) -> KnobView:
@@ -101,17 +150,13 @@ def _view(reader: Reader, record: L.Record) -> KnobView:
 def read_knobs(directory: str, name: str | None = None) -> tuple[list[ProcessKnobs], list[FormatError]]:
     """Every process file of ``directory`` (of publisher ``name``) that declares knobs, and the corrupt files."""
     out, errors = [], []
-    for path in statmap_files(directory):
-        if name is not None and not os.path.basename(path).startswith(name + "."):
-            continue
-        try:
-            found = read_process(path)
-        except FormatError as exc:
-            errors.append(exc)
-            continue
-        except OSError:
-            continue  # removed meanwhile
-        if found is not None and (name is None or found.publisher == name):
+    paths = statmap_files(directory)
+    if name is not None:
+        paths = [p for p in paths if os.path.basename(p).startswith(name + ".")]
+    for _path, found, error in read_each(paths):
+        if error is not None:
+            errors.append(error)
+        elif found is not None and (name is None or found.publisher == name):
             out.append(found)
     return out, errors
 

@@ -19,7 +19,6 @@ import mmap
 import os
 import stat
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import _layout as L
@@ -31,6 +30,10 @@ from .liveness import CLOSED as CLOSED
 from .liveness import DEAD as DEAD
 from .liveness import NOT_READY as NOT_READY
 from .record_table import RecordTable, _Template
+from .series import Series as Series  # the snapshot's classes live in series.py; re-exported here, where they were
+from .series import Snapshot as Snapshot
+from .series import SnapshotMemo as SnapshotMemo
+from .series import build_series, series_plan
 from .values import ExpHistogramValue as ExpHistogramValue
 
 # The value classes live in values.py; re-exported here, where they were first.
@@ -46,67 +49,6 @@ _READY, _CLOSED = int(L.State.READY), int(L.State.CLOSED)
 
 #: Types whose value is a latch (format.md section 6).
 _LATCHED = (L.MetricType.HISTOGRAM, L.MetricType.SUMMARY, L.MetricType.TEXT, L.MetricType.EXP_HISTOGRAM)
-
-
-@dataclass(frozen=True)
-class Series:
-    """One series: its metadata and the value read in this snapshot."""
-
-    name: str
-    type: str
-    help: str
-    unit: str
-    labels: dict[str, str]
-    value: Any  # int/float, str, dict (info), HistogramValue, SummaryValue; None if unreadable
-    record: L.Record = field(repr=False, compare=False)
-
-    def to_json(self) -> dict[str, Any]:
-        value = self.value
-        if isinstance(value, (HistogramValue, SummaryValue, ExpHistogramValue)):
-            value = value.to_json()
-        elif isinstance(value, float):
-            value = json_number(value)
-        return {
-            "name": self.name,
-            "type": self.type,
-            "help": self.help,
-            "unit": self.unit,
-            "labels": dict(self.labels),
-            "value": value,
-        }
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A file at one moment: identity, liveness and every series."""
-
-    path: str
-    status: str  # alive, closed, dead or not-ready
-    identity: L.Identity | None
-    series: list[Series]
-    version: tuple[int, int] | None
-    size: int
-
-    @property
-    def name(self) -> str:
-        return self.identity.publisher if self.identity else ""
-
-    @property
-    def pid(self) -> int:
-        return self.identity.pid if self.identity else 0
-
-    def to_json(self) -> dict[str, Any]:
-        ident = self.identity
-        return {
-            "path": self.path,
-            "name": self.name,
-            "pid": self.pid,
-            "state": self.status,
-            "program": ident.program if ident else "",
-            "instance": ident.instance_id.hex() if ident else "",
-            "created": ident.created_ns / 1e9 if ident else None,
-            "metrics": [s.to_json() for s in self.series],
-        }
 
 
 #: Errors of this process, not of a file: they fail a whole collection.
@@ -575,22 +517,39 @@ class Reader:
 
     def snapshot(self) -> Snapshot:
         """Every series with a consistent value, the writer's identity and liveness."""
+        return self._snapshot(SnapshotMemo())
+
+    def _snapshot(self, memo: SnapshotMemo) -> Snapshot:
+        """``snapshot()``; ``memo`` kept by a caller across files whose readers share record objects
+        (``render.read_snapshots``): the series of one record in several files then share its
+        ``labels`` dict (read-only by contract, as the frozen Series holding it)."""
         status, header, size = self.poll()
         if header is None:
             return Snapshot(self.path, NOT_READY, None, [], None, size)
-        series = [
-            Series(
-                name=r.spec.name,
-                type=TYPE_NAMES[L.MetricType(r.spec.mtype)],
-                help=r.spec.help,
-                unit=r.spec.unit,
-                labels=dict(r.spec.labels),
-                value=self._value(r),
-                record=r,
-            )
-            for r in self._table.records
-            if r.known
-        ]
+        records = self._table.records
+        template = self._table.template
+        plan = None
+        if template is not None and template.users > 0 and len(template.records) <= len(records):
+            plan = memo.plans.get(template)
+            if plan is None:
+                plan = memo.plans[template] = series_plan(template.records, memo)
+        if plan is None:
+            plan, start = series_plan([], memo), 0
+        else:
+            start = len(plan[3])
+        protos, offsets, others, _ = plan
+        if start < len(records):  # records beyond the template (or no template): planned for this file alone
+            more = series_plan(records[start:], memo)
+            n = len(protos)
+            protos, offsets = protos + more[0], offsets + more[1]
+            others = others + [(n + i, r) for i, r in more[2]]
+        # The integer counters' words in one bulk read, then the few others decoded (series_plan).
+        assert self._map is not None
+        values: list[Any] = cells.load_words(self._map, offsets) if offsets else []
+        value = self._value
+        for i, r in others:
+            values[i] = value(r)
+        series = build_series(protos, values)
         return Snapshot(self.path, status, header.identity, series, (header.major, header.minor), size)
 
 
