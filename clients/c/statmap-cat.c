@@ -343,6 +343,52 @@ static void hex(char *out, const unsigned char *b, size_t n)
         sprintf(out + 2 * i, "%02x", b[i]);
 }
 
+static int with_exemplars; /* --exemplars: each process lists its decoded exemplars too */
+
+static void spans_object(const char *k, const statmap_span *p, size_t npairs)
+{
+    kv_open(k, '{');
+    for (size_t i = 0; i < npairs; i++) { /* repeated names: the last wins, as a Python dict */
+        int later = 0;
+        for (size_t j = i + 1; j < npairs && !later; j++)
+            later = p[2 * j].len == p[2 * i].len && !memcmp(p[2 * j].s, p[2 * i].s, p[2 * i].len);
+        if (later)
+            continue;
+        item();
+        str_raw(p[2 * i].s, p[2 * i].len);
+        fputs(": ", stdout);
+        str_raw(p[2 * i + 1].s, p[2 * i + 1].len);
+    }
+    close_c('}');
+}
+
+static void exemplars_json(const statmap_snapshot *s)
+{
+    static statmap_exemplar e;
+    kv_open("exemplars", '[');
+    for (size_t i = 0; i < s->count; i++) {
+        const statmap_record *r = s->series[i].record;
+        const statmap_value *v = &s->series[i].value;
+        if (r->type != STATMAP_EXEMPLAR || !v->readable || statmap_exemplar_decode(&v->text, &e))
+            continue;
+        item();
+        open_c('{');
+        kv_str("name", &r->name);
+        pairs_object("labels", r->labels, r->label_count);
+        if (r->param_count)
+            kv_double("bucket", r->params[0]);
+        else {
+            key("bucket");
+            fputs("null", stdout);
+        }
+        kv_double("value", e.value);
+        kv_u64("time_ns", e.time_ns);
+        spans_object("exemplar_labels", e.labels, e.label_count);
+        close_c('}');
+    }
+    close_c(']');
+}
+
 static void process_json(const char *path, const statmap_snapshot *s, int ready)
 {
     item();
@@ -369,6 +415,8 @@ static void process_json(const char *path, const statmap_snapshot *s, int ready)
     kv_open("metrics", '[');
     for (size_t i = 0; ready && i < s->count; i++) {
         const statmap_record *r = s->series[i].record;
+        if (r->type == STATMAP_EXEMPLAR)
+            continue; /* not a metric: as statmap show --json */
         item();
         open_c('{');
         kv_str("name", &r->name);
@@ -383,6 +431,8 @@ static void process_json(const char *path, const statmap_snapshot *s, int ready)
         close_c('}');
     }
     close_c(']');
+    if (with_exemplars && ready)
+        exemplars_json(s);
     close_c('}');
 }
 
@@ -450,6 +500,8 @@ static void process_text(const char *path, const statmap_snapshot *s, int ready)
            s->identity.program.s, path);
     for (size_t i = 0; i < s->count; i++) {
         const statmap_record *r = s->series[i].record;
+        if (r->type == STATMAP_EXEMPLAR)
+            continue;
         printf("  %s", r->name.s);
         if (r->label_count) {
             putchar('{');
@@ -527,16 +579,18 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json"))
             json = 1;
+        else if (!strcmp(argv[i], "--exemplars"))
+            with_exemplars = json = 1;
         else if (!strcmp(argv[i], "--repeat") && i + 1 < argc)
             repeat = atol(argv[++i]);
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: statmap-cat [--json] [--repeat N] PATH...\n");
+            printf("usage: statmap-cat [--json] [--exemplars] [--repeat N] PATH...\n");
             return 0;
         } else
             argv[++npaths] = argv[i];
     }
     if (!npaths || repeat < 1) {
-        fprintf(stderr, "usage: statmap-cat [--json] [--repeat N] PATH...\n");
+        fprintf(stderr, "usage: statmap-cat [--json] [--exemplars] [--repeat N] PATH...\n");
         return 2;
     }
     char **paths = argv + 1;

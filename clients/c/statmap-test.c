@@ -392,6 +392,54 @@ static void test_truncation_under_copies(void)
     statmap_writer_free(w); /* not closed: the truncations zeroed what close would write into */
 }
 
+/* Exemplar texts (format 1.2, section 15) and the golden vector's exemplar records. */
+static int decodes(const char *text, statmap_exemplar *e)
+{
+    statmap_str t = {(char *)(uintptr_t)text, strlen(text)};
+    return statmap_exemplar_decode(&t, e);
+}
+
+static void test_exemplars(void)
+{
+    static statmap_exemplar e;
+    CHECK(decodes("4:0.25,19:1767225601500000000,8:trace_id,2:ab,", &e) == 0);
+    CHECK(e.value == 0.25 && e.time_ns == 1767225601500000000ull && e.label_count == 1);
+    CHECK(e.labels[0].len == 8 && !memcmp(e.labels[0].s, "trace_id", 8) && e.labels[1].len == 2);
+    CHECK(decodes("1:1,1:5,", &e) == 0 && e.value == 1 && e.time_ns == 5 && e.label_count == 0);
+    CHECK(decodes("", &e) == -1);                      /* not written yet */
+    CHECK(decodes("1:1,", &e) == -1);                  /* no time */
+    CHECK(decodes("1:1,1:5,1:a,", &e) == -1);          /* a label name without its value */
+    CHECK(decodes("1:x,1:5,", &e) == -1);              /* not a number */
+    CHECK(decodes("1:1,2:-5,", &e) == -1);             /* the time is digits */
+    CHECK(decodes("1:1,01:5,", &e) == -1);             /* leading zero in a length */
+    CHECK(decodes("1:1,1:5", &e) == -1);               /* no ',' */
+    CHECK(decodes("1:1,9:5,", &e) == -1);              /* runs past the text */
+    statmap_reader *r;
+    statmap_snapshot snap;
+    /* run from clients/c (make asan) or from the repository root (tests/test_interop.py) */
+    const char *vec = access("../../tests/vectors/exemplars.statmap", R_OK) == 0 ? "../../tests/vectors/exemplars.statmap"
+                                                                                  : "tests/vectors/exemplars.statmap";
+    CHECK(statmap_reader_open(&r, vec, err, sizeof err) == STATMAP_OK);
+    if (failures)
+        return;
+    CHECK(statmap_reader_snapshot(r, &snap, err, sizeof err) == STATMAP_OK);
+    int found = 0;
+    for (size_t i = 0; i < snap.count; i++) {
+        const statmap_series_value *v = &snap.series[i];
+        if (v->record->type != STATMAP_EXEMPLAR)
+            continue;
+        CHECK(v->value.readable && statmap_exemplar_decode(&v->value.text, &e) == 0);
+        CHECK(e.time_ns == 1767225601500000000ull && e.label_count >= 1);
+        if (!strcmp(v->record->name.s, "requests"))
+            CHECK(v->record->param_count == 0 && e.value == 1.0);
+        else
+            CHECK(v->record->param_count == 1 && (e.value == 0.25 || e.value == 7.5));
+        found++;
+    }
+    CHECK(found == 3);
+    statmap_reader_free(r);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/statmap-test.%ld", (long)getpid());
@@ -401,6 +449,7 @@ int main(void)
     test_concurrency(0);
     test_concurrency(STATMAP_READ_COPY);
     test_truncation_under_copies();
+    test_exemplars();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)

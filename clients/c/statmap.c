@@ -241,8 +241,8 @@ static void free_str(statmap_str *s)
 const char *statmap_type_name(unsigned type)
 {
     static const char *const names[] = {"unknown", "counter", "gauge",       "histogram",   "summary",
-                                        "text",    "info",    "enum",        "unknown",     "exphistogram"};
-    return type < 10 ? names[type] : "unknown";
+                                        "text",    "info",    "enum",        "unknown",     "exphistogram", "exemplar"};
+    return type < 11 ? names[type] : "unknown";
 }
 
 /* ================================================================== */
@@ -1443,7 +1443,11 @@ static int parse_record(const unsigned char *base, uint64_t o, uint64_t end, sta
     }
     *size = rsize;
     *meta = voff; /* the record's bytes before its value area */
-    if ((type < STATMAP_COUNTER || type > STATMAP_ENUM) && type != STATMAP_EXP_HISTOGRAM) {
+    /* An exemplar record (section 15) of another shape is skipped as an unknown record, never an error:
+     * the reference reader (exemplar_read.usable) does so; its params, flags and strings are not checked. */
+    int exemplar = type == STATMAP_EXEMPLAR && nparams <= 1 && cap > 0 && cap <= MAX_TEXT_CAPACITY && cap % 8 == 0 &&
+                   vsize == 8 + 2 * (8 + (uint64_t)cap);
+    if ((type < STATMAP_COUNTER || type > STATMAP_ENUM) && type != STATMAP_EXP_HISTOGRAM && !exemplar) {
         free(lens);
         free(offs);
         return STATMAP_NOT_READY; /* unknown type: skipped */
@@ -1478,6 +1482,10 @@ static int parse_record(const unsigned char *base, uint64_t o, uint64_t end, sta
             why = "needs one param and 1..2048 buckets";
         want = 8 + 2 * 8 * ((uint64_t)STATMAP_EXP_HEAD + 2 * (uint64_t)cap);
         break;
+    case STATMAP_EXEMPLAR:
+        want = vsize;
+        allowed = 0xffff;
+        break;
     case STATMAP_INFO:
         want = 0;
         if (nextra % 2)
@@ -1486,7 +1494,7 @@ static int parse_record(const unsigned char *base, uint64_t o, uint64_t end, sta
     }
     if (type == STATMAP_ENUM && nextra < 1)
         why = "enum without states";
-    if (type != STATMAP_ENUM && type != STATMAP_INFO && nextra)
+    if (type != STATMAP_ENUM && type != STATMAP_INFO && !exemplar && nextra)
         why = "extra strings on a type that has none";
     if (why)
         ;
@@ -1494,7 +1502,7 @@ static int parse_record(const unsigned char *base, uint64_t o, uint64_t end, sta
         why = "unknown flag bits";
     else if (vsize != want)
         why = "value_size does not match the type";
-    else if (nparams && type != STATMAP_HISTOGRAM && type != STATMAP_EXP_HISTOGRAM)
+    else if (nparams && type != STATMAP_HISTOGRAM && type != STATMAP_EXP_HISTOGRAM && !exemplar)
         why = "parameters on a type that has none";
     if (why) {
         free(lens);
@@ -1522,7 +1530,7 @@ static int parse_record(const unsigned char *base, uint64_t o, uint64_t end, sta
         for (uint32_t i = 0; i < nparams; i++) {
             double b = u2d(rd64(base + o + R_HEADER + 8 * (uint64_t)i));
             r->params[i] = b;
-            if (!isfinite(b) || (i && !(b > r->params[i - 1]))) {
+            if (!exemplar && (!isfinite(b) || (i && !(b > r->params[i - 1])))) {
                 free(lens);
                 free(offs);
                 BAD("histogram bounds not finite and strictly increasing");
@@ -1679,6 +1687,8 @@ static void read_extremes(const unsigned char *base, const statmap_record *r, st
     }
 }
 
+static int exemplar_text(statmap_str *out, const char *raw, size_t n);
+
 /* Reads every value. Latch copies go into *words (grown as needed); the
  * returned values point into it, so fix up bucket pointers afterwards. */
 static int read_values(const unsigned char *base, const statmap_record *recs, size_t nrecs,
@@ -1693,7 +1703,7 @@ static int read_values(const unsigned char *base, const statmap_record *recs, si
             need += (size_t)r->param_count + 3;
         else if (r->type == STATMAP_EXP_HISTOGRAM)
             need += STATMAP_EXP_HEAD + 2 * (size_t)r->capacity;
-        else if (r->type == STATMAP_TEXT)
+        else if (r->type == STATMAP_TEXT || r->type == STATMAP_EXEMPLAR)
             need += 1 + (size_t)(align8(r->capacity) / 8);
     }
     if (words_reserve(words, capwords, need + 2)) {
@@ -1776,13 +1786,24 @@ static int read_values(const unsigned char *base, const statmap_record *recs, si
             sv->value.exp = (uint64_t *)(uintptr_t)(at - n); /* index, fixed up below */
             break;
         }
-        case STATMAP_TEXT: {
+        case STATMAP_TEXT:
+        case STATMAP_EXEMPLAR: {
             uint64_t copy = 8 + align8(r->capacity);
             size_t n = (size_t)(copy / 8);
             uint64_t *w = *words + at;
             at += n;
             if ((unproven && unproven[i]) || !latch_read(v, copy, w, n, 1, r->capacity)) {
                 sv->value.readable = 0;
+                break;
+            }
+            if (r->type == STATMAP_EXEMPLAR) {
+                /* no exemplar when torn or malformed; the file is fine (as the reference reader) */
+                int got = w[0] <= r->capacity ? exemplar_text(&sv->value.text, (const char *)(w + 1), (size_t)w[0]) : -1;
+                if (got == -2) {
+                    set_err(err, errlen, "out of memory");
+                    return STATMAP_ERROR;
+                }
+                sv->value.readable = got == 0;
                 break;
             }
             if (w[0] > r->capacity) {
@@ -2017,7 +2038,7 @@ static int refresh(statmap_reader *r, hdr_t *h, char *err, size_t errlen)
 static int latched(unsigned type)
 {
     return type == STATMAP_HISTOGRAM || type == STATMAP_SUMMARY || type == STATMAP_TEXT ||
-           type == STATMAP_EXP_HISTOGRAM;
+           type == STATMAP_EXP_HISTOGRAM || type == STATMAP_EXEMPLAR;
 }
 
 /* Copy mode: makes every latch of the middle copy one the writer did not
@@ -2258,4 +2279,95 @@ void statmap_reader_free(statmap_reader *r)
     close(r->fd);
     free(r->path);
     free(r);
+}
+
+/* ---- exemplars (section 15) ---- */
+
+/* One netstring at data[*pos..n): its bytes in *f; -1 if malformed (as _knob_layout.decode_netstrings). */
+static int netstring(const char *data, size_t n, size_t *pos, statmap_span *f)
+{
+    size_t p = *pos, d = 0;
+    uint64_t len = 0;
+    while (p + d < n && d < 11 && data[p + d] >= '0' && data[p + d] <= '9')
+        len = len * 10 + (uint64_t)(data[p + d++] - '0');
+    if (d == 0 || d > 10 || (d > 1 && data[p] == '0') || p + d >= n || data[p + d] != ':')
+        return -1;
+    size_t start = p + d + 1;
+    if (len >= n - start || data[start + len] != ',')
+        return -1;
+    f->s = data + start;
+    f->len = (size_t)len;
+    *pos = start + (size_t)len + 1;
+    return 0;
+}
+
+/* The netstrings of an exemplar's raw text with each field made valid UTF-8 apart (U+FFFD), as Python
+ * decodes them: 0, -1 if malformed, -2 out of memory. */
+static int exemplar_text(statmap_str *out, const char *raw, size_t n)
+{
+    char *buf = malloc(11 * n + 1); /* a field of k >= 0 bytes: <= 3k replaced + 22 framing, k + 3 <= n */
+    size_t pos = 0, at = 0;
+    if (!buf)
+        return -2;
+    while (pos < n) {
+        statmap_span f;
+        statmap_str u;
+        if (netstring(raw, n, &pos, &f)) {
+            free(buf);
+            return -1;
+        }
+        if (make_str(&u, (const unsigned char *)f.s, f.len)) {
+            free(buf);
+            return -2;
+        }
+        at += (size_t)sprintf(buf + at, "%zu:", u.len);
+        memcpy(buf + at, u.s, u.len);
+        at += u.len;
+        buf[at++] = ',';
+        free(u.s);
+    }
+    int rc = make_str(out, (const unsigned char *)buf, at) ? -2 : 0;
+    free(buf);
+    return rc;
+}
+
+int statmap_exemplar_decode(const statmap_str *text, statmap_exemplar *out)
+{
+    statmap_span value, ns;
+    size_t pos = 0, n = text->len;
+    const char *d = text->s;
+    if (!n || netstring(d, n, &pos, &value) || pos >= n || netstring(d, n, &pos, &ns))
+        return -1;
+    out->label_count = 0;
+    while (pos < n) {
+        if (out->label_count >= STATMAP_EXEMPLAR_MAX_LABELS)
+            return -1;
+        statmap_span *l = &out->labels[2 * out->label_count];
+        if (netstring(d, n, &pos, &l[0]) || pos >= n || netstring(d, n, &pos, &l[1]))
+            return -1;
+        out->label_count++;
+    }
+    /* the time: decimal digits; the value: a number as Python's float() reads the common forms */
+    if (!ns.len || ns.len > 20)
+        return -1;
+    uint64_t t = 0;
+    for (size_t i = 0; i < ns.len; i++) {
+        if (ns.s[i] < '0' || ns.s[i] > '9' || t > (UINT64_MAX - 9) / 10)
+            return -1;
+        t = t * 10 + (uint64_t)(ns.s[i] - '0');
+    }
+    char buf[64];
+    if (!value.len || value.len >= sizeof buf)
+        return -1;
+    memcpy(buf, value.s, value.len);
+    buf[value.len] = 0;
+    char *end = NULL;
+    double v = strtod(buf, &end);
+    while (end && (*end == ' ' || (*end >= '\t' && *end <= '\r')))
+        end++; /* float() takes surrounding whitespace (strtod the leading) */
+    if (end == buf || end != buf + value.len)
+        return -1;
+    out->value = v;
+    out->time_ns = t;
+    return 0;
 }

@@ -38,7 +38,8 @@ enum {
     STATMAP_INFO = 6,
     STATMAP_ENUM = 7,
     STATMAP_KNOB = 8,          /* since 1.1: not a metric (section 13); statmap_add_knob below */
-    STATMAP_EXP_HISTOGRAM = 9  /* since 1.2 (section 14); read only, not written */
+    STATMAP_EXP_HISTOGRAM = 9, /* since 1.2 (section 14); read only, not written */
+    STATMAP_EXEMPLAR = 10      /* since 1.2 (section 15): not a metric; read only, value.text is its netstrings */
 };
 
 /* An exponential histogram's stable copy (section 14): words
@@ -238,7 +239,8 @@ typedef struct {
     statmap_identity identity;
     const char *liveness;  /* "alive", "dead" or "closed" */
     size_t count;
-    statmap_series_value *series;  /* known types only, in file order */
+    statmap_series_value *series;  /* known types only, in file order; exemplar records (STATMAP_EXEMPLAR)
+                                    * too, when their shape is the format's (else skipped, as Python) */
 } statmap_snapshot;
 
 typedef struct statmap_reader statmap_reader;
@@ -271,6 +273,25 @@ void statmap_reader_free(statmap_reader *r);
 int statmap_read_buffer(const unsigned char *data, size_t size, char *err, size_t errlen);
 
 const char *statmap_type_name(unsigned type);
+
+/* An exemplar (format 1.2, docs/format.md section 15), decoded from the text
+ * of a STATMAP_EXEMPLAR series: its record's name and labels are those of
+ * its counter or histogram series, param_count 1 means the histogram bucket
+ * of upper bound params[0]. Strings point into the text (not NUL-terminated). */
+#define STATMAP_EXEMPLAR_MAX_LABELS 128
+typedef struct {
+    const char *s;
+    size_t len;
+} statmap_span;
+typedef struct {
+    double value;
+    uint64_t time_ns; /* Unix time in nanoseconds */
+    size_t label_count;
+    statmap_span labels[2 * STATMAP_EXEMPLAR_MAX_LABELS]; /* name, value, ... */
+} statmap_exemplar;
+/* 0 and *out filled; -1 when the text is empty (not written yet) or malformed
+ * (the reference reader's exemplar_read.decode: netstrings value, ns, pairs). */
+int statmap_exemplar_decode(const statmap_str *text, statmap_exemplar *out);
 
 #ifdef __cplusplus
 }

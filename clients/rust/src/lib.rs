@@ -43,6 +43,8 @@ pub const INFO: u16 = 6;
 pub const ENUM: u16 = 7;
 /// Since 1.2 (docs/format.md section 14). Type 8 (knobs, 1.1) is skipped.
 pub const EXP_HISTOGRAM: u16 = 9;
+/// Since 1.2 (section 15): not a metric; the latest exemplar of a counter or histogram bucket.
+pub const EXEMPLAR: u16 = 10;
 const EXP_HEAD: u64 = 10;
 const EXP_MAX_BUCKETS: u32 = 2048;
 const EXP_MIN_SCALE: i64 = -4;
@@ -60,6 +62,7 @@ pub fn type_name(t: u16) -> &'static str {
         INFO => "info",
         ENUM => "enum",
         EXP_HISTOGRAM => "exphistogram",
+        EXEMPLAR => "exemplar",
         _ => "unknown",
     }
 }
@@ -271,6 +274,58 @@ pub enum Value {
     Enum(u64),
     /// A checked stable copy of an exponential histogram (section 14).
     ExpHistogram(ExpHistogram),
+    /// An exemplar record's (section 15); None when not written yet or malformed. Its record's name
+    /// and labels are its series'; params `[]` for a counter, `[bucket upper bound]` for a histogram.
+    Exemplar(Option<Exemplar>),
+}
+
+/// One exemplar (section 15): what the reference reader's exemplar_read.decode gives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
+    pub value: f64,
+    /// Unix time in nanoseconds.
+    pub time_ns: u64,
+    pub labels: Vec<(String, String)>,
+}
+
+/// The netstring fields of `data` (as _knob_layout.decode_netstrings), at most `limit`; None if malformed.
+fn netstrings(data: &[u8], limit: usize) -> Option<Vec<String>> {
+    let (mut out, mut pos, n) = (Vec::new(), 0usize, data.len());
+    while pos < n {
+        if out.len() >= limit {
+            return None;
+        }
+        let mut d = 0usize;
+        let mut len: u64 = 0;
+        while pos + d < n && d < 11 && data[pos + d].is_ascii_digit() {
+            len = len * 10 + (data[pos + d] - b'0') as u64;
+            d += 1;
+        }
+        if d == 0 || d > 10 || (d > 1 && data[pos] == b'0') || pos + d >= n || data[pos + d] != b':' {
+            return None;
+        }
+        let start = pos + d + 1;
+        if len >= (n - start) as u64 || data[start + len as usize] != b',' {
+            return None;
+        }
+        out.push(lossy(&data[start..start + len as usize]));
+        pos = start + len as usize + 1;
+    }
+    Some(out)
+}
+
+const EXEMPLAR_MAX_CHARS: usize = 128;
+
+/// An exemplar's text: netstrings value, Unix ns, then label name/value pairs.
+pub fn decode_exemplar(text: &[u8]) -> Option<Exemplar> {
+    let f = netstrings(text, 2 + 2 * EXEMPLAR_MAX_CHARS)?;
+    if f.len() < 2 || f.len() % 2 != 0 || f[1].is_empty() || !f[1].bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let time_ns: u64 = f[1].parse().ok()?;
+    let value: f64 = f[0].trim().parse().ok()?;
+    let labels = f[2..].chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+    Some(Exemplar { value, time_ns, labels })
 }
 
 /// Bucket `offset + j` of a sign holds `counts[j]`; the zero threshold is
@@ -478,10 +533,40 @@ fn parse_record(img: &Image, o: u64, end: u64) -> Result<(u64, Option<Record>), 
     if pos != ssize {
         return bad(format!("strings use {} bytes, strings_size says {}", pos, ssize));
     }
-    if !(COUNTER..=ENUM).contains(&kind) && kind != EXP_HISTOGRAM {
+    // An exemplar record of another shape is skipped as an unknown record (exemplar_read.usable);
+    // its flags, params and strings are not checked, as the reference reader does not.
+    let exemplar = kind == EXEMPLAR
+        && nparams <= 1
+        && cap > 0
+        && cap <= MAX_TEXT
+        && cap % 8 == 0
+        && vsize == 8 + 2 * (8 + cap as u64);
+    if !(COUNTER..=ENUM).contains(&kind) && kind != EXP_HISTOGRAM && !exemplar {
         return Ok((rsize, None)); // unknown to this reader (knobs, type 8, among them)
     }
     let nextra = nstrings - 3 - 2 * nlabels;
+    let s: Vec<String> = strings.iter().map(|b| lossy(b)).collect();
+    let nl = nlabels as usize;
+    let record = |params: Vec<f64>| Record {
+        offset: o,
+        kind,
+        flags,
+        aggregation: agg,
+        value_offset: voff as u32,
+        value_size: vsize as u32,
+        capacity: cap,
+        name: s[0].clone(),
+        help: s[1].clone(),
+        unit: s[2].clone(),
+        labels: (0..nl).map(|i| (s[3 + 2 * i].clone(), s[4 + 2 * i].clone())).collect(),
+        params,
+        extra: s[3 + 2 * nl..].to_vec(),
+        size: rsize as u32,
+    };
+    if exemplar {
+        let params = (0..nparams as u64).map(|i| f64::from_bits(img.u64(o + R_HEADER + 8 * i))).collect();
+        return Ok((rsize, Some(record(params))));
+    }
     // "Unknown flag bits" (section 4.2) read as: bits no 1.x type defines,
     // as the reference reader does (FLOAT on a gauge is accepted, and ignored).
     let allowed = FLAG_FLOAT | FLAG_LOG_BUCKETS;
@@ -529,26 +614,7 @@ fn parse_record(img: &Image, o: u64, end: u64) -> Result<(u64, Option<Record>), 
         }
         params.push(b);
     }
-    let s: Vec<String> = strings.iter().map(|b| lossy(b)).collect();
-    let nl = nlabels as usize;
-    let labels = (0..nl).map(|i| (s[3 + 2 * i].clone(), s[4 + 2 * i].clone())).collect();
-    let rec = Record {
-        offset: o,
-        kind,
-        flags,
-        aggregation: agg,
-        value_offset: voff as u32,
-        value_size: vsize as u32,
-        capacity: cap,
-        name: s[0].clone(),
-        help: s[1].clone(),
-        unit: s[2].clone(),
-        labels,
-        params,
-        extra: s[3 + 2 * nl..].to_vec(),
-        size: rsize as u32,
-    };
-    Ok((rsize, Some(rec)))
+    Ok((rsize, Some(record(params))))
 }
 
 /// Section 6: copies the stable copy of the latch at `v`. For a text latch
@@ -664,6 +730,21 @@ fn read_value(img: &Image, r: &Record) -> Result<Value, ReadError> {
                     Value::Text(lossy(&bytes))
                 }
             }
+        }
+        EXEMPLAR => {
+            let cap = r.capacity as u64;
+            let copy = 8 + align8(cap);
+            Value::Exemplar(match latch_read(img, v, copy, copy / 8, Some(cap)) {
+                Some(w) if w[0] <= cap => {
+                    let mut bytes = Vec::with_capacity(copy as usize);
+                    for word in &w[1..] {
+                        bytes.extend_from_slice(&word.to_le_bytes());
+                    }
+                    bytes.truncate(w[0] as usize);
+                    decode_exemplar(&bytes)
+                }
+                _ => None, // torn or not written: no exemplar, and the file is fine
+            })
         }
         _ => Value::Info,
     })
@@ -880,4 +961,18 @@ mod tests {
         // start time unknown (0): the pid alone decides
         assert_eq!(liveness_by_identity(&Identity { start_time: 0, ..live }), "alive");
     }
+
+    #[test]
+    fn exemplar_texts_decode_as_the_reference_reader() {
+        let e = decode_exemplar(b"4:0.25,19:1767225601500000000,8:trace_id,2:ab,").unwrap();
+        assert_eq!((e.value, e.time_ns), (0.25, 1767225601500000000));
+        assert_eq!(e.labels, vec![("trace_id".to_string(), "ab".to_string())]);
+        // a field's bad UTF-8 is replaced within the field, its length counted in bytes
+        let e = decode_exemplar(b"1:1,1:5,1:k,2:\xff!,").unwrap();
+        assert_eq!(e.labels, vec![("k".to_string(), "\u{fffd}!".to_string())]);
+        for bad in [&b""[..], b"1:1,", b"1:1,1:5,1:a,", b"1:x,1:5,", b"1:1,2:-5,", b"1:1,01:5,", b"1:1,1:5", b"1:1,9:5,"] {
+            assert_eq!(decode_exemplar(bad), None, "{:?}", bad);
+        }
+    }
+
 }

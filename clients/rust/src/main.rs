@@ -1,7 +1,7 @@
 //! statmap-read: print statmap files as JSON in the shape of
 //! `statmap show --json` (or as text without --json).
 //!
-//!     statmap-read [--json] [--repeat N] PATH...
+//!     statmap-read [--json] [--exemplars] [--repeat N] PATH...
 //!
 //! Exit status 1 when a file is corrupt or unreadable, 2 on bad usage.
 
@@ -203,6 +203,7 @@ fn value_json(rec: &statmap::Record, v: &Value) -> J {
                 ("negative".into(), side(&e.negative)),
             ])
         }
+        Value::Exemplar(_) => J::Raw("null".into()),
         Value::Info => {
             let pairs: Vec<(String, String)> =
                 rec.extra.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect();
@@ -211,7 +212,27 @@ fn value_json(rec: &statmap::Record, v: &Value) -> J {
     }
 }
 
-fn process_json(path: &str, snap: Option<&Snapshot>) -> J {
+/// `--exemplars`: a process's decoded exemplars (section 15), as statmap-cat --exemplars prints them.
+fn exemplars_json(sn: &Snapshot) -> J {
+    let mut out = Vec::new();
+    for se in &sn.series {
+        let r = &*se.record;
+        if let Value::Exemplar(Some(e)) = &se.value {
+            let bucket = r.params.first().map_or(J::Raw("null".into()), |b| J::Raw(fmt_f64(*b)));
+            out.push(J::Obj(vec![
+                ("name".into(), s(&r.name)),
+                ("labels".into(), dict(&r.labels)),
+                ("bucket".into(), bucket),
+                ("value".into(), J::Raw(fmt_f64(e.value))),
+                ("time_ns".into(), J::Raw(e.time_ns.to_string())),
+                ("exemplar_labels".into(), dict(&e.labels)),
+            ]));
+        }
+    }
+    J::Arr(out)
+}
+
+fn process_json(path: &str, snap: Option<&Snapshot>, with_exemplars: bool) -> J {
     let mut o: Vec<(String, J)> = vec![("path".into(), s(path))];
     match snap {
         Some(sn) => {
@@ -226,6 +247,7 @@ fn process_json(path: &str, snap: Option<&Snapshot>) -> J {
             let metrics = sn
                 .series
                 .iter()
+                .filter(|se| se.record.kind != statmap::EXEMPLAR) // not a metric: as statmap show --json
                 .map(|se| {
                     let r = &*se.record;
                     J::Obj(vec![
@@ -239,6 +261,9 @@ fn process_json(path: &str, snap: Option<&Snapshot>) -> J {
                 })
                 .collect();
             o.push(("metrics".into(), J::Arr(metrics)));
+            if with_exemplars {
+                o.push(("exemplars".into(), exemplars_json(sn)));
+            }
         }
         None => {
             o.push(("name".into(), s("")));
@@ -263,28 +288,34 @@ fn value_text(rec: &statmap::Record, v: &Value) -> String {
         Value::Summary { count, sum, .. } => format!("count={} sum={}", count, fmt_f64(*sum)),
         Value::Histogram { count, sum, .. } => format!("count={} sum={}", count, fmt_f64(*sum)),
         Value::ExpHistogram(e) => format!("count={} sum={} scale={}", e.count, fmt_f64(e.sum), e.scale),
+        Value::Exemplar(_) => String::new(),
         Value::Info => rec.extra.chunks(2).filter(|c| c.len() == 2).map(|c| format!("{}='{}'", c[0], c[1])).collect::<Vec<_>>().join(" "),
     }
 }
 
 fn main() {
     let mut json = false;
+    let mut with_exemplars = false;
     let mut repeat: u64 = 1;
     let mut paths: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--json" => json = true,
+            "--exemplars" => {
+                json = true;
+                with_exemplars = true;
+            }
             "--repeat" => repeat = args.next().and_then(|n| n.parse().ok()).unwrap_or(0),
             "-h" | "--help" => {
-                println!("usage: statmap-read [--json] [--repeat N] PATH...");
+                println!("usage: statmap-read [--json] [--exemplars] [--repeat N] PATH...");
                 return;
             }
             _ => paths.push(a),
         }
     }
     if paths.is_empty() || repeat == 0 {
-        eprintln!("usage: statmap-read [--json] [--repeat N] PATH...");
+        eprintln!("usage: statmap-read [--json] [--exemplars] [--repeat N] PATH...");
         std::process::exit(2);
     }
     let mut readers: Vec<Result<Reader, ReadError>> = paths.iter().map(|p| Reader::open(p)).collect();
@@ -307,11 +338,11 @@ fn main() {
             match res {
                 Ok(snap) => {
                     if json {
-                        procs.push(process_json(path, snap.as_ref()));
+                        procs.push(process_json(path, snap.as_ref(), with_exemplars));
                     } else if let Some(sn) = snap {
                         let id = &sn.identity;
                         text.push_str(&format!("{}  pid {}  {}  {}  {}\n", id.publisher, id.pid, sn.liveness, id.program, path));
-                        for se in &sn.series {
+                        for se in sn.series.iter().filter(|se| se.record.kind != statmap::EXEMPLAR) {
                             let r = &*se.record;
                             let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{}=\"{}\"", k, v)).collect();
                             let l = if labels.is_empty() { String::new() } else { format!("{{{}}}", labels.join(",")) };
