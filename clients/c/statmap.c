@@ -3,8 +3,10 @@
 #define _GNU_SOURCE 1 /* O_NOFOLLOW, O_CLOEXEC, flock, posix_fallocate */
 
 #include "statmap.h"
+#include "_exp_bounds.h" /* src/statmap: the exact scale-8 thresholds the Python cells use */
 
 #include <errno.h>
+#include <float.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
@@ -79,6 +81,9 @@
 #define LATCH_YIELDS 100
 #define COPY_ROUNDS 20          /* copy mode: rounds of three whole copies */
 #define EXP_MAX_BUCKETS 2048   /* section 14 */
+#define EXP_MIN_SCALE (-4)
+#define EXP_MAX_SCALE 20
+#define EXP_LOG2E 1.4426950408889634 /* log2(e) correctly rounded, as _cells.c and _pycells_exp.py */
 #define COPY_LATCH_TRIES 10000  /* then per latch, with the latch protocol through pread */
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -270,6 +275,7 @@ struct statmap_series {
     unsigned char *lvals;    /* label values, for returning the same series */
     size_t lvalslen;
     unsigned char lock;      /* one latch writer at a time */
+    int max_scale;           /* exponential histogram: the scale of its first observation */
 };
 
 struct statmap_writer {
@@ -1023,6 +1029,26 @@ int statmap_add_histogram(statmap_writer *w, const statmap_meta *m, const double
     return add_series(w, &mm, &r, out, err, errlen);
 }
 
+int statmap_add_exp_histogram(statmap_writer *w, const statmap_meta *m, size_t max_buckets, double zero_threshold,
+                              int max_scale, statmap_series **out, char *err, size_t errlen)
+{
+    if (max_buckets < 1 || max_buckets > EXP_MAX_BUCKETS || !(zero_threshold >= 0 && isfinite(zero_threshold)) ||
+        max_scale < EXP_MIN_SCALE || max_scale > EXP_MAX_SCALE) {
+        set_err(err, errlen, "max_buckets must be 1..%d, zero_threshold finite and not negative, max_scale %d..%d",
+                EXP_MAX_BUCKETS, EXP_MIN_SCALE, EXP_MAX_SCALE);
+        return STATMAP_ERROR;
+    }
+    statmap_meta mm;
+    meta_default(&mm, m);
+    double zt = zero_threshold + 0.0; /* -0.0 as +0.0: the same record bytes as Python's float(...) >= 0 */
+    rec_spec r = {STATMAP_EXP_HISTOGRAM, 0, 0, &zt, 1, NULL, 0, (uint32_t)max_buckets,
+                  (uint32_t)(8 + 2 * 8 * (STATMAP_EXP_HEAD + 2 * max_buckets))};
+    int rc = add_series(w, &mm, &r, out, err, errlen);
+    if (rc == STATMAP_OK)
+        (*out)->max_scale = max_scale;
+    return rc;
+}
+
 int statmap_add_summary(statmap_writer *w, const statmap_meta *m, statmap_series **out, char *err, size_t errlen)
 {
     statmap_meta mm;
@@ -1173,6 +1199,151 @@ int statmap_histogram_observe(statmap_series *s, double v)
     store_rlx(c1, count);
     store_rlx(c1 + 1, sum);
     store_rlx(c1 + 2 + i, bucket);
+    spin_unlock(s);
+    return 0;
+}
+
+/* ---- exponential histograms (format 1.2, docs/format.md 14) ----
+ * The same bucket for every observation as the Python cells (src/statmap/_cells.c, _pycells_exp.py):
+ * the one exact threshold table (_exp_bounds.h, included from src/statmap), libm log above scale 8,
+ * the same operations in the same order, and the same downscaling; so the value areas are equal byte
+ * for byte (tests/test_exphist_c.py). */
+
+static int64_t shr_floor(int64_t i, int k) { return i >= 0 ? i >> k : -((-(i + 1)) >> k) - 1; }
+static int64_t mod_m(int64_t i, int64_t m)
+{
+    int64_t r = i % m;
+    return r < 0 ? r + m : r;
+}
+
+/* The bucket index of a (positive, finite) at scale: base^i < a <= base^(i+1) (_cells.c exp_index). */
+static int64_t exp_index(double a, int scale)
+{
+    int e;
+    double m = frexp(a, &e);
+    if (scale <= 0)
+        return shr_floor(m == 0.5 ? e - 2 : e - 1, -scale);
+    if (m == 0.5) /* an exact power of two: the upper bound of its bucket */
+        return (int64_t)(e - 1) * ((int64_t)1 << scale) - 1;
+    if (scale <= EXP_TABLE_SCALE) {
+        double f = m + m; /* in (1, 2) */
+        int j = EXP_J0[(int)((f - 1.0) * (2 << EXP_TABLE_SCALE))];
+        j += f >= EXP_T[j + 1];
+        return shr_floor((int64_t)(e - 1) * (1 << EXP_TABLE_SCALE) + j, EXP_TABLE_SCALE - scale);
+    }
+    return (int64_t)floor(log(a) * ldexp(EXP_LOG2E, scale));
+}
+
+/* The rare path: downscale until idx fits, rewriting all of copy 0 from copy 1 under the latch, then
+ * copy 1 from copy 0 (section 6: readers see the histogram before or after). head: count, sum, min,
+ * max bits, zero count. */
+static void exp_rescale(uint64_t *seq, uint64_t *c0, uint64_t *c1, int64_t m, const uint64_t *head, int pos,
+                        int64_t scale, int64_t idx, int64_t nl, int64_t nh)
+{
+    int64_t words = STATMAP_EXP_HEAD + 2 * m;
+    int k = 0;
+    while (shr_floor(nh, k) - shr_floor(nl, k) >= m && scale - k > EXP_MIN_SCALE)
+        k++;
+    int64_t lo[2], hi[2], n[2];
+    for (int sign = 0; sign < 2; sign++) {
+        int64_t l = (int64_t)load_rlx(c1 + 6 + 2 * sign), len = (int64_t)load_rlx(c1 + 7 + 2 * sign);
+        n[sign] = len < 0 || len > m ? m : len;
+        lo[sign] = shr_floor(l, k);
+        hi[sign] = shr_floor(l + n[sign] - 1, k);
+    }
+    int side = pos ? 0 : 1;
+    int64_t i2 = shr_floor(idx, k);
+    if (!n[side])
+        lo[side] = hi[side] = i2;
+    else if (i2 < lo[side])
+        i2 = lo[side] = i2 > hi[side] - m + 1 ? i2 : hi[side] - m + 1; /* past the coarsest scale: the edge */
+    else if (i2 > hi[side])
+        i2 = hi[side] = i2 < lo[side] + m - 1 ? i2 : lo[side] + m - 1;
+    uint64_t sq = latch_begin(seq);
+    for (int w = 0; w < 5; w++)
+        store_rlx(c0 + w, head[w]);
+    store_rlx(c0 + 5, (uint64_t)(scale - k));
+    for (int64_t w = STATMAP_EXP_HEAD; w < words; w++)
+        store_rlx(c0 + w, 0);
+    for (int sign = 0; sign < 2; sign++) {
+        int64_t l = (int64_t)load_rlx(c1 + 6 + 2 * sign);
+        uint64_t *src = c1 + STATMAP_EXP_HEAD + sign * m, *dst = c0 + STATMAP_EXP_HEAD + sign * m;
+        for (int64_t j = 0; j < n[sign]; j++) {
+            uint64_t c = load_rlx(src + mod_m(l + j, m));
+            uint64_t *to = dst + mod_m(shr_floor(l + j, k), m);
+            if (c)
+                store_rlx(to, load_rlx(to) + c);
+        }
+        int on = n[sign] || sign == side;
+        store_rlx(c0 + 6 + 2 * sign, on ? (uint64_t)lo[sign] : 0);
+        store_rlx(c0 + 7 + 2 * sign, on ? (uint64_t)(hi[sign] - lo[sign] + 1) : 0);
+    }
+    uint64_t *b = c0 + STATMAP_EXP_HEAD + side * m + mod_m(i2, m);
+    store_rlx(b, load_rlx(b) + 1);
+    latch_middle(seq, sq);
+    for (int64_t w = 0; w < words; w++)
+        store_rlx(c1 + w, load_rlx(c0 + w));
+}
+
+int statmap_exp_observe(statmap_series *s, double d)
+{
+    if (isnan(d) || s->type != STATMAP_EXP_HISTOGRAM)
+        return -1;
+    int64_t m = s->capacity;
+    uint64_t *seq = word(s->value, 0), *c0 = word(s->value, 8), *c1 = c0 + STATMAP_EXP_HEAD + 2 * m;
+    spin_lock(s);
+    uint64_t old = load_rlx(c1 + 0);
+    double mn = u2d(load_rlx(c1 + 2)), mx = u2d(load_rlx(c1 + 3));
+    uint64_t head[5] = {old + 1, d2u(u2d(load_rlx(c1 + 1)) + d), d2u(!old || d < mn ? d : mn),
+                        d2u(!old || d > mx ? d : mx), load_rlx(c1 + 4)};
+    double a = fabs(d);
+    if (a <= s->bounds[0]) { /* the zero bucket */
+        head[4]++;
+        uint64_t sq = latch_begin(seq);
+        for (int w = 0; w < 5; w++)
+            store_rlx(c0 + w, head[w]);
+        latch_middle(seq, sq);
+        for (int w = 0; w < 5; w++)
+            store_rlx(c1 + w, head[w]);
+        spin_unlock(s);
+        return 0;
+    }
+    int pos = d > 0;
+    int64_t scale = (int64_t)load_rlx(c1 + 5);
+    uint64_t plen = load_rlx(c1 + 7), nlen = load_rlx(c1 + 9);
+    if (!plen && !nlen)
+        scale = s->max_scale;
+    else if (scale < EXP_MIN_SCALE || scale > EXP_MAX_SCALE) /* (our own file: only corruption does this) */
+        scale = EXP_MIN_SCALE;
+    int64_t idx = exp_index(a <= DBL_MAX ? a : DBL_MAX, (int)scale);
+    int lo_w = pos ? 6 : 8;
+    int64_t lo = (int64_t)load_rlx(c1 + lo_w), n = (int64_t)(pos ? plen : nlen);
+    int64_t nl = idx, nh = idx;
+    if (n > 0) {
+        nl = lo < idx ? lo : idx;
+        nh = lo + n - 1 > idx ? lo + n - 1 : idx;
+    }
+    if (n < 0 || n > m || nh - nl >= m) {
+        exp_rescale(seq, c0, c1, m, head, pos, scale, idx, nl, nh);
+        spin_unlock(s);
+        return 0;
+    }
+    int64_t slot = STATMAP_EXP_HEAD + (pos ? 0 : m) + mod_m(idx, m);
+    uint64_t bucket = load_rlx(c1 + slot) + 1, len = (uint64_t)(nh - nl + 1);
+    uint64_t sq = latch_begin(seq);
+    for (int w = 0; w < 4; w++)
+        store_rlx(c0 + w, head[w]);
+    store_rlx(c0 + 5, (uint64_t)scale);
+    store_rlx(c0 + lo_w, (uint64_t)nl);
+    store_rlx(c0 + lo_w + 1, len);
+    store_rlx(c0 + slot, bucket);
+    latch_middle(seq, sq);
+    for (int w = 0; w < 4; w++)
+        store_rlx(c1 + w, head[w]);
+    store_rlx(c1 + 5, (uint64_t)scale);
+    store_rlx(c1 + lo_w, (uint64_t)nl);
+    store_rlx(c1 + lo_w + 1, len);
+    store_rlx(c1 + slot, bucket);
     spin_unlock(s);
     return 0;
 }

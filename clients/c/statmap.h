@@ -38,7 +38,7 @@ enum {
     STATMAP_INFO = 6,
     STATMAP_ENUM = 7,
     STATMAP_KNOB = 8,          /* since 1.1: not a metric (section 13); statmap_add_knob below */
-    STATMAP_EXP_HISTOGRAM = 9, /* since 1.2 (section 14); read only, not written */
+    STATMAP_EXP_HISTOGRAM = 9, /* since 1.2 (section 14); statmap_add_exp_histogram */
     STATMAP_EXEMPLAR = 10      /* since 1.2 (section 15): not a metric; read only, value.text is its netstrings */
 };
 
@@ -130,6 +130,13 @@ int statmap_counter_add_float(statmap_series *s, double v);       /* FLOAT count
 void statmap_gauge_set(statmap_series *s, double v);
 void statmap_gauge_add(statmap_series *s, double v);
 int statmap_histogram_observe(statmap_series *s, double v);       /* -1 for NaN */
+/* Exponential histogram (format 1.2, section 14): at most max_buckets (1..2048) buckets per sign,
+ * |v| <= zero_threshold counts as zero; the first observation takes max_scale (-4..20, Python's
+ * default 8) and the scale goes down when a sign's range outgrows max_buckets. Buckets are chosen
+ * exactly as the Python cells choose them: the same stream gives the same value bytes. */
+int statmap_add_exp_histogram(statmap_writer *w, const statmap_meta *m, size_t max_buckets, double zero_threshold,
+                              int max_scale, statmap_series **out, char *err, size_t errlen);
+int statmap_exp_observe(statmap_series *s, double v); /* -1 for NaN */
 int statmap_summary_observe(statmap_series *s, double v);         /* -1 for NaN */
 int statmap_text_set(statmap_series *s, const char *utf8, size_t len); /* cut at a char boundary */
 int statmap_enum_set(statmap_series *s, uint64_t index);          /* -1 if out of range */
