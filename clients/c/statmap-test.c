@@ -411,6 +411,8 @@ static void test_exemplars(void)
     CHECK(decodes("1:1,1:5,1:a,", &e) == -1);          /* a label name without its value */
     CHECK(decodes("1:x,1:5,", &e) == -1);              /* not a number */
     CHECK(decodes("1:1,2:-5,", &e) == -1);             /* the time is digits */
+    CHECK(decodes("4:0x10,1:5,", &e) == -1 && decodes("6:nan(1),1:5,", &e) == -1); /* not float() syntax */
+    CHECK(decodes("4:-inf,1:5,", &e) == 0 && isinf(e.value) && e.value < 0);
     CHECK(decodes("1:1,01:5,", &e) == -1);             /* leading zero in a length */
     CHECK(decodes("1:1,1:5", &e) == -1);               /* no ',' */
     CHECK(decodes("1:1,9:5,", &e) == -1);              /* runs past the text */

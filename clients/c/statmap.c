@@ -2532,6 +2532,8 @@ int statmap_exemplar_decode(const statmap_str *text, statmap_exemplar *out)
         return -1;
     memcpy(buf, value.s, value.len);
     buf[value.len] = 0;
+    if (strpbrk(buf, "xX(")) /* strtod's hex floats and nan(...) are not Python float() syntax */
+        return -1;
     char *end = NULL;
     double v = strtod(buf, &end);
     while (end && (*end == ' ' || (*end >= '\t' && *end <= '\r')))
