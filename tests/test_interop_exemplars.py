@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import statmap
 from statmap.collect import collect
 
 from .test_interop import CAT, RREAD, VECTORS, built, built_c, built_rust  # noqa: F401  (fixtures)
@@ -101,3 +102,25 @@ def test_mutated_exemplar_files_agree(built: None, tmp_path: Path) -> None:  # n
             bad.append((p.name, want, c.get(str(p)), rs.get(str(p))))
     assert found > 0
     assert bad == [], bad[:3]
+
+
+def test_live_python_exemplars_read_alike(built: None, statdir: str, tmp_path: Path) -> None:  # noqa: F811
+    """Exemplars a Python publisher writes (labels, float counters, every bucket, non-ASCII and long
+    values, a replaced exemplar) are read by C and Rust as Python's collection reads them."""
+    with statmap.Publisher("live", statdir) as pub:
+        c = pub.counter("requests", "Requests", labels=("route",))
+        f = pub.counter("work", "Work done", unit="seconds", float=True)
+        h = pub.histogram("latency", "Latency", buckets=(0.001, 0.1, 1.0))
+        c.labels("/a").inc(exemplar={"trace_id": "first"})
+        c.labels("/a").inc(3, exemplar={"trace_id": "second", "user": "ünï"})  # replaces the first
+        c.labels("/b").inc(exemplar={"trace_id": "é" * 60})
+        f.inc(0.125, exemplar={"k": 'quote " and \\ and\nnewline'})
+        for v, t in ((0.0005, "tiny"), (0.05, "mid"), (0.5, "big"), (1e300, "huge"), (-2.0, "neg")):
+            h.observe(v, exemplar={"trace_id": t})
+        path = Path(pub.path)
+        want = python_exemplars(path, tmp_path / "py")
+        assert len(want) == 2 + 1 + 4  # two routes, the float counter, buckets 0.001, 0.1, 1.0 and +Inf
+        c_rows, c_text = other_exemplars(CAT, [path])
+        rs_rows, rs_text = other_exemplars(RREAD, [path])
+        assert c_rows == rs_rows == {str(path): want}
+        assert c_text == rs_text
