@@ -399,6 +399,8 @@ static int decodes(const char *text, statmap_exemplar *e)
     return statmap_exemplar_decode(&t, e);
 }
 
+static void test_exemplar_records(unsigned flags);
+
 static void test_exemplars(void)
 {
     static statmap_exemplar e;
@@ -416,12 +418,19 @@ static void test_exemplars(void)
     CHECK(decodes("1:1,01:5,", &e) == -1);             /* leading zero in a length */
     CHECK(decodes("1:1,1:5", &e) == -1);               /* no ',' */
     CHECK(decodes("1:1,9:5,", &e) == -1);              /* runs past the text */
+    test_exemplar_records(0);
+    test_exemplar_records(STATMAP_READ_COPY); /* as a file of another user is read */
+}
+
+static void test_exemplar_records(unsigned flags)
+{
+    static statmap_exemplar e;
     statmap_reader *r;
     statmap_snapshot snap;
     /* run from clients/c (make asan) or from the repository root (tests/test_interop.py) */
     const char *vec = access("../../tests/vectors/exemplars.statmap", R_OK) == 0 ? "../../tests/vectors/exemplars.statmap"
                                                                                   : "tests/vectors/exemplars.statmap";
-    CHECK(statmap_reader_open(&r, vec, err, sizeof err) == STATMAP_OK);
+    CHECK(statmap_reader_open_flags(&r, vec, flags, err, sizeof err) == STATMAP_OK);
     if (failures)
         return;
     CHECK(statmap_reader_snapshot(r, &snap, err, sizeof err) == STATMAP_OK);
