@@ -85,62 +85,6 @@ static char *dup0(const char *s) { return dupn(s, strlen(s)); }
 
 /* ---- canonical values (section 13) ---- */
 
-/* Python's repr of a finite double: the shortest digits that read back exactly. */
-static void repr_double(char *out, size_t outlen, double d)
-{
-    char buf[40], digits[24];
-    int p, nd = 0, neg = 0;
-    if (d == 0)
-        d = 0.0; /* -0.0 is written 0.0 */
-    for (p = 1; p <= 17; p++) {
-        snprintf(buf, sizeof buf, "%.*e", p - 1, d);
-        if (strtod(buf, NULL) == d)
-            break;
-    }
-    const char *s = buf;
-    if (*s == '-') {
-        neg = 1;
-        s++;
-    }
-    for (; *s && *s != 'e'; s++)
-        if (*s != '.')
-            digits[nd++] = *s;
-    digits[nd] = 0;
-    int exp = atoi(s + 1);
-    char *o = out;
-    size_t left = outlen;
-#define PUT(...)                                                                                                      \
-    do {                                                                                                              \
-        int k_ = snprintf(o, left, __VA_ARGS__);                                                                      \
-        if (k_ < 0 || (size_t)k_ >= left)                                                                             \
-            return;                                                                                                   \
-        o += k_;                                                                                                      \
-        left -= (size_t)k_;                                                                                           \
-    } while (0)
-    if (neg)
-        PUT("-");
-    if (exp >= -4 && exp < 16) {
-        if (exp < 0) {
-            PUT("0.");
-            for (int i = -1; i > exp; i--)
-                PUT("0");
-            PUT("%s", digits);
-        } else if (nd <= exp + 1) {
-            PUT("%s", digits);
-            for (int i = nd; i < exp + 1; i++)
-                PUT("0");
-            PUT(".0");
-        } else {
-            PUT("%.*s.%s", exp + 1, digits, digits + exp + 1);
-        }
-    } else {
-        PUT("%c", digits[0]);
-        if (nd > 1)
-            PUT(".%s", digits + 1);
-        PUT("e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
-    }
-#undef PUT
-}
 
 static int utf8_ok(const char *s, size_t n)
 {
@@ -262,7 +206,7 @@ static int parse_value(const statmap_knob *k, const char *text, size_t len, char
             snprintf(why, whylen, "above the maximum %s", k->max);
             return -1;
         }
-        repr_double(out, outlen, v);
+        statmap_repr_double(out, outlen, v);
         return 0;
     }
     if (k->nchoices) {

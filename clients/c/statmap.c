@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <float.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <math.h>
 #include <sched.h>
@@ -275,6 +276,7 @@ struct statmap_series {
     unsigned char *lvals;    /* label values, for returning the same series */
     size_t lvalslen;
     unsigned char lock;      /* one latch writer at a time */
+    statmap_series **exemplars; /* counter: 1, histogram: nbounds + 1 exemplar records, made at first use */
     int max_scale;           /* exponential histogram: the scale of its first observation */
 };
 
@@ -290,6 +292,7 @@ struct statmap_writer {
     struct mapping *old;     /* earlier, shorter mappings kept for old series */
     statmap_series **series;
     size_t nseries, cap_series;
+    unsigned char add_lock;  /* series are added by statmap_add_* and by exemplar updates (any thread) */
 };
 
 static int read_small_file(const char *path, char *buf, size_t len)
@@ -384,6 +387,63 @@ static int random_bytes(unsigned char *out, size_t n)
     }
     close(fd);
     return 0;
+}
+
+/* Python's repr of a finite double: the shortest digits that read back exactly. */
+void statmap_repr_double(char *out, size_t outlen, double d)
+{
+    char buf[40], digits[24];
+    int p, nd = 0, neg = 0;
+    if (d == 0)
+        d = 0.0; /* -0.0 is written 0.0 */
+    for (p = 1; p <= 17; p++) {
+        snprintf(buf, sizeof buf, "%.*e", p - 1, d);
+        if (strtod(buf, NULL) == d)
+            break;
+    }
+    const char *s = buf;
+    if (*s == '-') {
+        neg = 1;
+        s++;
+    }
+    for (; *s && *s != 'e'; s++)
+        if (*s != '.')
+            digits[nd++] = *s;
+    digits[nd] = 0;
+    int exp = atoi(s + 1);
+    char *o = out;
+    size_t left = outlen;
+#define PUT(...)                                                                                                      \
+    do {                                                                                                              \
+        int k_ = snprintf(o, left, __VA_ARGS__);                                                                      \
+        if (k_ < 0 || (size_t)k_ >= left)                                                                             \
+            return;                                                                                                   \
+        o += k_;                                                                                                      \
+        left -= (size_t)k_;                                                                                           \
+    } while (0)
+    if (neg)
+        PUT("-");
+    if (exp >= -4 && exp < 16) {
+        if (exp < 0) {
+            PUT("0.");
+            for (int i = -1; i > exp; i--)
+                PUT("0");
+            PUT("%s", digits);
+        } else if (nd <= exp + 1) {
+            PUT("%s", digits);
+            for (int i = nd; i < exp + 1; i++)
+                PUT("0");
+            PUT(".0");
+        } else {
+            PUT("%.*s.%s", exp + 1, digits, digits + exp + 1);
+        }
+    } else {
+        PUT("%c", digits[0]);
+        if (nd > 1)
+            PUT(".%s", digits + 1);
+        PUT("e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
+    }
+#undef PUT
 }
 
 static uint64_t now_ns(void)
@@ -667,6 +727,7 @@ void statmap_writer_free(statmap_writer *w)
         free(s->name);
         free(s->sig);
         free(s->lvals);
+        free(s->exemplars);
         free(s);
     }
     free(w->series);
@@ -695,6 +756,7 @@ int statmap_writer_after_fork(statmap_writer *w, char *err, size_t errlen)
         return rc;
     for (size_t i = 0; i < w->nseries; i++)
         w->series[i]->value = w->base + w->series[i]->value_abs;
+    w->add_lock = 0; /* a thread of the parent may have held it at fork(); the child has only this one */
     return STATMAP_OK;
 }
 
@@ -799,8 +861,8 @@ static int check_str(const char *what, const char *s, size_t max_chars, char *er
     return 0;
 }
 
-static int add_series(statmap_writer *w, const statmap_meta *m, const rec_spec *r, statmap_series **out, char *err,
-                      size_t errlen)
+static int add_series_locked(statmap_writer *w, const statmap_meta *m, const rec_spec *r, statmap_series **out,
+                             char *err, size_t errlen)
 {
     *out = NULL;
     const char *help = m->help ? m->help : "", *unit = m->unit ? m->unit : "";
@@ -865,7 +927,10 @@ static int add_series(statmap_writer *w, const statmap_meta *m, const rec_spec *
     size_t same_name = 0;
     for (size_t i = 0; i < w->nseries; i++) {
         statmap_series *s = w->series[i];
-        if (strcmp(s->name, m->name))
+        /* exemplar records (one per series or bucket) are found through their series, not here */
+        if (r->type == STATMAP_EXEMPLAR)
+            break;
+        if (strcmp(s->name, m->name) || s->type == STATMAP_EXEMPLAR)
             continue;
         if (s->siglen != sig.len || memcmp(s->sig, sig.p, sig.len)) {
             free(sig.p);
@@ -977,6 +1042,23 @@ fail:
     free(sig.p);
     free(lv.p);
     return STATMAP_ERROR;
+}
+
+static void writer_lock(statmap_writer *w)
+{
+    while (__atomic_test_and_set(&w->add_lock, __ATOMIC_ACQUIRE))
+        sched_yield();
+}
+static void writer_unlock(statmap_writer *w) { __atomic_clear(&w->add_lock, __ATOMIC_RELEASE); }
+
+/* Taken so that an exemplar update creating its record in another thread does not race a declaration. */
+static int add_series(statmap_writer *w, const statmap_meta *m, const rec_spec *r, statmap_series **out, char *err,
+                      size_t errlen)
+{
+    writer_lock(w);
+    int rc = add_series_locked(w, m, r, out, err, errlen);
+    writer_unlock(w);
+    return rc;
 }
 
 static void meta_default(statmap_meta *m, const statmap_meta *in)
@@ -1405,6 +1487,180 @@ int statmap_text_set(statmap_series *s, const char *utf8, size_t len)
     text_copy(c1, utf8, len, (size_t)old);
     spin_unlock(s);
     return 0;
+}
+
+
+/* ---- exemplars (format 1.2, docs/format.md 15) ----
+ * As the Python writer (src/statmap/exemplars.py): the update is counted first; then the exemplar's
+ * labels are checked (OpenMetrics: names [a-zA-Z_][a-zA-Z0-9_]*, at most 128 characters of names and
+ * values), its record (type 10, the series' name and labels, params () or (bucket bound,), capacity
+ * 1024) is appended at the first exemplar of the series or bucket, and its text latch takes the
+ * netstrings value (Python repr), Unix ns, name, value, ... */
+#define EXEMPLAR_CAPACITY 1024u
+#define EXEMPLAR_MAX_CHARS 128u
+
+static int put_netstring(char *out, size_t cap, size_t *len, const char *s, size_t n)
+{
+    int k = snprintf(out + *len, cap - *len, "%zu:", n);
+    if (k < 0 || (size_t)k + n + 1 > cap - *len)
+        return -1;
+    *len += (size_t)k;
+    memcpy(out + *len, s, n);
+    *len += n;
+    out[(*len)++] = ',';
+    return 0;
+}
+
+static int exemplar_label_name(const char *s)
+{
+    if (!s || !(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
+        return 0;
+    for (; *s; s++)
+        if (!(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
+            return 0;
+    return 1;
+}
+
+/* The exemplar text into out (EXEMPLAR_CAPACITY + 1 bytes); -1 for a bad exemplar. */
+static int exemplar_encode(char *out, size_t *len, double v, uint64_t time_ns, const char *const *labels,
+                         size_t npairs)
+{
+    if (npairs && !labels)
+        return -1;
+    size_t chars = 0;
+    for (size_t i = 0; i < npairs; i++) {
+        const char *name = labels[2 * i], *value = labels[2 * i + 1];
+        if (!exemplar_label_name(name) || !value || !utf8_valid(value, strlen(value)))
+            return -1;
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(name, labels[2 * j])) /* a Python mapping cannot say it twice */
+                return -1;
+        chars += strlen(name) + utf8_chars(value);
+        if (chars > EXEMPLAR_MAX_CHARS)
+            return -1;
+    }
+    char num[40];
+    if (isnan(v))
+        strcpy(num, "nan");
+    else if (isinf(v))
+        strcpy(num, v > 0 ? "inf" : "-inf");
+    else
+        statmap_repr_double(num, sizeof num, v);
+    char ns[24];
+    snprintf(ns, sizeof ns, "%" PRIu64, time_ns ? time_ns : now_ns());
+    *len = 0;
+    if (put_netstring(out, EXEMPLAR_CAPACITY + 1, len, num, strlen(num)) ||
+        put_netstring(out, EXEMPLAR_CAPACITY + 1, len, ns, strlen(ns)))
+        return -1;
+    for (size_t i = 0; i < 2 * npairs; i++)
+        if (put_netstring(out, EXEMPLAR_CAPACITY + 1, len, labels[i], strlen(labels[i])))
+            return -1;
+    return *len <= EXEMPLAR_CAPACITY ? 0 : -1;
+}
+
+/* Reads n length-prefixed strings (buf_str) at *p into NUL-terminated copies. */
+static int unpack_strs(const unsigned char **p, size_t n, char **out)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t len = rd32(*p);
+        out[i] = malloc((size_t)len + 1);
+        if (!out[i])
+            return -1;
+        memcpy(out[i], *p + 4, len);
+        out[i][len] = 0;
+        *p += 4 + (size_t)len;
+    }
+    return 0;
+}
+
+/* The exemplar record of s's slot (bucket), appended at its first use; NULL if it cannot be. */
+static statmap_series *exemplar_series(statmap_series *s, uint32_t slot)
+{
+    statmap_series **slots = __atomic_load_n(&s->exemplars, __ATOMIC_ACQUIRE);
+    statmap_series *x = slots ? __atomic_load_n(&slots[slot], __ATOMIC_ACQUIRE) : NULL;
+    if (x)
+        return x;
+    statmap_writer *w = s->w;
+    writer_lock(w);
+    if (!s->exemplars) {
+        slots = calloc((size_t)s->nbounds + 1, sizeof *slots);
+        if (!slots)
+            goto out;
+        __atomic_store_n(&s->exemplars, slots, __ATOMIC_RELEASE);
+    }
+    slots = s->exemplars;
+    if (slots[slot]) {
+        x = slots[slot];
+        goto out;
+    }
+    /* The series' label names and values, from what add_series kept of its declaration. */
+    const unsigned char *p = s->sig + 6;
+    p += 4 + rd32(p); /* help */
+    p += 4 + rd32(p); /* unit */
+    size_t nl = rd32(p);
+    p += 4;
+    char **names = calloc(nl + 1, sizeof *names), **values = calloc(nl + 1, sizeof *values);
+    const unsigned char *q = s->lvals;
+    if (names && values && !unpack_strs(&p, nl, names) && !unpack_strs(&q, nl, values)) {
+        statmap_meta m = {s->name, "", "", nl, (const char *const *)names, (const char *const *)values};
+        double bound = slot < s->nbounds ? s->bounds[slot] : INFINITY;
+        rec_spec r = {STATMAP_EXEMPLAR, 0, 0, &bound, s->type == STATMAP_HISTOGRAM ? 1 : 0, NULL, 0,
+                      EXEMPLAR_CAPACITY, 8 + 2 * (8 + EXEMPLAR_CAPACITY)};
+        if (add_series_locked(w, &m, &r, &x, NULL, 0) == STATMAP_OK)
+            __atomic_store_n(&slots[slot], x, __ATOMIC_RELEASE);
+        else
+            x = NULL;
+    }
+    for (size_t i = 0; i < nl; i++) {
+        if (names)
+            free(names[i]);
+        if (values)
+            free(values[i]);
+    }
+    free(names);
+    free(values);
+out:
+    writer_unlock(w);
+    return x;
+}
+
+static int exemplar_store(statmap_series *s, uint32_t slot, double v, const char *const *labels, size_t npairs,
+                          uint64_t time_ns)
+{
+    char text[EXEMPLAR_CAPACITY + 1];
+    size_t len;
+    if (exemplar_encode(text, &len, v, time_ns, labels, npairs) != 0)
+        return -1;
+    statmap_series *x = exemplar_series(s, slot);
+    if (!x)
+        return -1;
+    return statmap_text_set(x, text, len);
+}
+
+int statmap_counter_add_exemplar(statmap_series *s, uint64_t n, const char *const *labels, size_t npairs,
+                                 uint64_t time_ns)
+{
+    statmap_counter_add(s, n);
+    return exemplar_store(s, 0, (double)n, labels, npairs, time_ns);
+}
+
+int statmap_counter_add_float_exemplar(statmap_series *s, double v, const char *const *labels, size_t npairs,
+                                       uint64_t time_ns)
+{
+    if (statmap_counter_add_float(s, v) != 0)
+        return -1;
+    return exemplar_store(s, 0, v, labels, npairs, time_ns);
+}
+
+int statmap_histogram_observe_exemplar(statmap_series *s, double v, const char *const *labels, size_t npairs,
+                                       uint64_t time_ns)
+{
+    if (statmap_histogram_observe(s, v) != 0)
+        return -1;
+    uint32_t i = 0;
+    while (i < s->nbounds && !(v <= s->bounds[i]))
+        i++;
+    return exemplar_store(s, i, v, labels, npairs, time_ns);
 }
 
 /* ================================================================== */

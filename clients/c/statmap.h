@@ -39,7 +39,8 @@ enum {
     STATMAP_ENUM = 7,
     STATMAP_KNOB = 8,          /* since 1.1: not a metric (section 13); statmap_add_knob below */
     STATMAP_EXP_HISTOGRAM = 9, /* since 1.2 (section 14); statmap_add_exp_histogram */
-    STATMAP_EXEMPLAR = 10      /* since 1.2 (section 15): not a metric; read only, value.text is its netstrings */
+    STATMAP_EXEMPLAR = 10      /* since 1.2 (section 15): not a metric; value.text is its netstrings;
+                                * written by statmap_*_exemplar */
 };
 
 /* An exponential histogram's stable copy (section 14): words
@@ -140,6 +141,18 @@ int statmap_exp_observe(statmap_series *s, double v); /* -1 for NaN */
 int statmap_summary_observe(statmap_series *s, double v);         /* -1 for NaN */
 int statmap_text_set(statmap_series *s, const char *utf8, size_t len); /* cut at a char boundary */
 int statmap_enum_set(statmap_series *s, uint64_t index);          /* -1 if out of range */
+/* Exemplars (format 1.2, docs/format.md section 15): the update as above, then the latest exemplar of
+ * the counter or of the histogram's bucket: labels holds 2*npairs strings name, value, ... (names
+ * [a-zA-Z_][a-zA-Z0-9_]*, values UTF-8, at most 128 characters of names and values together, names
+ * once), time_ns its Unix time (0: now). The exemplar record is appended at the first exemplar of
+ * the series or bucket (thread-safe, like the updates). Returns 0, or -1 when the exemplar is bad or
+ * its record cannot be added (the update is counted all the same), or when the update is refused. */
+int statmap_counter_add_exemplar(statmap_series *s, uint64_t n, const char *const *labels, size_t npairs,
+                                 uint64_t time_ns);
+int statmap_counter_add_float_exemplar(statmap_series *s, double v, const char *const *labels, size_t npairs,
+                                       uint64_t time_ns);
+int statmap_histogram_observe_exemplar(statmap_series *s, double v, const char *const *labels, size_t npairs,
+                                       uint64_t time_ns);
 
 /* ------------------------------------------------------------------ */
 /* Knobs (format 1.1, docs/format.md section 13; knobs.c)              */
@@ -182,6 +195,8 @@ void statmap_knobs_free(statmap_writer *w);
 /* Low level, for knobs.c: a knob record (type 8) with its declaration strings and state capacity. */
 int statmap_add_knob_record(statmap_writer *w, const char *name, const char *help, const char *const *decl,
                             size_t ndecl, size_t capacity, statmap_series **out, char *err, size_t errlen);
+/* Python's repr of a finite double (knobs, exemplars): the shortest digits that read back exactly. */
+void statmap_repr_double(char *out, size_t outlen, double d);
 const char *statmap_writer_directory(const statmap_writer *w);
 const char *statmap_writer_publisher(const statmap_writer *w);
 uint64_t statmap_process_start_time(void); /* this process's, clock ticks after boot (0 if unknown) */
