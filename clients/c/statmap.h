@@ -4,7 +4,9 @@
  * only; value stores use the GCC/Clang __atomic builtins.
  *
  * Writer: one statmap_writer per process and publisher name. Adding series
- * (statmap_add_*) is not thread-safe: serialise it yourself. Updating values
+ * (statmap_add_*) is not thread-safe: serialise it yourself (the exemplar
+ * records that updates append at first use take a writer lock of their own,
+ * so exemplar updates need no lock of yours). Updating values
  * is thread-safe: counters and gauges are single atomic words, and latched
  * values (histogram, summary, text) take a tiny per-series spin lock so that
  * there is one latch writer at a time (section 6).
