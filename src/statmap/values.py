@@ -242,6 +242,20 @@ class ExpHistogramValue:
     positive: Buckets
     negative: Buckets
 
+    def _key(self) -> tuple[Any, ...]:
+        # NaN (min and max without observations; a sum of +inf and -inf) equals NaN here: from Python
+        # 3.13 on a dataclass compares field by field, where nan != nan made two empty readings differ.
+        floats = (None if v != v else v for v in (self.sum, self.min, self.max))
+        return (self.count, *floats, self.scale, self.zero_threshold, self.zero_count, self.positive, self.negative)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
     @classmethod
     def empty(cls, zero_threshold: float = 0.0) -> ExpHistogramValue:
         return cls(0, 0.0, math.nan, math.nan, L.EXP_MAX_SCALE, zero_threshold, 0, (0, ()), (0, ()))
