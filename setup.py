@@ -45,8 +45,8 @@ setup(
     ext_modules=[
         Extension(
             "statmap._cells",
-            # one extension from three files; the flags above apply to each
-            sources=["src/statmap/_cells.c", "src/statmap/_family.c", "src/statmap/_reads.c"],
+            # one extension from four files; the flags above apply to each
+            sources=["src/statmap/_cells.c", "src/statmap/_family.c", "src/statmap/_reads.c", "src/statmap/_records.c"],
             depends=["src/statmap/_cells.h", "src/statmap/_exp_bounds.h"],
             extra_compile_args=flags,
             extra_link_args=link,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from statmap import _layout as L
+from statmap.record_table import CHECKED_SHAPES, DECODE_RUN, record_from_fields
 
 from .test_export import publish_everything
 
@@ -75,7 +76,7 @@ def test_c_record_fields_read_as_decode_record(statdir: str) -> None:
     def both(buf: bytes | bytearray, at: int, end: int) -> None:
         pure = _outcome(lambda: L.decode_record(buf, at, end))
         fields = fields_of(buf, at, end, L.RECORD_LIMITS)
-        fast = _outcome(lambda: L.decode_record(buf, at, end) if fields is None else L.record_from_fields(at, fields))
+        fast = _outcome(lambda: L.decode_record(buf, at, end) if fields is None else record_from_fields(at, fields))
         assert fast == pure, (at, end)
 
     for at in offsets:  # every record as it is: the C read takes it
@@ -96,3 +97,83 @@ def test_c_record_fields_read_as_decode_record(statdir: str) -> None:
         both(data, at + 4, header.end)
         both(data, -8, header.end)
         both(data, at, len(data) + 64)
+
+
+def _stops_here(data: bytes | bytearray, at: int, end: int, cache: dict[bytes, Any]) -> bool:
+    """Whether ``_decode_run`` must end before the record at ``at``: a record it may not build whole."""
+    try:
+        record = L.decode_record(data, at, end)
+    except L.RecordError:
+        return True
+    spec = record.spec
+    shape = (spec.mtype, spec.flags, spec.capacity, record.value_size, len(spec.bounds))
+    if shape not in CHECKED_SHAPES or bytes(data[at : record.value_offset]) in cache:
+        return True
+    return record.known and bool(spec.bounds or spec.extras or spec.mtype in DECODE_RUN[1])
+
+
+def test_c_decode_run_builds_what_decode_record_builds(statdir: str) -> None:
+    """The C bulk build of new records (record_table's first pass over a file) gives, record for record, what
+    decode_record gives, and ends exactly before the first record it may not build, on real and damaged files."""
+    try:
+        from statmap import _cells
+    except ImportError:
+        pytest.skip("needs the C cells built (python3 setup.py build_ext --inplace)")
+    run_of = _cells._decode_run  # type: ignore[attr-defined]  # private: not in _cells.pyi
+    pub = publish_everything(statdir, "app")
+    counters = pub.counter("many", "Many", labels=("k", "v"))
+    for i in range(40):
+        counters.labels(f"ü{i}", "x\x00y").inc()
+    pub.gauge("plain", "Plain").set(1)
+    try:
+        with open(pub.path, "rb") as f:
+            data = f.read()
+    finally:
+        pub.close()
+    header = L.decode_header(data)
+    offsets, offset = [], header.header_size
+    while offset < header.end:
+        record = L.decode_record(data, offset, header.end)
+        offsets.append(offset)
+        fields = _cells._record_fields(data, offset, header.end, L.RECORD_LIMITS)  # type: ignore[attr-defined]
+        record_from_fields(offset, fields)  # its shape checked, as record_table does before a run
+        offset += record.size
+
+    def check(buf: bytes | bytearray, at: int, end: int, cache: dict[bytes, Any], most: int = 1 << 20) -> int:
+        run = run_of(buf, at, end, DECODE_RUN, CHECKED_SHAPES, cache, most)
+        for key, record in run:
+            assert record.offset == at
+            expected = L.decode_record(buf, at, end)
+            assert (record, record.spec.__dict__, record.__dict__) == (
+                expected,
+                expected.spec.__dict__,
+                expected.__dict__,
+            )
+            assert key == bytes(buf[at : record.value_offset]) and type(record.spec.labels) is tuple
+            at += record.size
+        assert len(run) == most or at >= end or _stops_here(buf, at, end, cache), at
+        return len(run)
+
+    assert max(check(data, at, header.end, {}) for at in offsets) >= 41  # the 40 counters and the gauge, whole
+    assert check(data, offsets[0], header.end, {}, most=3) == 3
+    cache = {bytes(data[offsets[5] : L.decode_record(data, offsets[5], header.end).value_offset]): None}
+    check(data, offsets[0], header.end, cache)  # ends before a record decoded before
+    saved = dict(CHECKED_SHAPES)
+    CHECKED_SHAPES.clear()
+    try:
+        assert run_of(data, offsets[0], header.end, DECODE_RUN, CHECKED_SHAPES, {}, 100) == []
+    finally:
+        CHECKED_SHAPES.update(saved)
+    rng = random.Random(11)
+    for _ in range(3000):
+        at = rng.choice(offsets)
+        buf = bytearray(data)
+        for _ in range(rng.randrange(1, 4)):
+            pos = rng.choice(offsets) + rng.randrange(0, 96)
+            buf[pos] = rng.choice((0, 1, 2, 3, 7, 8, 0x40, 0x7F, 0x80, 0xC3, 0xFF, rng.randrange(256)))
+        end = header.end if rng.random() < 0.8 else rng.randrange(at, header.end + 16)
+        check(buf, at, min(end, len(buf)), {})
+    for end in range(offsets[1], offsets[1] + 200, 5):  # cut anywhere
+        check(data[:end], offsets[0], end, {})
+    with pytest.raises(TypeError):
+        run_of(data, 0, 8, (), {}, {}, 1)

@@ -1,5 +1,5 @@
 /* statmap value cells: every store into a live mapping, and the module
- * statmap._cells (with _family.c's Family and _reads.c's bulk reads).
+ * statmap._cells (with _family.c's Family, _reads.c's bulk reads and _records.c's record decoder).
  *
  * Each cell owns a Py_buffer on the mapping (so the mapping outlives it) and
  * a pointer to its value area. The encodings are those of docs/format.md:
@@ -1350,7 +1350,7 @@ PyMODINIT_FUNC PyInit__cells(void)
     PyObject *m = PyModule_Create(&cells_module);
     if (!m)
         return NULL;
-    if (PyModule_AddFunctions(m, statmap_read_methods) < 0)
+    if (PyModule_AddFunctions(m, statmap_read_methods) < 0 || PyModule_AddFunctions(m, statmap_record_methods) < 0)
         goto fail;
     for (size_t i = 0; i < sizeof(layout_constants) / sizeof(layout_constants[0]); i++)
         if (PyModule_AddIntConstant(m, layout_constants[i].name, layout_constants[i].value) < 0)

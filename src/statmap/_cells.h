@@ -87,6 +87,7 @@ STATMAP_INTERNAL int word_at(PyObject *buffer, PyObject *offset, int writable, P
 /* -- What each file contributes to the module ----------------------------- */
 
 STATMAP_INTERNAL extern PyMethodDef statmap_read_methods[]; /* _reads.c */
+STATMAP_INTERNAL extern PyMethodDef statmap_record_methods[]; /* _records.c */
 STATMAP_INTERNAL extern PyTypeObject statmap_FamilyType;    /* _family.c */
 
 #endif

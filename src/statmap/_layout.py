@@ -14,7 +14,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, TypeVar
+from typing import Any
 
 #: What the decoders read from: file bytes or a mapping.
 Readable = bytes | bytearray | memoryview | mmap.mmap
@@ -350,7 +350,7 @@ def decode_record(data: Readable, offset: int, end: int) -> Record:
         )
     if value_rel % ALIGN or value_rel < params_end + strings_size or value_rel + vsize > size:
         raise RecordError(f"record at {offset}: value area {value_rel}+{vsize} outside record of {size} bytes")
-    known = _checked_type(offset, mtype, flags, capacity, vsize, param_count)
+    known = checked_type(offset, mtype, flags, capacity, vsize, param_count)
     base = offset + RECORD_HEADER_SIZE
     bounds = struct.unpack_from(f"<{param_count}d", data, base) if param_count else ()
     pos = base + 8 * param_count
@@ -368,7 +368,7 @@ def decode_record(data: Readable, offset: int, end: int) -> Record:
         pos += length
     if pos != stop:
         raise RecordError(f"record at {offset}: {stop - pos} stray bytes after the string table")
-    return _record(offset, (size, mtype, flags, aggregation, value_rel, vsize, label_count, param_count, capacity,
+    return build_record(offset, (size, mtype, flags, aggregation, value_rel, vsize, label_count, param_count, capacity,
                             bounds, strings), known)  # fmt: skip
 
 
@@ -376,14 +376,7 @@ def decode_record(data: Readable, offset: int, end: int) -> Record:
 RECORD_LIMITS = (RECORD_HEADER_SIZE, MAX_RECORD_SIZE, MAX_PARAMS, MAX_STRINGS, MAX_STRING)
 
 
-def record_from_fields(offset: int, fields: tuple[Any, ...]) -> Record:
-    """The record whose bytes ``_cells._record_fields`` read and checked (the checks above up to the
-    string table, its strings decoded); the type's checks here. Raises RecordError as decode_record."""
-    known = _checked_type(offset, fields[1], fields[2], fields[8], fields[5], fields[7])
-    return _record(offset, fields, known)
-
-
-def _checked_type(offset: int, mtype: int, flags: int, capacity: int, vsize: int, param_count: int) -> bool:
+def checked_type(offset: int, mtype: int, flags: int, capacity: int, vsize: int, param_count: int) -> bool:
     """Whether the type is known to this reader, once its fields suit it (else RecordError)."""
     known = mtype in MetricType._value2member_map_
     if known:
@@ -402,28 +395,27 @@ def _checked_type(offset: int, mtype: int, flags: int, capacity: int, vsize: int
     return known
 
 
-def _record(offset: int, fields: tuple[Any, ...], known: bool) -> Record:
+def build_record(offset: int, fields: tuple[Any, ...], known: bool) -> Record:
     size, mtype, flags, aggregation, value_rel, vsize, label_count, _params, capacity, bounds, strings = fields
     labels = tuple(zip(strings[3 : 3 + 2 * label_count : 2], strings[4 : 4 + 2 * label_count : 2], strict=True))
     extras = tuple(strings[3 + 2 * label_count :])
-    if known:
+    if known and (extras or bounds or mtype == MetricType.ENUM):  # the others need no more checks
         _check_type_metadata(f"record at {offset}", mtype, bounds, extras)
-    spec = _built(RecordSpec, (mtype, strings[0], strings[1], strings[2], labels, flags, aggregation, bounds,
-                               capacity, extras))  # fmt: skip
-    return _built(Record, (offset, size, spec, offset + value_rel, vsize, known))
+    # Frozen dataclasses given their checked fields whole: their __init__ (an object.__setattr__ per
+    # field) was a third of a record's decode. (RecordSpec and Record: no __post_init__, no slots.)
+    spec = _new(RecordSpec)
+    _setattr(spec, "__dict__", {"mtype": mtype, "name": strings[0], "help": strings[1], "unit": strings[2],
+                                "labels": labels, "flags": flags, "aggregation": aggregation, "bounds": bounds,
+                                "capacity": capacity, "extras": extras})  # fmt: skip
+    record = _new(Record)
+    _setattr(record, "__dict__", {"offset": offset, "size": size, "spec": spec, "value_offset": offset + value_rel,
+                                  "value_size": vsize, "known": known})  # fmt: skip
+    return record
 
 
 _U32 = struct.Struct("<I")
 _new = object.__new__
-_T = TypeVar("_T")
-
-
-def _built(cls: type[_T], values: tuple[Any, ...]) -> _T:
-    """A frozen dataclass from fields already checked, in field order: its __init__ (an object.__setattr__
-    per field) was a third of a record's decode. (RecordSpec and Record: no __post_init__, no slots.)"""
-    obj = _new(cls)
-    obj.__dict__.update(zip(cls.__dataclass_fields__, values, strict=True))  # type: ignore[attr-defined]
-    return obj
+_setattr = object.__setattr__
 
 
 def _check_type_metadata(where: str, mtype: int, bounds: tuple[float, ...], extras: tuple[str, ...]) -> None:

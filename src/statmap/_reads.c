@@ -489,105 +489,11 @@ done:
     return out;
 }
 
-static uint32_t le32(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
-static uint16_t le16(const unsigned char *p) { return (uint16_t)(p[0] | p[1] << 8); }
-
-/* _record_fields(buffer, offset, end, limits): the fields of the record at
- * offset as _layout.decode_record reads them up to its string table (the
- * same checks, in the same order), its bounds and strings decoded: (size,
- * mtype, flags, aggregation, value_rel, vsize, label_count, param_count,
- * capacity, bounds, strings); None when any check fails or the record is
- * not inside the buffer, and the caller then takes decode_record, which
- * says why. The type's own checks stay in _layout.record_from_fields.
- * limits: _layout.RECORD_LIMITS (header size, max record size, max params,
- * max strings, max string). A private accelerator (record_table.py). */
-static PyObject *record_fields(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
-{
-    Py_buffer view;
-    Py_ssize_t lim[5];
-    (void)mod;
-    if (nargs != 4 || !PyTuple_Check(args[3]) || PyTuple_GET_SIZE(args[3]) != 5) {
-        PyErr_SetString(PyExc_TypeError, "_record_fields(buffer, offset, end, limits)");
-        return NULL;
-    }
-    Py_ssize_t offset = PyLong_AsSsize_t(args[1]), end = PyLong_AsSsize_t(args[2]);
-    for (int k = 0; k < 5; k++)
-        lim[k] = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[3], k));
-    if (PyErr_Occurred())
-        return NULL;
-    if (lim[0] != 40) {
-        PyErr_SetString(PyExc_ValueError, "this build reads 40-byte record headers");
-        return NULL;
-    }
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    PyObject *out = NULL, *bounds = NULL, *strings = NULL;
-    const unsigned char *b = view.buf;
-    if (offset < 0 || end < 0 || offset % ALIGN || offset > end - 40 || end > view.len)
-        goto none;
-    const unsigned char *h = b + offset;
-    Py_ssize_t size = le32(h), mtype = le16(h + 4), flags = le16(h + 6), aggregation = le16(h + 8);
-    Py_ssize_t value_rel = le32(h + 12), vsize = le32(h + 16), label_count = le32(h + 20);
-    Py_ssize_t param_count = le32(h + 24), string_count = le32(h + 28), strings_size = le32(h + 32);
-    Py_ssize_t capacity = le32(h + 36);
-    if (size < 40 || size % ALIGN || size > lim[1] || offset + size > end)
-        goto none;
-    if (param_count > lim[2] || string_count > lim[3] || string_count < 3 + 2 * label_count)
-        goto none;
-    Py_ssize_t params_end = 40 + 8 * param_count;
-    if (params_end + strings_size > size)
-        goto none;
-    if (value_rel % ALIGN || value_rel < params_end + strings_size || value_rel + vsize > size)
-        goto none;
-    bounds = PyTuple_New(param_count);
-    strings = PyList_New(string_count);
-    if (!bounds || !strings)
-        goto fail;
-    for (Py_ssize_t i = 0; i < param_count; i++) {
-        uint64_t bits = 0;
-        for (int k = 7; k >= 0; k--)
-            bits = bits << 8 | h[40 + 8 * i + k];
-        PyObject *f = PyFloat_FromDouble(bits_dbl(bits));
-        if (!f)
-            goto fail;
-        PyTuple_SET_ITEM(bounds, i, f);
-    }
-    Py_ssize_t pos = params_end, stop = params_end + strings_size;
-    for (Py_ssize_t i = 0; i < string_count; i++) {
-        if (pos + 4 > stop)
-            goto none;
-        Py_ssize_t length = le32(h + pos);
-        pos += 4;
-        if (length > lim[4] || pos + length > stop)
-            goto none;
-        PyObject *str = PyUnicode_DecodeUTF8((const char *)h + pos, length, "replace");
-        if (!str)
-            goto fail;
-        PyList_SET_ITEM(strings, i, str);
-        pos += length;
-    }
-    if (pos != stop)
-        goto none;
-    out = Py_BuildValue("(nnnnnnnnnOO)", size, mtype, flags, aggregation, value_rel, vsize, label_count, param_count,
-                        capacity, bounds, strings);
-    goto fail; /* out or NULL, the temporaries released */
-none:
-    out = Py_None;
-    Py_INCREF(out);
-fail:
-    Py_XDECREF(bounds);
-    Py_XDECREF(strings);
-    PyBuffer_Release(&view);
-    return out;
-}
-
 PyMethodDef statmap_read_methods[] = {
     {"_same_spans", (PyCFunction)(void (*)(void))same_spans, METH_FASTCALL,
      "_same_spans(buffer, reference, base, spans) -> True when every metadata span equals the reference's"},
     {"_poll_steady", (PyCFunction)(void (*)(void))poll_steady, METH_FASTCALL,
      "_poll_steady(items, layout) -> bytes, per file 0 when it is as it was and its writer alive, else 1"},
-    {"_record_fields", (PyCFunction)(void (*)(void))record_fields, METH_FASTCALL,
-     "_record_fields(buffer, offset, end, limits) -> the record's checked fields, or None"},
     {"read_latch", (PyCFunction)(void (*)(void))read_latch, METH_FASTCALL,
      "read_latch(buffer, offset, copy_size[, tries]) -> bytes of the stable copy, or None"},
     {"load_u64", (PyCFunction)(void (*)(void))load_u64, METH_FASTCALL, "load_u64(buffer, offset): acquire load"},

@@ -45,6 +45,7 @@ from .discover import scan_directory
 from .errors import CollectionError, FormatError, ResourceError
 from .exemplar_read import gather as gather_exemplars
 from .exemplar_read import usable as usable_exemplar
+from .gcpause import paused
 from .kinds import COUNT, KINDS, LABELS, LATCH_SUM, LEVEL, MERGE, STATE
 from .pattern import compile_pattern
 from .reader import ALIVE, CLOSED, DEAD, NOT_READY, Reader
@@ -292,6 +293,10 @@ class Collector:
     # -- one collection ------------------------------------------------------
 
     def collect(self) -> Collection:
+        with paused:  # a first collection builds a few objects per record (gcpause.py)
+            return self._collect()
+
+    def _collect(self) -> Collection:
         if self.clean:
             clean_directory(self.directory, older_than=self.clean_older_than, publishers=self.publishers)
         now = time.time()

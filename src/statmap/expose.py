@@ -40,6 +40,7 @@ from typing import Any
 from . import expose_proto
 from .collect import Collection, MetricFamily, Sample, match_families
 from .exemplar_read import annotate as annotate_exemplars
+from .gcpause import paused
 from .kinds import BY_NAME, Kind, free_name
 
 # Names and numbers as written here: their home is kinds; re-exported where they were first.
@@ -227,6 +228,16 @@ class Exposer:
 
     _base_labels = base_labels
 
+    def _label_text(self, out: _Out, fam: MetricFamily, sample: Sample) -> str:
+        """``base_labels``' text alone, not cached there: a fixed kind's plan keeps it (a first render)."""
+        given = sample.labels
+        nkey = (out.name, out.kind.name, out.publisher_label, tuple(given))
+        names = self._names.get(nkey)
+        if names is None:
+            return self.base_labels(out, fam, sample)[0]
+        values = [*map(str, given.values()), fam.publisher] if out.publisher_label else map(str, given.values())
+        return ",".join([f'{k}="{escape_label_value(v)}"' for k, v in zip(names, values, strict=False)])
+
     @staticmethod
     def _label_names(out: _Out, keys: tuple[str, ...]) -> tuple[str, ...]:
         """Exposed names for these label keys, in order (then the publisher label's, if any): sanitised,
@@ -342,7 +353,7 @@ class Exposer:
                 if got is None:
                     if shape is None:
                         shape = self._fixed_shape(out.kind.expand(out.name, when, fam.states))
-                    got = texts[sample.key] = self._fixed_series(shape, self.base_labels(out, fam, sample)[0])
+                    got = texts[sample.key] = self._fixed_series(shape, self._label_text(out, fam, sample))
                     self._planned += 1
                 series.append(got)
             kept, lines = [None] * len(samples), [""] * len(samples)
@@ -379,7 +390,8 @@ class Exposer:
         return f"{first} ", "\n" + "".join([f"{name} {value}\n" for name, value in constants])
 
     def openmetrics(self, collection: Collection) -> str:
-        text = "".join(self._text(collection, True))
+        with paused:  # a first render builds a few objects per series (gcpause.py)
+            text = "".join(self._text(collection, True))
         return annotate_exemplars(text, self._exemplar_heads(collection)) if collection.exemplars else text
 
     def _exemplar_heads(self, collection: Collection) -> dict[str, str]:
@@ -414,7 +426,8 @@ class Exposer:
         return heads
 
     def prometheus(self, collection: Collection) -> str:
-        return "".join(self._text(collection, False))
+        with paused:
+            return "".join(self._text(collection, False))
 
     def json(self, collection: Collection, *, indent: int | None = 2) -> str:
         doc = collection.to_json()

@@ -64,6 +64,33 @@ if cells.BACKEND == "c":
 _record_fields: Callable[[Any, int, int, tuple[int, ...]], Any] | None = (
     getattr(_cells, "_record_fields", None) if cells.BACKEND == "c" else None
 )
+
+
+def record_from_fields(offset: int, fields: tuple[Any, ...]) -> L.Record:
+    """The record whose bytes ``_cells._record_fields`` read and checked (``decode_record``'s checks up to
+    the string table, its strings decoded); the type's checks by ``_layout``. Raises RecordError as
+    decode_record."""
+    shape = (fields[1], fields[2], fields[8], fields[5], fields[7])
+    known = CHECKED_SHAPES.get(shape)
+    if known is None:  # a first scrape meets few shapes (type, flags, sizes) in many records: check each once
+        known = L.checked_type(offset, *shape)
+        if len(CHECKED_SHAPES) >= 4096:
+            CHECKED_SHAPES.clear()
+        CHECKED_SHAPES[shape] = known
+    return L.build_record(offset, fields, known)
+
+
+#: Record shapes (type, flags, capacity, value size, params) that passed ``_layout.checked_type``: whether
+#: the type is known.
+CHECKED_SHAPES: dict[tuple[int, ...], bool] = {}
+#: What ``_cells._decode_run`` needs to build records as ``_layout.build_record`` does: the limits, the
+#: types it must leave to ``build_record`` even without bounds or extra strings, the classes, their fields.
+DECODE_RUN = (L.RECORD_LIMITS, (int(L.MetricType.ENUM),), L.RecordSpec, tuple(L.RecordSpec.__dataclass_fields__),
+              L.Record, tuple(L.Record.__dataclass_fields__))  # fmt: skip
+#: Runs of new records built whole in C (a private helper; None: record by record, as above).
+_decode_run: Callable[..., list[tuple[bytes, L.Record]]] | None = (
+    getattr(_cells, "_decode_run", None) if cells.BACKEND == "c" else None
+)
 #: Files with fewer records are parsed record by record (a template is not worth its copy).
 TEMPLATE_MIN_RECORDS = 8
 #: Templates kept per first record (programs whose files start alike), the newest first.
@@ -172,10 +199,16 @@ class RecordTable:
                             record = entry.placed[offset] = L.Record(
                                 offset, size, entry.spec, offset + value_rel, entry.vsize, entry.known
                             )
+            if record is None and _decode_run is not None:
+                # New records: built whole in C while they need no check left to _layout (most do not).
+                run = _decode_run(m, offset, end, DECODE_RUN, CHECKED_SHAPES, cache, L.MAX_RECORDS - len(records))
+                if run:
+                    offset = self._take_run(run)
+                    continue
             if record is None:
                 fields = None if _record_fields is None else _record_fields(m, offset, end, L.RECORD_LIMITS)
                 # Anything the C read refuses, decode_record reads again and says why.
-                record = L.decode_record(m, offset, end) if fields is None else L.record_from_fields(offset, fields)
+                record = L.decode_record(m, offset, end) if fields is None else record_from_fields(offset, fields)
             self.metadata += record.value_offset - offset
             if self.metadata > L.MAX_METADATA:
                 raise L.RecordError(
@@ -197,6 +230,28 @@ class RecordTable:
         self.parsed_end = offset
         if fresh and len(records) >= TEMPLATE_MIN_RECORDS:
             self._leave_template(m, start, offset)
+
+    def _take_run(self, run: list[tuple[bytes, L.Record]]) -> int:
+        """Hold the records ``_decode_run`` built (new metadata, or repeated within the run); their end."""
+        cache, records, entries, offset = _decoded, self.records, self.entries, 0
+        for key, record in run:
+            offset = record.offset
+            self.metadata += record.value_offset - offset
+            if self.metadata > L.MAX_METADATA:
+                raise L.RecordError(
+                    f"more than {L.MAX_METADATA} bytes of record metadata: over the reader limit (format.md 11)"
+                )
+            entry = cache.get(key)
+            if entry is None:
+                entry = cache[key] = _Entry(key, record.spec, record.value_size, record.known)
+            elif entry.spec is not record.spec:  # the same metadata twice in the run: one spec object
+                record = L.Record(offset, record.size, entry.spec, record.value_offset, entry.vsize, entry.known)
+            record = entry.placed.setdefault(offset, record)
+            entry.refs += 1
+            entries.append(entry)
+            records.append(record)
+            offset += record.size
+        return offset
 
     def _adopt(self, first: _Entry, m: Any, start: int, end: int) -> bool:
         """Take the records of a template whose metadata this file repeats (its first record is parsed)."""
