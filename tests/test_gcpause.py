@@ -45,7 +45,7 @@ def test_the_young_objects_left_by_a_pause_are_collected_at_its_end() -> None:
     during the pause are freed then."""
     gc.collect()
     with paused:
-        junk = [[] for _ in range(gcpause.DEFERRED_PASS_MIN * 2)]
+        junk: list[list[int]] = [[] for _ in range(gcpause.DEFERRED_PASS_MIN * 2)]
         cycle: list[object] = []
         cycle.append(cycle)
         ref = id(cycle)
