@@ -140,7 +140,7 @@ def test_c_decode_run_builds_what_decode_record_builds(statdir: str) -> None:
         offset += record.size
 
     def check(buf: bytes | bytearray, at: int, end: int, cache: dict[bytes, Any], most: int = 1 << 20) -> int:
-        run = run_of(buf, at, end, DECODE_RUN, CHECKED_SHAPES, cache, most)
+        run = run_of(buf, at, end, DECODE_RUN, CHECKED_SHAPES, cache, (most, 1 << 30))
         for key, record in run:
             assert record.offset == at
             expected = L.decode_record(buf, at, end)
@@ -156,12 +156,19 @@ def test_c_decode_run_builds_what_decode_record_builds(statdir: str) -> None:
 
     assert max(check(data, at, header.end, {}) for at in offsets) >= 41  # the 40 counters and the gauge, whole
     assert check(data, offsets[0], header.end, {}, most=3) == 3
+    longest = max(
+        offsets, key=lambda at: len(run_of(data, at, header.end, DECODE_RUN, CHECKED_SHAPES, {}, (99, 1 << 30)))
+    )
+    three = [L.decode_record(data, at, header.end) for at in offsets[offsets.index(longest) :][:3]]
+    budget = sum(r.value_offset - r.offset for r in three)  # the metadata bytes of three records: three built
+    for room, built in ((budget, 3), (budget - 1, 2)):
+        assert len(run_of(data, longest, header.end, DECODE_RUN, CHECKED_SHAPES, {}, (99, room))) == built
     cache = {bytes(data[offsets[5] : L.decode_record(data, offsets[5], header.end).value_offset]): None}
     check(data, offsets[0], header.end, cache)  # ends before a record decoded before
     saved = dict(CHECKED_SHAPES)
     CHECKED_SHAPES.clear()
     try:
-        assert run_of(data, offsets[0], header.end, DECODE_RUN, CHECKED_SHAPES, {}, 100) == []
+        assert run_of(data, offsets[0], header.end, DECODE_RUN, CHECKED_SHAPES, {}, (100, 1 << 30)) == []
     finally:
         CHECKED_SHAPES.update(saved)
     rng = random.Random(11)
@@ -176,4 +183,6 @@ def test_c_decode_run_builds_what_decode_record_builds(statdir: str) -> None:
     for end in range(offsets[1], offsets[1] + 200, 5):  # cut anywhere
         check(data[:end], offsets[0], end, {})
     with pytest.raises(TypeError):
-        run_of(data, 0, 8, (), {}, {}, 1)
+        run_of(data, 0, 8, (), {}, {}, (1, 1))
+    with pytest.raises(TypeError):
+        run_of(data, 0, 8, DECODE_RUN, {}, {}, 1)

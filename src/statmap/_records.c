@@ -171,12 +171,12 @@ out:
 /* One record built whole: (metadata bytes, Record) in *out; 1 when the record
  * is not one to build here (the caller stops before it); -1 on error. */
 static int build_one(const unsigned char *b, Py_ssize_t len, Py_ssize_t offset, Py_ssize_t end,
-                     const Py_ssize_t lim[5], PyObject *config, PyObject *shapes, PyObject *cache, PyObject **out,
-                     Py_ssize_t *size)
+                     const Py_ssize_t lim[5], PyObject *config, PyObject *shapes, PyObject *cache,
+                     Py_ssize_t *budget, PyObject **out, Py_ssize_t *size)
 {
     head_t r;
-    if (read_head(b, len, offset, end, lim, &r) < 0)
-        return 1;
+    if (read_head(b, len, offset, end, lim, &r) < 0 || r.value_rel > *budget)
+        return 1; /* broken, or over the metadata budget: the caller's full path says why */
     const unsigned char *h = b + offset;
     PyObject *shape = Py_BuildValue("(nnnnn)", r.mtype, r.flags, r.capacity, r.vsize, r.param_count);
     if (!shape)
@@ -243,6 +243,7 @@ static int build_one(const unsigned char *b, Py_ssize_t len, Py_ssize_t offset, 
     *out = PyTuple_Pack(2, key, record);
     if (*out) {
         *size = r.size;
+        *budget -= r.value_rel;
         rc = 0;
     }
 done:
@@ -262,9 +263,10 @@ done:
  * key of shapes (_layout checked it: the value says whether the type is
  * known), a known type has no bounds, no extra strings and is not one of
  * config's always-checked types, and its metadata bytes are not a key of
- * cache. A list of (metadata bytes, Record), at most most of them; it ends
- * before the first record that is not such (the caller takes that one by
- * its full path). config: (limits, always-checked types, RecordSpec, its
+ * cache. A list of (metadata bytes, Record): most is (records, metadata
+ * bytes), the most it builds (the reader's limits left); it ends before the
+ * first record that is not such or would pass them (the caller takes that
+ * one by its full path, which says why). config: (limits, always-checked types, RecordSpec, its
  * field names, Record, its field names), from record_table.DECODE_RUN. */
 static PyObject *decode_run(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -276,8 +278,13 @@ static PyObject *decode_run(PyObject *mod, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_TypeError, "_decode_run(buffer, offset, end, config, shapes, cache, most)");
         return NULL;
     }
-    Py_ssize_t offset = PyLong_AsSsize_t(args[1]), end = PyLong_AsSsize_t(args[2]);
-    Py_ssize_t most = PyLong_AsSsize_t(args[6]);
+    Py_ssize_t offset = PyLong_AsSsize_t(args[1]), end = PyLong_AsSsize_t(args[2]), most = 0, budget = 0;
+    if (!PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != 2) {
+        PyErr_SetString(PyExc_TypeError, "_decode_run: most is (records, metadata bytes)");
+        return NULL;
+    }
+    most = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[6], 0));
+    budget = PyLong_AsSsize_t(PyTuple_GET_ITEM(args[6], 1));
     if (PyErr_Occurred() || read_limits(PyTuple_GET_ITEM(args[3], 0), lim) < 0)
         return NULL;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
@@ -286,7 +293,7 @@ static PyObject *decode_run(PyObject *mod, PyObject *const *args, Py_ssize_t nar
     while (out && offset < end && PyList_GET_SIZE(out) < most) {
         PyObject *item = NULL;
         Py_ssize_t size = 0;
-        int rc = build_one(view.buf, view.len, offset, end, lim, args[3], args[4], args[5], &item, &size);
+        int rc = build_one(view.buf, view.len, offset, end, lim, args[3], args[4], args[5], &budget, &item, &size);
         if (rc < 0)
             Py_CLEAR(out);
         if (rc != 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import reduce
-from operator import add
+from operator import add, itemgetter
 from typing import Any, NamedTuple, cast
 
 from . import _layout as L
@@ -19,6 +19,8 @@ from . import cells
 from .kinds import COUNT, KINDS, MODE, STATE, SUM, TYPE_NAMES, Kind
 from .reader import ALIVE, Reader
 from .results import ARCHIVE, CollectError, FileInfo, MetricFamily, Sample
+
+_first = itemgetter(0)  # a label pair's name
 
 _AGG_NAMES = {0: "per_process", 1: "sum", 2: "max", 3: "min", 4: "last"}
 
@@ -56,7 +58,7 @@ class _Family:
         self.kind: Kind = KINDS[spec.mtype]
         self.aggregation = spec.aggregation if self.kind.merge == MODE else 0
         self.bounds = spec.bounds
-        self.label_names = tuple(k for k, _ in spec.labels)
+        self.label_names = tuple(map(_first, spec.labels))
         self.help = spec.help
         self.unit = spec.unit
         self.first_path = path
@@ -82,7 +84,7 @@ class _Family:
             return f"gauge aggregation {spec.aggregation:#x} differs from {self.aggregation:#x}"
         if spec.bounds != self.bounds:
             return f"histogram bounds {_short(spec.bounds)} differ from {_short(self.bounds)}"
-        names = tuple(k for k, _ in spec.labels)
+        names = tuple(map(_first, spec.labels))
         if names != self.label_names:
             return f"label names {names} differ from {self.label_names}"
         return None

@@ -183,6 +183,8 @@ class Collector:
     def _classify_records(self, src: _Source, publisher: str, records: list[L.Record]) -> None:
         if src.shared and records:
             _unshare(src)  # its lists are a template's: this file's own from here on
+        # (locals: the loop runs once per distinct record on a first scrape)
+        spec_slots, families, is_archive, seen = self._spec_slots, self._families, src.is_archive, src.seen
         for record in records:
             src.classified += 1
             if not record.known:
@@ -190,7 +192,7 @@ class Collector:
                     src.exemplars.append(record)
                 continue
             spec = record.spec
-            if src.is_archive and spec.name.startswith(ARCHIVE_PREFIX):
+            if is_archive and spec.name.startswith(ARCHIVE_PREFIX):
                 if spec.name == ABSORBED_SERIES and spec.mtype == L.MetricType.TEXT:
                     value = src.reader.value(record)
                     src.absorbed = frozenset(parse_absorbed(value or ""))
@@ -199,19 +201,19 @@ class Collector:
                 continue
             # Readers share decoded metadata between files, so the same spec object
             # comes back for every process of a program: check it once.
-            known = self._spec_slots.get(id(spec))
+            known = spec_slots.get(id(spec))
             fkey = (publisher, spec.name)
             if (
                 known is not None
                 and known[0] is spec
                 and known[1].family.publisher == publisher
-                and self._families.get(fkey) is known[1].family
+                and families.get(fkey) is known[1].family
             ):
                 slot = known[1]
             else:
-                fam = self._families.get(fkey)
+                fam = families.get(fkey)
                 # an archive's unarchived kind is a summed gauge's declaration (archive.py)
-                declaration = src.is_archive and not KINDS[spec.mtype].archived
+                declaration = is_archive and not KINDS[spec.mtype].archived
                 if fam is not None and fam.mismatch(spec) is not None:
                     if declaration:
                         continue  # an outdated declaration: the processes' metric wins, nothing is lost
@@ -222,24 +224,24 @@ class Collector:
                         src.rejected.append(f"{spec.name}: {fam.mismatch(spec)} in {fam.first_path}; left out")
                         continue
                 if fam is None:
-                    fam = self._families[fkey] = _Family(publisher, spec, src.path, len(self._families))
+                    fam = families[fkey] = _Family(publisher, spec, src.path, len(families))
                     fam.declared_only = declaration
-                elif not declaration:
+                elif not declaration and fam.declared_only:
                     fam.declared_only = False
                 found = fam.slots.get(spec.labels)
                 if found is None:
                     found = fam.slots[spec.labels] = _Slot(len(self._slots), fam, spec.labels)
                     self._slots.append(found)
                 slot = found
-                self._spec_slots[id(spec)] = (spec, slot)
+                spec_slots[id(spec)] = (spec, slot)
             # A second record for the same series in one file (docs/format.md,
             # "Duplicate records"): counters, histograms and summaries add up
             # below like records of different files; the others keep the last.
-            if slot.index in src.seen:
+            if slot.index in seen:
                 if self._replace(src, record, slot.index):
                     continue
             else:
-                src.seen.add(slot.index)
+                seen.add(slot.index)
                 src.series += 1
             read = slot.family.kind.read
             if read == COUNT:

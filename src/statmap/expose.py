@@ -200,8 +200,6 @@ class Exposer:
             outs[name] = _Out(name, fam, "publisher" if shared else None)
         return list(outs.values())
 
-    _plan = plan  # the name before it was public
-
     def base_labels(self, out: _Out, fam: MetricFamily, sample: Sample) -> tuple[str, dict[str, str]]:
         """The sample's labels (sanitised, with publisher if needed), rendered and as a dict; cached."""
         key = (out.name, out.publisher_label, fam.publisher, fam.type, sample.key)
@@ -211,12 +209,7 @@ class Exposer:
         given = sample.labels
         # The exposed label names depend only on the label keys (the same for a family's every series):
         # worked out once per family's keys, not per series (the first render of many series).
-        nkey = (out.name, out.kind.name, out.publisher_label, tuple(given))
-        names = self._names.get(nkey)
-        if names is None:
-            if len(self._names) > 10_000:
-                self._names.clear()
-            names = self._names[nkey] = self._label_names(out, tuple(given))
+        names = self._names_for(out, tuple(given))
         labels = dict(zip(names, map(str, given.values()), strict=False))
         if out.publisher_label:
             labels[names[-1]] = fam.publisher
@@ -226,17 +219,31 @@ class Exposer:
         self._labels[key] = hit = (text, labels)
         return hit
 
-    _base_labels = base_labels
-
-    def _label_text(self, out: _Out, fam: MetricFamily, sample: Sample) -> str:
-        """``base_labels``' text alone, not cached there: a fixed kind's plan keeps it (a first render)."""
-        given = sample.labels
-        nkey = (out.name, out.kind.name, out.publisher_label, tuple(given))
+    def _names_for(self, out: _Out, keys: tuple[str, ...]) -> tuple[str, ...]:
+        """The exposed label names for these keys (the same for a family's every series): worked out once
+        per family's keys, not per series (the first render of many series)."""
+        nkey = (out.name, out.kind.name, out.publisher_label, keys)
         names = self._names.get(nkey)
         if names is None:
-            return self.base_labels(out, fam, sample)[0]
-        values = [*map(str, given.values()), fam.publisher] if out.publisher_label else map(str, given.values())
-        return ",".join([f'{k}="{escape_label_value(v)}"' for k, v in zip(names, values, strict=False)])
+            if len(self._names) > 10_000:
+                self._names.clear()
+            names = self._names[nkey] = self._label_names(out, keys)
+        return names
+
+    def _label_texts(self, out: _Out, fam: MetricFamily, samples: list[Sample]) -> list[str]:
+        """``base_labels``' texts alone, not cached there: a fixed kind's plan keeps them (a first render)."""
+        names_of: dict[tuple[str, ...], tuple[str, ...]] = {}
+        extra = [fam.publisher] if out.publisher_label else []
+        texts = []
+        for sample in samples:
+            given = sample.labels
+            keys = tuple(given)
+            names = names_of.get(keys)
+            if names is None:
+                names = names_of[keys] = self._names_for(out, keys)
+            values = [*map(str, given.values()), *extra]
+            texts.append(",".join([f'{k}="{escape_label_value(v)}"' for k, v in zip(names, values, strict=False)]))
+        return texts
 
     @staticmethod
     def _label_names(out: _Out, keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -260,7 +267,7 @@ class Exposer:
 
         Each sample is (sample name, rendered labels, labels, extra labels or
         None, number). ``created``: include ``_created`` samples. The text
-        formats walk the same expansion inline (``_lines``), for speed.
+        formats walk the same expansion inline (``_text``), for speed.
         """
         for out in self.plan(collection):
             yield out, self._family_samples(collection, out, created)
@@ -278,9 +285,6 @@ class Exposer:
                     yield sample_name, text, labels, extra, number
 
     # -- text formats --------------------------------------------------------
-
-    def _lines(self, collection: Collection, openmetrics: bool) -> Iterator[str]:
-        return iter(self._text(collection, openmetrics))
 
     def _text(self, collection: Collection, openmetrics: bool) -> list[str]:
         """The text of a collection, as pieces to join: the one sample expansion, written inline for speed."""
@@ -346,16 +350,14 @@ class Exposer:
         keys = [sample.key for sample in samples]
         if keys != last_keys:  # the same series as last time compare by identity: cheap
             texts = plan.texts
-            shape = None
-            series = []
-            for sample in samples:
-                got = texts.get(sample.key)
-                if got is None:
-                    if shape is None:
-                        shape = self._fixed_shape(out.kind.expand(out.name, when, fam.states))
-                    got = texts[sample.key] = self._fixed_series(shape, self._label_text(out, fam, sample))
-                    self._planned += 1
-                series.append(got)
+            new = [sample for sample in samples if sample.key not in texts]
+            if new:
+                shape = self._fixed_shape(out.kind.expand(out.name, when, fam.states))
+                fixed = self._fixed_series
+                for sample, text in zip(new, self._label_texts(out, fam, new), strict=True):
+                    texts[sample.key] = fixed(shape, text)
+                self._planned += len(new)
+            series = [texts[key] for key in keys]
             kept, lines = [None] * len(samples), [""] * len(samples)
         # A Sample the collector kept (its value did not change) keeps its line.
         lines = [

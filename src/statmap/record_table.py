@@ -91,6 +91,8 @@ DECODE_RUN = (L.RECORD_LIMITS, (int(L.MetricType.ENUM),), L.RecordSpec, tuple(L.
 _decode_run: Callable[..., list[tuple[bytes, L.Record]]] | None = (
     getattr(_cells, "_decode_run", None) if cells.BACKEND == "c" else None
 )
+#: Records built in one ``_decode_run`` call at most.
+RUN_RECORDS = 1024
 #: Files with fewer records are parsed record by record (a template is not worth its copy).
 TEMPLATE_MIN_RECORDS = 8
 #: Templates kept per first record (programs whose files start alike), the newest first.
@@ -100,16 +102,36 @@ TEMPLATES_PER_FIRST = 4
 class _Entry:
     """Decoded metadata of one distinct record, shared by every reader that holds a record with these bytes."""
 
-    __slots__ = ("key", "known", "placed", "refs", "spec", "templates", "vsize")
+    __slots__ = ("first", "key", "known", "placed", "refs", "spec", "templates", "vsize")
 
-    def __init__(self, key: bytes, spec: L.RecordSpec, vsize: int, known: bool) -> None:
+    def __init__(self, key: bytes, record: L.Record) -> None:
         self.key = key
-        self.spec = spec
-        self.vsize = vsize
-        self.known = known
-        self.placed: dict[int, L.Record] = {}  # the same record at the same offset: one shared object
+        self.spec = record.spec
+        self.vsize = record.value_size
+        self.known = record.known
+        # the same record at the same offset: one shared object (the first offset's, then a dict: most
+        # metadata sits at one offset only, in every file of a program)
+        self.first = record
+        self.placed: dict[int, L.Record] | None = None
         self.refs = 0  # readers holding it; the entry goes when the last of them closes
-        self.templates: list[_Template] = []  # files parsed from their start with this first record
+        # files parsed from their start with this first record (a list from the first one on)
+        self.templates: list[_Template] | tuple[()] = ()
+
+    def at(self, offset: int) -> L.Record | None:
+        """The record placed at ``offset`` so far, if any."""
+        if self.first.offset == offset:
+            return self.first
+        return None if self.placed is None else self.placed.get(offset)
+
+    def place(self, record: L.Record) -> L.Record:
+        """The record placed at its offset: this one unless one was placed there before."""
+        found = self.at(record.offset)
+        if found is not None:
+            return found
+        if self.placed is None:
+            self.placed = {}
+        self.placed[record.offset] = record
+        return record
 
 
 class _Template:
@@ -141,7 +163,7 @@ class _Template:
         if self.users > 0:
             return
         first = self.entries[0]
-        if self in first.templates:
+        if isinstance(first.templates, list) and self in first.templates:
             first.templates.remove(self)
         for entry in self.entries:
             _unref(entry)
@@ -183,6 +205,8 @@ class RecordTable:
         offset = self.parsed_end
         if end < offset:
             raise L.RecordError(f"end of records went backwards ({end} < {offset})")
+        if offset < end and self.template is not None and self.records is self.template.records:
+            self.records = [*self.records]  # its template's list (shared, never changed) until this file grows
         cache, records, entries, extent = _decoded, self.records, self.entries, L.decode_record_extent
         while offset < end:
             if len(records) >= L.MAX_RECORDS:
@@ -194,14 +218,16 @@ class RecordTable:
                     raw = m[offset : offset + value_rel]
                     entry = cache.get(bytes(raw) if copy else raw)
                     if entry is not None:
-                        record = entry.placed.get(offset)  # same record at the same place: share it (immutable)
+                        record = entry.at(offset)  # same record at the same place: share it (immutable)
                         if record is None:
-                            record = entry.placed[offset] = L.Record(
-                                offset, size, entry.spec, offset + value_rel, entry.vsize, entry.known
+                            record = entry.place(
+                                L.Record(offset, size, entry.spec, offset + value_rel, entry.vsize, entry.known)
                             )
             if record is None and _decode_run is not None:
                 # New records: built whole in C while they need no check left to _layout (most do not).
-                run = _decode_run(m, offset, end, DECODE_RUN, CHECKED_SHAPES, cache, L.MAX_RECORDS - len(records))
+                # (runs of at most RUN_RECORDS: the run's list is transient memory)
+                most = (min(RUN_RECORDS, L.MAX_RECORDS - len(records)), L.MAX_METADATA - self.metadata)
+                run = _decode_run(m, offset, end, DECODE_RUN, CHECKED_SHAPES, cache, most)
                 if run:
                     offset = self._take_run(run)
                     continue
@@ -218,14 +244,16 @@ class RecordTable:
                 key = bytes(m[offset : record.value_offset])
                 entry = cache.get(key)
                 if entry is None:
-                    entry = cache[key] = _Entry(key, record.spec, record.value_size, record.known)
-                entry.placed.setdefault(offset, record)
+                    entry = cache[key] = _Entry(key, record)
+                else:
+                    entry.place(record)
             entry.refs += 1
             entries.append(entry)
             records.append(record)
             offset += record.size
             if fresh and len(records) == 1 and entry.templates and self._adopt(entry, m, start, end):
                 offset = self.parsed_end  # the first record told which files this one may repeat: it does
+                records = self.records
                 fresh = False
         self.parsed_end = offset
         if fresh and len(records) >= TEMPLATE_MIN_RECORDS:
@@ -233,32 +261,31 @@ class RecordTable:
 
     def _take_run(self, run: list[tuple[bytes, L.Record]]) -> int:
         """Hold the records ``_decode_run`` built (new metadata, or repeated within the run); their end."""
-        cache, records, entries, offset = _decoded, self.records, self.entries, 0
+        cache, records, entries, metadata = _decoded, self.records, self.entries, self.metadata
+        record = run[0][1]
         for key, record in run:
             offset = record.offset
-            self.metadata += record.value_offset - offset
-            if self.metadata > L.MAX_METADATA:
-                raise L.RecordError(
-                    f"more than {L.MAX_METADATA} bytes of record metadata: over the reader limit (format.md 11)"
-                )
+            metadata += record.value_offset - offset
             entry = cache.get(key)
             if entry is None:
-                entry = cache[key] = _Entry(key, record.spec, record.value_size, record.known)
-            elif entry.spec is not record.spec:  # the same metadata twice in the run: one spec object
-                record = L.Record(offset, record.size, entry.spec, record.value_offset, entry.vsize, entry.known)
-            record = entry.placed.setdefault(offset, record)
+                entry = cache[key] = _Entry(key, record)
+            else:  # the same metadata twice in the run: one spec object
+                if entry.spec is not record.spec:
+                    record = L.Record(offset, record.size, entry.spec, record.value_offset, entry.vsize, entry.known)
+                record = entry.place(record)
             entry.refs += 1
             entries.append(entry)
             records.append(record)
-            offset += record.size
-        return offset
+        self.metadata = metadata  # within MAX_METADATA: the run ends before a record that would pass it
+        return record.offset + record.size
 
     def _adopt(self, first: _Entry, m: Any, start: int, end: int) -> bool:
         """Take the records of a template whose metadata this file repeats (its first record is parsed)."""
         for template in first.templates:
             if template.matches(m, start, end):
                 _unref(self.entries.pop())  # the first record: the template holds it
-                self.records[:] = template.records  # the same objects: equal bytes at equal offsets
+                # the same objects (equal bytes at equal offsets), in the same list while no more follow
+                self.records = template.records if end == template.end else [*template.records]
                 self.metadata = template.metadata
                 self.parsed_end = template.end
                 template.users += 1
@@ -268,11 +295,14 @@ class RecordTable:
 
     def _leave_template(self, m: Any, start: int, end: int) -> None:
         """This table parsed a file from its start: its records become a template for files alike."""
-        template = _Template(start, end, list(self.records), self.entries, self.metadata, bytes(m[start:end]))
+        template = _Template(start, end, self.records, self.entries, self.metadata, bytes(m[start:end]))
         self.entries = []  # the template took over their references
         template.users = 1
         self.template = template
-        templates = template.entries[0].templates
+        first = template.entries[0]
+        templates = first.templates
+        if not isinstance(templates, list):
+            templates = first.templates = []
         templates.insert(0, template)
         del templates[TEMPLATES_PER_FIRST:]  # the others live on while their tables do, unlisted
 
@@ -282,11 +312,15 @@ class RecordTable:
         _decoded_high = max(_decoded_high, len(_decoded))
         for entry in self.entries:
             _unref(entry)
+        shared = self.template is not None and self.records is self.template.records
         if self.template is not None:
             self.template.release()
             self.template = None
         self.entries.clear()  # clear, not rebind: a traceback may still hold these lists
-        self.records.clear()
+        if shared:
+            self.records = []  # its template's list: other files may still use it
+        else:
+            self.records.clear()
         if len(_decoded) < _decoded_high // 4:  # a dict never shrinks its table: build a small one
             _decoded = dict(_decoded)
             _decoded_high = len(_decoded)
