@@ -189,7 +189,7 @@ def measure(
             os.unlink(old.path)
             old.close()
         s_first = p_first = float("inf")
-        for _ in range(max(3, rounds // 4)):  # a fresh process each time: imports untimed, the first scrape timed
+        for _ in range(max(5, rounds // 2)):  # a fresh process each time: imports untimed, the first scrape timed
             s_first = min(s_first, first_scrape("statmap", sdir, args_clock(clock)))
             p_first = min(p_first, first_scrape("prom", pdir, args_clock(clock)))
         collector.close()

@@ -57,9 +57,20 @@ static int read_head(const unsigned char *b, Py_ssize_t len, Py_ssize_t offset, 
     return 0;
 }
 
-/* Its bounds (a tuple) and strings (a list): 0; 1 when the string table breaks a check; -1 on error. */
+/* The strings of the record decoded last in a run, by position: a record's name, help, unit and label
+ * names usually repeat the previous record's (one family's series in a row), and are shared, not decoded
+ * again (the same immutable objects; the bytes are compared first). */
+#define SAME_STRINGS 16
+typedef struct {
+    PyObject *list;                 /* the previous record's strings (a reference), or NULL */
+    const unsigned char *at[SAME_STRINGS];
+    Py_ssize_t len[SAME_STRINGS];
+} previous_t;
+
+/* Its bounds (a tuple) and strings (a list): 0; 1 when the string table breaks a check; -1 on error.
+ * prev: NULL, or the previous record's strings (read and updated). */
 static int read_body(const unsigned char *h, const head_t *r, const Py_ssize_t lim[5], PyObject **bounds_out,
-                     PyObject **strings_out)
+                     PyObject **strings_out, previous_t *prev)
 {
     PyObject *bounds = PyTuple_New(r->param_count), *strings = PyList_New(r->string_count);
     int rc = -1;
@@ -86,15 +97,25 @@ static int read_body(const unsigned char *h, const head_t *r, const Py_ssize_t l
             rc = 1;
             goto out;
         }
-        PyObject *str = PyUnicode_DecodeUTF8((const char *)h + pos, length, "replace");
-        if (!str)
+        PyObject *str = NULL;
+        if (prev && prev->list && i < SAME_STRINGS && i < PyList_GET_SIZE(prev->list) && prev->len[i] == length &&
+            memcmp(prev->at[i], h + pos, (size_t)length) == 0) {
+            str = PyList_GET_ITEM(prev->list, i);
+            Py_INCREF(str);
+        } else if (!(str = PyUnicode_DecodeUTF8((const char *)h + pos, length, "replace")))
             goto out;
         PyList_SET_ITEM(strings, i, str);
+        if (prev && i < SAME_STRINGS)
+            prev->at[i] = h + pos, prev->len[i] = length;
         pos += length;
     }
     if (pos != stop) {
         rc = 1;
         goto out;
+    }
+    if (prev) {
+        Py_XSETREF(prev->list, strings);
+        Py_INCREF(strings);
     }
     *bounds_out = bounds, *strings_out = strings;
     return 0;
@@ -129,7 +150,7 @@ static PyObject *record_fields(PyObject *mod, PyObject *const *args, Py_ssize_t 
     PyObject *out = NULL, *bounds = NULL, *strings = NULL;
     int rc = read_head(view.buf, view.len, offset, end, lim, &r);
     if (rc == 0)
-        rc = read_body((const unsigned char *)view.buf + offset, &r, lim, &bounds, &strings);
+        rc = read_body((const unsigned char *)view.buf + offset, &r, lim, &bounds, &strings, NULL);
     if (rc == 0)
         out = Py_BuildValue("(nnnnnnnnnNN)", r.size, r.mtype, r.flags, r.aggregation, r.value_rel, r.vsize,
                             r.label_count, r.param_count, r.capacity, bounds, strings);
@@ -142,29 +163,25 @@ static PyObject *record_fields(PyObject *mod, PyObject *const *args, Py_ssize_t 
 }
 
 /* A frozen dataclass instance (no __init__, no slots) given its fields whole:
- * object.__new__(cls), then its __dict__ set past the class's __setattr__. */
+ * object.__new__(cls), then each field stored past the class's __setattr__,
+ * in field order (as its __init__ would: the instance keeps its attributes
+ * inline, with the keys its class shares, not in a dict of its own). */
 static PyObject *built(PyObject *cls, PyObject *names, PyObject *const *values, Py_ssize_t n)
 {
-    static PyObject *dict_name, *no_args;
-    if (!dict_name && !(dict_name = PyUnicode_InternFromString("__dict__")))
-        return NULL;
+    static PyObject *no_args;
     if (!no_args && !(no_args = PyTuple_New(0)))
         return NULL;
     if (!PyType_Check(cls) || !PyTuple_Check(names) || PyTuple_GET_SIZE(names) != n) {
         PyErr_SetString(PyExc_TypeError, "_decode_run: config names a class and its field names");
         return NULL;
     }
-    PyObject *d = PyDict_New(), *obj = NULL;
-    if (!d)
-        return NULL;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (!values[i] || PyDict_SetItem(d, PyTuple_GET_ITEM(names, i), values[i]) < 0)
-            goto out;
-    obj = PyBaseObject_Type.tp_new((PyTypeObject *)cls, no_args, NULL);
-    if (obj && PyObject_GenericSetAttr(obj, dict_name, d) < 0)
-        Py_CLEAR(obj);
-out:
-    Py_DECREF(d);
+        if (!values[i])
+            return NULL;
+    PyObject *obj = PyBaseObject_Type.tp_new((PyTypeObject *)cls, no_args, NULL);
+    for (Py_ssize_t i = 0; obj && i < n; i++)
+        if (PyObject_GenericSetAttr(obj, PyTuple_GET_ITEM(names, i), values[i]) < 0)
+            Py_CLEAR(obj);
     return obj;
 }
 
@@ -172,7 +189,7 @@ out:
  * is not one to build here (the caller stops before it); -1 on error. */
 static int build_one(const unsigned char *b, Py_ssize_t len, Py_ssize_t offset, Py_ssize_t end,
                      const Py_ssize_t lim[5], PyObject *config, PyObject *shapes, PyObject *cache,
-                     Py_ssize_t *budget, PyObject **out, Py_ssize_t *size)
+                     Py_ssize_t *budget, previous_t *prev, PyObject **out, Py_ssize_t *size)
 {
     head_t r;
     if (read_head(b, len, offset, end, lim, &r) < 0 || r.value_rel > *budget)
@@ -208,7 +225,7 @@ static int build_one(const unsigned char *b, Py_ssize_t len, Py_ssize_t offset, 
         return seen < 0 ? -1 : 1; /* decoded before: the caller shares that one */
     }
     PyObject *bounds = NULL, *strings = NULL, *labels = NULL, *extras = NULL, *spec = NULL, *record = NULL;
-    int rc = read_body(h, &r, lim, &bounds, &strings);
+    int rc = read_body(h, &r, lim, &bounds, &strings, prev);
     if (rc != 0)
         goto done;
     rc = -1;
@@ -290,10 +307,12 @@ static PyObject *decode_run(PyObject *mod, PyObject *const *args, Py_ssize_t nar
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     PyObject *out = PyList_New(0);
+    previous_t prev = {NULL, {NULL}, {0}};
     while (out && offset < end && PyList_GET_SIZE(out) < most) {
         PyObject *item = NULL;
         Py_ssize_t size = 0;
-        int rc = build_one(view.buf, view.len, offset, end, lim, args[3], args[4], args[5], &budget, &item, &size);
+        int rc = build_one(view.buf, view.len, offset, end, lim, args[3], args[4], args[5], &budget, &prev, &item,
+                           &size);
         if (rc < 0)
             Py_CLEAR(out);
         if (rc != 0)
@@ -303,6 +322,7 @@ static PyObject *decode_run(PyObject *mod, PyObject *const *args, Py_ssize_t nar
         Py_DECREF(item);
         offset += size;
     }
+    Py_XDECREF(prev.list);
     PyBuffer_Release(&view);
     return out;
 }
