@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import threading
 
-from statmap import gcpause
 from statmap.collect import Collector
 from statmap.expose import Exposer
 from statmap.gcpause import paused
@@ -41,21 +40,35 @@ def test_an_exception_ends_the_pause() -> None:
 
 
 def test_the_young_objects_left_by_a_pause_are_collected_at_its_end() -> None:
-    """The deferred pass runs inside the pause's caller, not at the program's next allocation; cycles made
-    during the pause are freed then."""
+    """The collection the pause held back runs at its end, inside the pause's caller, not at the program's
+    next allocation; cycles made during the pause are freed then."""
     gc.collect()
-    with paused:
-        junk: list[list[int]] = [[] for _ in range(gcpause.DEFERRED_PASS_MIN * 2)]
-        cycle: list[object] = []
-        cycle.append(cycle)
-        ref = id(cycle)
-        del cycle
-        assert gc.get_count()[0] > gcpause.DEFERRED_PASS_MIN
-        del junk
-        junk = [[] for _ in range(gcpause.DEFERRED_PASS_MIN * 2)]
-    assert gc.get_count()[0] < gcpause.DEFERRED_PASS_MIN
-    assert all(id(o) != ref for o in gc.get_objects(0))
+    threshold = gc.get_threshold()[0]
+    collections: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(seen)
+    try:
+        with paused:
+            junk: list[object] = [Node() for _ in range(threshold * 3)]
+            cycle: list[object] = []
+            cycle.append(cycle)
+            ref = id(cycle)
+            del cycle
+            assert gc.get_count()[0] > threshold and not collections
+        assert collections  # collected before the pause returned
+        assert gc.get_count()[0] < threshold
+        assert all(id(o) != ref for o in gc.get_objects())
+    finally:
+        gc.callbacks.remove(seen)
     del junk
+
+
+class Node:
+    """An object the collector tracks."""
 
 
 def test_threads_share_one_pause() -> None:
@@ -92,7 +105,7 @@ def test_a_scrape_leaves_the_collector_as_it_found_it(statdir: str) -> None:
         with Collector(statdir) as collector:
             text = Exposer().openmetrics(collector.collect())
             assert gc.isenabled()
-            assert gc.get_count()[0] < gcpause.DEFERRED_PASS_MIN + 100
+            assert gc.get_count()[0] < gc.get_threshold()[0]
         assert 'hits2_total{k="999"} 1' in text
         gc.disable()
         try:

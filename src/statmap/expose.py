@@ -230,21 +230,6 @@ class Exposer:
             names = self._names[nkey] = self._label_names(out, keys)
         return names
 
-    def _label_texts(self, out: _Out, fam: MetricFamily, samples: list[Sample]) -> list[str]:
-        """``base_labels``' texts alone, not cached there: a fixed kind's plan keeps them (a first render)."""
-        names_of: dict[tuple[str, ...], tuple[str, ...]] = {}
-        extra = [fam.publisher] if out.publisher_label else []
-        texts = []
-        for sample in samples:
-            given = sample.labels
-            keys = tuple(given)
-            names = names_of.get(keys)
-            if names is None:
-                names = names_of[keys] = self._names_for(out, keys)
-            values = [*map(str, given.values()), *extra]
-            texts.append(",".join([f'{k}="{escape_label_value(v)}"' for k, v in zip(names, values, strict=False)]))
-        return texts
-
     @staticmethod
     def _label_names(out: _Out, keys: tuple[str, ...]) -> tuple[str, ...]:
         """Exposed names for these label keys, in order (then the publisher label's, if any): sanitised,
@@ -353,9 +338,7 @@ class Exposer:
             new = [sample for sample in samples if sample.key not in texts]
             if new:
                 shape = self._fixed_shape(out.kind.expand(out.name, when, fam.states))
-                fixed = self._fixed_series
-                for sample, text in zip(new, self._label_texts(out, fam, new), strict=True):
-                    texts[sample.key] = fixed(shape, text)
+                texts.update(zip([sample.key for sample in new], self._fixed_texts(out, fam, new, shape), strict=True))
                 self._planned += len(new)
             series = [texts[key] for key in keys]
             kept, lines = [None] * len(samples), [""] * len(samples)
@@ -383,13 +366,32 @@ class Exposer:
             constants.append((sample_name, value))
         return first[0], constants
 
-    @staticmethod
-    def _fixed_series(shape: tuple[str, list[tuple[str, str]]], text: str) -> tuple[str, str]:
-        """One series of a fixed kind as (text before its value, text after it): its samples written once."""
+    def _fixed_texts(
+        self, out: _Out, fam: MetricFamily, samples: list[Sample], shape: tuple[str, list[tuple[str, str]]]
+    ) -> list[tuple[str, str]]:
+        """Each of these series of a fixed kind as (text before its value, text after it): its samples
+        written once, its labels as ``base_labels`` writes them (not cached there: the plan keeps these)."""
         first, constants = shape
-        if text:
-            return f"{first}{{{text}}} ", "\n" + "".join([f"{name}{{{text}}} {value}\n" for name, value in constants])
-        return f"{first} ", "\n" + "".join([f"{name} {value}\n" for name, value in constants])
+        publisher = [fam.publisher] if out.publisher_label else []
+        found: list[tuple[str, str]] = []
+        put, keys_before, names = found.append, None, ()
+        for sample in samples:
+            given = sample.labels
+            keys = tuple(given)
+            if keys != keys_before:  # a family's series share their label keys: names worked out once
+                names, keys_before = self._names_for(out, keys), keys
+            values = [*map(str, given.values()), *publisher]
+            text = ",".join([f'{k}="{escape_label_value(v)}"' for k, v in zip(names, values, strict=False)])
+            if text:
+                put(
+                    (
+                        f"{first}{{{text}}} ",
+                        "\n" + "".join([f"{name}{{{text}}} {value}\n" for name, value in constants]),
+                    )
+                )
+            else:
+                put((f"{first} ", "\n" + "".join([f"{name} {value}\n" for name, value in constants])))
+        return found
 
     def openmetrics(self, collection: Collection) -> str:
         with paused:  # a first render builds a few objects per series (gcpause.py)

@@ -2,11 +2,15 @@
 
 A first scrape (and ``show``, ``export``) builds a few objects per record
 and series, none in reference cycles. While the heap grows like that,
-CPython's collector runs full passes over it again and again: a quarter of
-a first scrape's time for 10,000 series. Paused, the new objects are
-traversed once, by one young-generation pass at the end of the outermost
-pause, inside the caller's time (not left for the program's next
-allocation), and only when the pause left enough young objects to matter.
+CPython's collector runs passes over it again and again: a quarter of a
+first scrape's time for 10,000 series. Paused, the new objects are
+traversed once: when the outermost pause ends with more new objects than
+the collector's first threshold, the collection the interpreter would have
+run is run there, inside the caller's time (not left for the program's
+next allocation), of the generations the interpreter's own thresholds pick.
+(A young-generation pass of our own would move the new objects to the
+middle generation, where the interpreter's next pass over it would
+traverse them again.)
 
 The pause nests and is shared by threads (a lock and a depth): the
 collector is enabled again, if it was enabled when the first pause began,
@@ -20,9 +24,6 @@ from __future__ import annotations
 import gc
 import threading
 from types import TracebackType
-
-#: Young objects left by a pause above which its end runs the young pass itself.
-DEFERRED_PASS_MIN = 2000
 
 _lock = threading.Lock()
 _depth = 0
@@ -47,8 +48,12 @@ class _Paused:
             if _depth or not _resume:
                 return
             gc.enable()
-        if gc.get_count()[0] > DEFERRED_PASS_MIN:
-            gc.collect(0)
+        if gc.get_count()[0] > gc.get_threshold()[0]:
+            _Nudge()  # an allocation the collector counts: it collects now, as it would have in the pause
+
+
+class _Nudge:
+    """A class whose instances the cyclic collector tracks: making one lets the interpreter collect."""
 
 
 #: ``with paused:`` (one shared, stateless object: entering it costs no allocation).
