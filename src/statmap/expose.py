@@ -374,7 +374,8 @@ class Exposer:
         first, constants = shape
         publisher = [fam.publisher] if out.publisher_label else []
         found: list[tuple[str, str]] = []
-        put, keys_before, names = found.append, None, ()
+        put, keys_before = found.append, None
+        names: tuple[str, ...] = ()
         for sample in samples:
             given = sample.labels
             keys = tuple(given)
