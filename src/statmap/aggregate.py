@@ -76,6 +76,14 @@ class _Family:
 
     def mismatch(self, spec: L.RecordSpec) -> str | None:
         """Why a record cannot be aggregated with this family (None if it can)."""
+        if (  # the usual answer first, in one expression (once per distinct record of a first scrape)
+            spec.mtype == self.mtype
+            and spec.flags == self.flags
+            and spec.bounds == self.bounds
+            and (spec.aggregation == self.aggregation or self.kind.merge != MODE)
+            and tuple(map(_first, spec.labels)) == self.label_names
+        ):
+            return None
         if spec.mtype != self.mtype:
             return f"type {TYPE_NAMES.get(spec.mtype, spec.mtype)} differs from {TYPE_NAMES.get(self.mtype)}"
         if spec.flags != self.flags:
