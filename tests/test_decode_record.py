@@ -119,7 +119,13 @@ def test_c_decode_run_builds_what_decode_record_builds(statdir: str) -> None:
         from statmap import _cells
     except ImportError:
         pytest.skip("needs the C cells built (python3 setup.py build_ext --inplace)")
-    run_of = _cells._decode_run  # type: ignore[attr-defined]  # private: not in _cells.pyi
+    decode_run = _cells._decode_run  # type: ignore[attr-defined]  # private: not in _cells.pyi
+
+    def run_of(*args: Any) -> list[tuple[bytes, L.Record]]:
+        """The run's (metadata bytes, record) pairs; its metadata total checked on the way."""
+        keys, records, metadata = decode_run(*args)
+        assert len(keys) == len(records) and metadata == sum(r.value_offset - r.offset for r in records)
+        return list(zip(keys, records, strict=True))
     pub = publish_everything(statdir, "app")
     counters = pub.counter("many", "Many", labels=("k", "v"))
     for i in range(40):

@@ -195,3 +195,31 @@ def test_collector_merges_duplicate_records(statdir: str) -> None:
     col = collect(statdir)
     assert (col.value("c", {"k": "a"}), col.value("fc", {"k": "a"})) == (30, 1.5)
     assert col.value("h", {"k": "a"}).count == 2 and col.value("s", {"k": "a"}).sum == 3.0
+
+
+def test_the_same_record_twice_in_a_row_is_one_spec(statdir: str) -> None:
+    """Duplicates next to each other (so that one run of the C record decoder builds both): the reader
+    shares one decoded spec between them, as it does for duplicates apart, and the collector adds them up."""
+    spec = L.RecordSpec(L.MetricType.COUNTER, "c", "C", labels=(("k", "a"),))
+    data, rel = L.encode_record(spec)
+    capacity = 4096
+    buf = bytearray(capacity)
+    buf[: L.HEADER_SIZE] = L.encode_header(IDENTITY, capacity)
+    end = L.HEADER_SIZE
+    for copy in (1, 2, 3):
+        buf[end : end + len(data)] = data
+        cells.Counter(buf, end + rel).inc(copy)
+        end += len(data)
+    cells.store_u64(buf, L.OFF_END, end)
+    cells.store_u64(buf, L.OFF_CLOSED_NS, 2)
+    cells.store_u64(buf, L.OFF_STATE, L.State.CLOSED)
+    path = Path(statdir) / "dups.1.00010203.statmap"
+    path.write_bytes(bytes(buf))
+    with statmap.open(path) as reader:
+        reader.poll()
+        records = reader.records
+        assert len(records) == 3 and records[0].spec is records[1].spec is records[2].spec
+        assert [r.offset for r in records] == [L.HEADER_SIZE + i * len(data) for i in range(3)]
+        assert [s.value for s in reader.snapshot().series] == [1, 2, 3]
+    col = collect(statdir)
+    assert col.errors == [] and col.value("c", {"k": "a"}) == 6

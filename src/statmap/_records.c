@@ -189,7 +189,8 @@ static PyObject *built(PyObject *cls, PyObject *names, PyObject *const *values, 
  * is not one to build here (the caller stops before it); -1 on error. */
 static int build_one(const unsigned char *b, Py_ssize_t len, Py_ssize_t offset, Py_ssize_t end,
                      const Py_ssize_t lim[5], PyObject *config, PyObject *shapes, PyObject *cache,
-                     Py_ssize_t *budget, previous_t *prev, PyObject **out, Py_ssize_t *size)
+                     Py_ssize_t *budget, previous_t *prev, PyObject **key_out, PyObject **record_out,
+                     Py_ssize_t *size)
 {
     head_t r;
     if (read_head(b, len, offset, end, lim, &r) < 0 || r.value_rel > *budget)
@@ -257,14 +258,13 @@ static int build_one(const unsigned char *b, Py_ssize_t len, Py_ssize_t offset, 
     Py_XDECREF(rv[0]), Py_XDECREF(rv[1]), Py_XDECREF(rv[3]), Py_XDECREF(rv[4]), Py_XDECREF(rv[5]);
     if (!record)
         goto done;
-    *out = PyTuple_Pack(2, key, record);
-    if (*out) {
-        *size = r.size;
-        *budget -= r.value_rel;
-        rc = 0;
-    }
+    *key_out = key, *record_out = record; /* the references go to the caller */
+    key = record = NULL;
+    *size = r.size;
+    *budget -= r.value_rel;
+    rc = 0;
 done:
-    Py_DECREF(key);
+    Py_XDECREF(key);
     Py_XDECREF(bounds);
     Py_XDECREF(strings);
     Py_XDECREF(labels);
@@ -280,10 +280,10 @@ done:
  * key of shapes (_layout checked it: the value says whether the type is
  * known), a known type has no bounds, no extra strings and is not one of
  * config's always-checked types, and its metadata bytes are not a key of
- * cache. A list of (metadata bytes, Record): most is (records, metadata
- * bytes), the most it builds (the reader's limits left); it ends before the
- * first record that is not such or would pass them (the caller takes that
- * one by its full path, which says why). config: (limits, always-checked types, RecordSpec, its
+ * cache: (their metadata bytes, the Records, the metadata bytes in all).
+ * most is (records, metadata bytes), the most it builds (the reader's
+ * limits left); it ends before the first record that is not such or would
+ * pass them (the caller takes that one by its full path, which says why). config: (limits, always-checked types, RecordSpec, its
  * field names, Record, its field names), from record_table.DECODE_RUN. */
 static PyObject *decode_run(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -306,22 +306,27 @@ static PyObject *decode_run(PyObject *mod, PyObject *const *args, Py_ssize_t nar
         return NULL;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    PyObject *out = PyList_New(0);
+    PyObject *keys = PyList_New(0), *records = PyList_New(0), *out = NULL;
     previous_t prev = {NULL, {NULL}, {0}};
-    while (out && offset < end && PyList_GET_SIZE(out) < most) {
-        PyObject *item = NULL;
+    Py_ssize_t metadata = budget, failed = !keys || !records;
+    while (!failed && offset < end && PyList_GET_SIZE(records) < most) {
+        PyObject *key = NULL, *record = NULL;
         Py_ssize_t size = 0;
-        int rc = build_one(view.buf, view.len, offset, end, lim, args[3], args[4], args[5], &budget, &prev, &item,
-                           &size);
-        if (rc < 0)
-            Py_CLEAR(out);
-        if (rc != 0)
+        int rc = build_one(view.buf, view.len, offset, end, lim, args[3], args[4], args[5], &budget, &prev, &key,
+                           &record, &size);
+        if (rc != 0) {
+            failed = rc < 0;
             break;
-        if (PyList_Append(out, item) < 0)
-            Py_CLEAR(out);
-        Py_DECREF(item);
+        }
+        failed = PyList_Append(keys, key) < 0 || PyList_Append(records, record) < 0;
+        Py_DECREF(key);
+        Py_DECREF(record);
         offset += size;
     }
+    if (!failed)
+        out = Py_BuildValue("(OOn)", keys, records, metadata - budget);
+    Py_XDECREF(keys);
+    Py_XDECREF(records);
     Py_XDECREF(prev.list);
     PyBuffer_Release(&view);
     return out;
@@ -331,6 +336,6 @@ PyMethodDef statmap_record_methods[] = {
     {"_record_fields", (PyCFunction)(void (*)(void))record_fields, METH_FASTCALL,
      "_record_fields(buffer, offset, end, limits) -> the record's checked fields, or None"},
     {"_decode_run", (PyCFunction)(void (*)(void))decode_run, METH_FASTCALL,
-     "_decode_run(buffer, offset, end, config, shapes, cache, most) -> [(metadata bytes, Record)...]"},
+     "_decode_run(buffer, offset, end, config, shapes, cache, most) -> (metadata bytes list, Records, total)"},
     {NULL, NULL, 0, NULL},
 };

@@ -21,8 +21,9 @@ from . import cli_fleet, cli_knobs
 from .directory import ENV_DIR, default_directory
 from .discover import statmap_files
 from .errors import CollectionError, DirectoryError, ResourceError
+from .gcpause import paused
 from .reader import Snapshot
-from .render import collector_paused, printable, printable_lines, read_snapshots, render_text
+from .render import printable, printable_lines, read_snapshots, render_text
 
 
 def readable_directory(args: argparse.Namespace) -> str:
@@ -74,7 +75,7 @@ def target_paths(args: argparse.Namespace) -> list[str]:
 def cmd_show(args: argparse.Namespace) -> int:
     if getattr(args, "aggregate", False):
         return cmd_show_aggregate(args)
-    with collector_paused():  # ~3 objects per series, no cycles: the collector's passes were most of the rest
+    with paused:  # ~3 objects per series, no cycles: the collector's passes were most of the rest (gcpause.py)
         return _show_files(args)
 
 

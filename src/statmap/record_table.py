@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 from . import _layout as L
@@ -88,7 +89,7 @@ CHECKED_SHAPES: dict[tuple[int, ...], bool] = {}
 DECODE_RUN = (L.RECORD_LIMITS, (int(L.MetricType.ENUM),), L.RecordSpec, tuple(L.RecordSpec.__dataclass_fields__),
               L.Record, tuple(L.Record.__dataclass_fields__))  # fmt: skip
 #: Runs of new records built whole in C (a private helper; None: record by record, as above).
-_decode_run: Callable[..., list[tuple[bytes, L.Record]]] | None = (
+_decode_run: Callable[..., tuple[list[bytes], list[L.Record], int]] | None = (
     getattr(_cells, "_decode_run", None) if cells.BACKEND == "c" else None
 )
 #: Records built in one ``_decode_run`` call at most.
@@ -104,7 +105,7 @@ class _Entry:
 
     __slots__ = ("first", "key", "known", "placed", "refs", "spec", "templates", "vsize")
 
-    def __init__(self, key: bytes, record: L.Record) -> None:
+    def __init__(self, key: bytes, record: L.Record, refs: int = 0) -> None:
         self.key = key
         self.spec = record.spec
         self.vsize = record.value_size
@@ -113,7 +114,7 @@ class _Entry:
         # metadata sits at one offset only, in every file of a program)
         self.first = record
         self.placed: dict[int, L.Record] | None = None
-        self.refs = 0  # readers holding it; the entry goes when the last of them closes
+        self.refs = refs  # readers holding it; the entry goes when the last of them closes
         # files parsed from their start with this first record (a list from the first one on)
         self.templates: list[_Template] | tuple[()] = ()
 
@@ -227,9 +228,9 @@ class RecordTable:
                 # New records: built whole in C while they need no check left to _layout (most do not).
                 # (runs of at most RUN_RECORDS: the run's list is transient memory)
                 most = (min(RUN_RECORDS, L.MAX_RECORDS - len(records)), L.MAX_METADATA - self.metadata)
-                run = _decode_run(m, offset, end, DECODE_RUN, CHECKED_SHAPES, cache, most)
-                if run:
-                    offset = self._take_run(run)
+                keys, built, metadata = _decode_run(m, offset, end, DECODE_RUN, CHECKED_SHAPES, cache, most)
+                if built:
+                    offset = self._take_run(keys, built, metadata)
                     continue
             if record is None:
                 fields = None if _record_fields is None else _record_fields(m, offset, end, L.RECORD_LIMITS)
@@ -259,25 +260,32 @@ class RecordTable:
         if fresh and len(records) >= TEMPLATE_MIN_RECORDS:
             self._leave_template(m, start, offset)
 
-    def _take_run(self, run: list[tuple[bytes, L.Record]]) -> int:
-        """Hold the records ``_decode_run`` built (new metadata, or repeated within the run); their end."""
-        cache, records, entries, metadata = _decoded, self.records, self.entries, self.metadata
-        record = run[0][1]
-        for key, record in run:
-            offset = record.offset
-            metadata += record.value_offset - offset
-            entry = cache.get(key)
-            if entry is None:
-                entry = cache[key] = _Entry(key, record)
-            else:  # the same metadata twice in the run: one spec object
-                if entry.spec is not record.spec:
-                    record = L.Record(offset, record.size, entry.spec, record.value_offset, entry.vsize, entry.known)
-                record = entry.place(record)
-            entry.refs += 1
-            entries.append(entry)
-            records.append(record)
-        self.metadata = metadata  # within MAX_METADATA: the run ends before a record that would pass it
-        return record.offset + record.size
+    def _take_run(self, keys: list[bytes], built: list[L.Record], metadata: int) -> int:
+        """Hold the records ``_decode_run`` built (new metadata bytes ``keys``, ``metadata`` of them in all,
+        within MAX_METADATA: the run ends before a record that would pass it); their end."""
+        cache, records, entries = _decoded, self.records, self.entries
+        self.metadata += metadata
+        if len(set(keys)) == len(keys):  # all new, all different: one entry each, in bulk
+            fresh = list(map(_Entry, keys, built, repeat(1)))
+            cache.update(zip(keys, fresh, strict=True))
+            entries += fresh
+            records += built
+        else:  # the same metadata twice in the run: one entry, one spec object
+            for key, record in zip(keys, built, strict=True):
+                entry = cache.get(key)
+                if entry is None:
+                    entry = cache[key] = _Entry(key, record)
+                else:
+                    if entry.spec is not record.spec:
+                        record = L.Record(
+                            record.offset, record.size, entry.spec, record.value_offset, entry.vsize, entry.known
+                        )
+                    record = entry.place(record)
+                entry.refs += 1
+                entries.append(entry)
+                records.append(record)
+        last = built[-1]
+        return last.offset + last.size
 
     def _adopt(self, first: _Entry, m: Any, start: int, end: int) -> bool:
         """Take the records of a template whose metadata this file repeats (its first record is parsed)."""

@@ -8,14 +8,13 @@ the window title or reorder what they read.
 
 from __future__ import annotations
 
-import gc
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .errors import FormatError
+from .gcpause import paused
 from .kinds import BY_NAME, Kind, human
 from .kinds import PERCENTILES as PERCENTILES  # re-exported: the human forms live in kinds
 from .kinds import number as number
@@ -59,19 +58,6 @@ def value_text(value: Any, missing: str = "(none)", kind: Kind | None = None) ->
     return human(value, kind)
 
 
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off inside (as it was after): for bulk reads that build ~3 objects per
-    series and no reference cycles, where its passes over the growing heap were a third of the time."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
-
-
 def read_snapshots(paths: Iterable[str]) -> tuple[list[Snapshot], list[FormatError]]:
     """Snapshots of every readable file; corrupt ones are returned as errors, not raised.
 
@@ -84,7 +70,7 @@ def read_snapshots(paths: Iterable[str]) -> tuple[list[Snapshot], list[FormatErr
     snapshots, errors = [], []
     previous: Any = None
     memo = SnapshotMemo()  # the Series' fields by record and plans by template, for the files alike
-    with collector_paused():
+    with paused:
         try:
             for path in paths:
                 try:
