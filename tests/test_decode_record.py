@@ -126,6 +126,7 @@ def test_c_decode_run_builds_what_decode_record_builds(statdir: str) -> None:
         keys, records, metadata = decode_run(*args)
         assert len(keys) == len(records) and metadata == sum(r.value_offset - r.offset for r in records)
         return list(zip(keys, records, strict=True))
+
     pub = publish_everything(statdir, "app")
     counters = pub.counter("many", "Many", labels=("k", "v"))
     for i in range(40):
