@@ -47,7 +47,7 @@ setup(
             "statmap._cells",
             # one extension from four files; the flags above apply to each
             sources=["src/statmap/_cells.c", "src/statmap/_family.c", "src/statmap/_reads.c", "src/statmap/_records.c"],
-            depends=["src/statmap/_cells.h", "src/statmap/_exp_bounds.h"],
+            depends=["src/statmap/_cells.h", "src/statmap/_exp_bounds.h", "src/statmap/_exp_index.h"],
             extra_compile_args=flags,
             extra_link_args=link,
             optional=True,

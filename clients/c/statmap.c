@@ -3,7 +3,7 @@
 #define _GNU_SOURCE 1 /* O_NOFOLLOW, O_CLOEXEC, flock, posix_fallocate */
 
 #include "statmap.h"
-#include "_exp_bounds.h" /* src/statmap: the exact scale-8 thresholds the Python cells use */
+#include "_exp_index.h" /* src/statmap: the Python cells' bucket index, downscaling plan and thresholds */
 
 #include <errno.h>
 #include <float.h>
@@ -82,9 +82,6 @@
 #define LATCH_YIELDS 100
 #define COPY_ROUNDS 20          /* copy mode: rounds of three whole copies */
 #define EXP_MAX_BUCKETS 2048   /* section 14 */
-#define EXP_MIN_SCALE (-4)
-#define EXP_MAX_SCALE 20
-#define EXP_LOG2E 1.4426950408889634 /* log2(e) correctly rounded, as _cells.c and _pycells_exp.py */
 #define COPY_LATCH_TRIES 10000  /* then per latch, with the latch protocol through pread */
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
@@ -1291,76 +1288,35 @@ int statmap_histogram_observe(statmap_series *s, double v)
  * the same operations in the same order, and the same downscaling; so the value areas are equal byte
  * for byte (tests/test_exphist_c.py). */
 
-static int64_t shr_floor(int64_t i, int k) { return i >= 0 ? i >> k : -((-(i + 1)) >> k) - 1; }
-static int64_t mod_m(int64_t i, int64_t m)
-{
-    int64_t r = i % m;
-    return r < 0 ? r + m : r;
-}
-
-/* The bucket index of a (positive, finite) at scale: base^i < a <= base^(i+1) (_cells.c exp_index). */
-static int64_t exp_index(double a, int scale)
-{
-    int e;
-    double m = frexp(a, &e);
-    if (scale <= 0)
-        return shr_floor(m == 0.5 ? e - 2 : e - 1, -scale);
-    if (m == 0.5) /* an exact power of two: the upper bound of its bucket */
-        return (int64_t)(e - 1) * ((int64_t)1 << scale) - 1;
-    if (scale <= EXP_TABLE_SCALE) {
-        double f = m + m; /* in (1, 2) */
-        int j = EXP_J0[(int)((f - 1.0) * (2 << EXP_TABLE_SCALE))];
-        j += f >= EXP_T[j + 1];
-        return shr_floor((int64_t)(e - 1) * (1 << EXP_TABLE_SCALE) + j, EXP_TABLE_SCALE - scale);
-    }
-    return (int64_t)floor(log(a) * ldexp(EXP_LOG2E, scale));
-}
-
-/* The rare path: downscale until idx fits, rewriting all of copy 0 from copy 1 under the latch, then
- * copy 1 from copy 0 (section 6: readers see the histogram before or after). head: count, sum, min,
- * max bits, zero count. */
+/* The rare path: downscale until idx fits (_exp_index.h's plan), rewriting all of copy 0 from copy 1
+ * under the latch, then copy 1 from copy 0 (section 6: readers see the histogram before or after).
+ * head: count, sum, min, max bits, zero count. */
 static void exp_rescale(uint64_t *seq, uint64_t *c0, uint64_t *c1, int64_t m, const uint64_t *head, int pos,
                         int64_t scale, int64_t idx, int64_t nl, int64_t nh)
 {
-    int64_t words = STATMAP_EXP_HEAD + 2 * m;
-    int k = 0;
-    while (shr_floor(nh, k) - shr_floor(nl, k) >= m && scale - k > EXP_MIN_SCALE)
-        k++;
-    int64_t lo[2], hi[2], n[2];
-    for (int sign = 0; sign < 2; sign++) {
-        int64_t l = (int64_t)load_rlx(c1 + 6 + 2 * sign), len = (int64_t)load_rlx(c1 + 7 + 2 * sign);
-        n[sign] = len < 0 || len > m ? m : len;
-        lo[sign] = shr_floor(l, k);
-        hi[sign] = shr_floor(l + n[sign] - 1, k);
-    }
-    int side = pos ? 0 : 1;
-    int64_t i2 = shr_floor(idx, k);
-    if (!n[side])
-        lo[side] = hi[side] = i2;
-    else if (i2 < lo[side])
-        i2 = lo[side] = i2 > hi[side] - m + 1 ? i2 : hi[side] - m + 1; /* past the coarsest scale: the edge */
-    else if (i2 > hi[side])
-        i2 = hi[side] = i2 < lo[side] + m - 1 ? i2 : lo[side] + m - 1;
+    int64_t words = STATMAP_EXP_HEAD + 2 * m, first[2], len[2];
+    for (int sign = 0; sign < 2; sign++)
+        first[sign] = (int64_t)load_rlx(c1 + 6 + 2 * sign), len[sign] = (int64_t)load_rlx(c1 + 7 + 2 * sign);
+    exp_plan_t p = exp_downscale(m, pos, scale, idx, nl, nh, first, len);
     uint64_t sq = latch_begin(seq);
     for (int w = 0; w < 5; w++)
         store_rlx(c0 + w, head[w]);
-    store_rlx(c0 + 5, (uint64_t)(scale - k));
+    store_rlx(c0 + 5, (uint64_t)(scale - p.k));
     for (int64_t w = STATMAP_EXP_HEAD; w < words; w++)
         store_rlx(c0 + w, 0);
     for (int sign = 0; sign < 2; sign++) {
-        int64_t l = (int64_t)load_rlx(c1 + 6 + 2 * sign);
         uint64_t *src = c1 + STATMAP_EXP_HEAD + sign * m, *dst = c0 + STATMAP_EXP_HEAD + sign * m;
-        for (int64_t j = 0; j < n[sign]; j++) {
-            uint64_t c = load_rlx(src + mod_m(l + j, m));
-            uint64_t *to = dst + mod_m(shr_floor(l + j, k), m);
+        for (int64_t j = 0; j < p.n[sign]; j++) {
+            uint64_t c = load_rlx(src + mod_m(first[sign] + j, m));
+            uint64_t *to = dst + mod_m(shr_floor(first[sign] + j, p.k), m);
             if (c)
                 store_rlx(to, load_rlx(to) + c);
         }
-        int on = n[sign] || sign == side;
-        store_rlx(c0 + 6 + 2 * sign, on ? (uint64_t)lo[sign] : 0);
-        store_rlx(c0 + 7 + 2 * sign, on ? (uint64_t)(hi[sign] - lo[sign] + 1) : 0);
+        int on = p.n[sign] || sign == p.side;
+        store_rlx(c0 + 6 + 2 * sign, on ? (uint64_t)p.lo[sign] : 0);
+        store_rlx(c0 + 7 + 2 * sign, on ? (uint64_t)(p.hi[sign] - p.lo[sign] + 1) : 0);
     }
-    uint64_t *b = c0 + STATMAP_EXP_HEAD + side * m + mod_m(i2, m);
+    uint64_t *b = c0 + STATMAP_EXP_HEAD + p.side * m + mod_m(p.i2, m);
     store_rlx(b, load_rlx(b) + 1);
     latch_middle(seq, sq);
     for (int64_t w = 0; w < words; w++)

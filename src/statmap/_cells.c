@@ -781,38 +781,10 @@ static PyObject *histogram_get_bounds(Cell *self, void *closure)
  * docs/format.md section 14; the pure twin is _pycells_exp.py and the two
  * must place every observation alike (same tables, same libm log above scale 8, same operations). */
 
-#include "_exp_bounds.h"
+#include "_exp_index.h" /* the bucket index and the downscaling plan, shared with clients/c */
 
 #define EXP_HEAD 10 /* count, sum, min, max, zero, scale, pos lo, pos len, neg lo, neg len */
-#define EXP_MIN_SCALE (-4)
-#define EXP_MAX_SCALE 20
 #define EXP_MAX_BUCKETS 2048
-#define EXP_LOG2E 1.4426950408889634
-
-static inline int64_t shr_floor(int64_t i, int k) { return i >= 0 ? i >> k : -((-(i + 1)) >> k) - 1; }
-static inline int64_t mod_m(int64_t i, int64_t m) { int64_t r = i % m; return r < 0 ? r + m : r; }
-
-/* The bucket index of a (positive, finite) at scale: base^i < a <= base^(i+1).
- * Up to scale 8 exact and without log: the scale-8 index from the exponent
- * and the mantissa's place among the exact thresholds (_exp_bounds.h: one
- * cell lookup, one comparison), shifted down to the scale (a coarser bucket
- * is a run of scale-8 buckets). Above 8 by libm's log, as the pure twin. */
-static inline int64_t exp_index(double a, int scale)
-{
-    int e;
-    double m = frexp(a, &e);
-    if (scale <= 0)
-        return shr_floor(m == 0.5 ? e - 2 : e - 1, -scale);
-    if (m == 0.5) /* an exact power of two: the upper bound of its bucket */
-        return (int64_t)(e - 1) * ((int64_t)1 << scale) - 1;
-    if (scale <= EXP_TABLE_SCALE) {
-        double f = m + m; /* in (1, 2) */
-        int j = EXP_J0[(int)((f - 1.0) * (2 << EXP_TABLE_SCALE))];
-        j += f >= EXP_T[j + 1];
-        return shr_floor((int64_t)(e - 1) * (1 << EXP_TABLE_SCALE) + j, EXP_TABLE_SCALE - scale);
-    }
-    return (int64_t)floor(log(a) * ldexp(EXP_LOG2E, scale));
-}
 
 static PyObject *exphist_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
@@ -850,44 +822,29 @@ static void exphist_rescale(uint64_t *seq, uint64_t *c0, uint64_t *c1, Py_ssize_
                             int64_t scale, int64_t idx, int64_t nl, int64_t nh)
 {
     Py_ssize_t words = EXP_HEAD + 2 * m;
-    int k = 0;
-    while (shr_floor(nh, k) - shr_floor(nl, k) >= m && scale - k > EXP_MIN_SCALE)
-        k++;
-    int64_t lo[2], hi[2], n[2];
-    for (int sign = 0; sign < 2; sign++) {
-        int64_t l = (int64_t)load_relaxed(c1 + 6 + 2 * sign), len = (int64_t)load_relaxed(c1 + 7 + 2 * sign);
-        n[sign] = len < 0 || len > m ? m : len; /* (our own file: only corruption makes it longer) */
-        lo[sign] = shr_floor(l, k);
-        hi[sign] = shr_floor(l + n[sign] - 1, k);
-    }
-    int side = pos ? 0 : 1;
-    int64_t i2 = shr_floor(idx, k);
-    if (!n[side])
-        lo[side] = hi[side] = i2;
-    else if (i2 < lo[side])
-        i2 = lo[side] = i2 > hi[side] - m + 1 ? i2 : hi[side] - m + 1; /* past the coarsest scale: the edge */
-    else if (i2 > hi[side])
-        i2 = hi[side] = i2 < lo[side] + m - 1 ? i2 : lo[side] + m - 1;
+    int64_t first[2], len[2];
+    for (int sign = 0; sign < 2; sign++)
+        first[sign] = (int64_t)load_relaxed(c1 + 6 + 2 * sign), len[sign] = (int64_t)load_relaxed(c1 + 7 + 2 * sign);
+    exp_plan_t p = exp_downscale(m, pos, scale, idx, nl, nh, first, len);
     uint64_t s = latch_begin(seq);
     for (int w = 0; w < 5; w++)
         store_relaxed(c0 + w, head[w]);
-    store_relaxed(c0 + 5, (uint64_t)(scale - k));
+    store_relaxed(c0 + 5, (uint64_t)(scale - p.k));
     for (Py_ssize_t w = EXP_HEAD; w < words; w++)
         store_relaxed(c0 + w, 0);
     for (int sign = 0; sign < 2; sign++) {
-        int64_t l = (int64_t)load_relaxed(c1 + 6 + 2 * sign);
         uint64_t *src = c1 + EXP_HEAD + sign * m, *dst = c0 + EXP_HEAD + sign * m;
-        for (int64_t j = 0; j < n[sign]; j++) {
-            uint64_t c = load_relaxed(src + mod_m(l + j, m));
-            uint64_t *to = dst + mod_m(shr_floor(l + j, k), m);
+        for (int64_t j = 0; j < p.n[sign]; j++) {
+            uint64_t c = load_relaxed(src + mod_m(first[sign] + j, m));
+            uint64_t *to = dst + mod_m(shr_floor(first[sign] + j, p.k), m);
             if (c)
                 store_relaxed(to, load_relaxed(to) + c);
         }
-        int on = n[sign] || sign == side;
-        store_relaxed(c0 + 6 + 2 * sign, on ? (uint64_t)lo[sign] : 0);
-        store_relaxed(c0 + 7 + 2 * sign, on ? (uint64_t)(hi[sign] - lo[sign] + 1) : 0);
+        int on = p.n[sign] || sign == p.side;
+        store_relaxed(c0 + 6 + 2 * sign, on ? (uint64_t)p.lo[sign] : 0);
+        store_relaxed(c0 + 7 + 2 * sign, on ? (uint64_t)(p.hi[sign] - p.lo[sign] + 1) : 0);
     }
-    uint64_t *b = c0 + EXP_HEAD + side * m + mod_m(i2, m);
+    uint64_t *b = c0 + EXP_HEAD + p.side * m + mod_m(p.i2, m);
     store_relaxed(b, load_relaxed(b) + 1);
     latch_switch(seq, s);
     for (Py_ssize_t w = 0; w < words; w++)

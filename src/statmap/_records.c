@@ -283,8 +283,9 @@ done:
  * cache: (their metadata bytes, the Records, the metadata bytes in all).
  * most is (records, metadata bytes), the most it builds (the reader's
  * limits left); it ends before the first record that is not such or would
- * pass them (the caller takes that one by its full path, which says why). config: (limits, always-checked types, RecordSpec, its
- * field names, Record, its field names), from record_table.DECODE_RUN. */
+ * pass them (the caller takes that one by its full path, which says why).
+ * config: (limits, always-checked types, RecordSpec, its field names,
+ * Record, its field names), from record_table.DECODE_RUN. */
 static PyObject *decode_run(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer view;
