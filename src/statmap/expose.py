@@ -383,15 +383,8 @@ class Exposer:
                 names, keys_before = self._names_for(out, keys), keys
             values = [*map(str, given.values()), *publisher]
             text = ",".join([f'{k}="{escape_label_value(v)}"' for k, v in zip(names, values, strict=False)])
-            if text:
-                put(
-                    (
-                        f"{first}{{{text}}} ",
-                        "\n" + "".join([f"{name}{{{text}}} {value}\n" for name, value in constants]),
-                    )
-                )
-            else:
-                put((f"{first} ", "\n" + "".join([f"{name} {value}\n" for name, value in constants])))
+            inner = f"{{{text}}}" if text else ""
+            put((f"{first}{inner} ", "\n" + "".join([f"{name}{inner} {value}\n" for name, value in constants])))
         return found
 
     def openmetrics(self, collection: Collection) -> str:
