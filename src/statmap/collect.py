@@ -124,7 +124,10 @@ class Collector:
             src = None
         if src is None:
             reader = Reader(path)  # FormatError if it cannot be opened
-            src = _Source(path, inode, reader, is_archive_name(name))
+            # The file it opened, which is not the one listed or looked at if that was replaced since
+            # (an archive): later collections compare the path's inode with this one.
+            opened = reader.inode
+            src = _Source(path, inode if opened is None else opened, reader, is_archive_name(name))
             self._sources[name] = src
         return src
 

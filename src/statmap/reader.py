@@ -464,6 +464,11 @@ class Reader:
         return template if template is None or template.users > 0 else None
 
     @property
+    def inode(self) -> int | None:
+        """The inode number of the file this reader opened (it reads no other), or None before that."""
+        return None if self._ident is None else self._ident[1]
+
+    @property
     def header(self) -> L.Header | None:
         """The header as of the last ``poll()`` or ``snapshot()``."""
         return self._header
