@@ -261,21 +261,23 @@ def test_one_directory_listing(statdir: str) -> None:
     pub.close()
 
 
-def test_an_archive_replaced_between_its_stat_and_its_open(statdir: str, tmp_path: object) -> None:
+def test_an_archive_replaced_between_its_stat_and_its_open(
+    statdir: str, tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A cleaner replaces the archive between the collector's look at the path and its reader's open: the
     cached source must describe the file its reader holds, so that later collections notice the next
     replacement (even one whose new file reuses the inode number the collector saw) instead of failing
     with "replaced by another file since it was opened" (seen once in CI's test_200_short_lived_workers)."""
     from statmap import collect as collect_module
+    from statmap.reader import Reader
 
     _closed_worker(statdir, 1)
     assert clean(statdir).folded
     path = archive_path(statdir, "worker")
     spare = os.path.join(str(tmp_path), "spare.statmap")
     shutil.copyfile(path, spare)  # the same archive in another file (another inode)
-    real = collect_module.Reader
 
-    class ReplacedFirst(real):  # type: ignore[misc,valid-type]
+    class ReplacedFirst(Reader):
         """A real reader; before its first open a real rename replaces the archive, once."""
 
         def __init__(self, opened: str) -> None:
@@ -284,11 +286,9 @@ def test_an_archive_replaced_between_its_stat_and_its_open(statdir: str, tmp_pat
             super().__init__(opened)
 
     watcher = Collector(statdir)
-    collect_module.Reader = ReplacedFirst
-    try:
+    with monkeypatch.context() as patched:
+        patched.setattr(collect_module, "Reader", ReplacedFirst)
         assert watcher.collect().value("jobs", {"kind": "a"}) == 1  # looked at one file, read the next one
-    finally:
-        collect_module.Reader = real
     src = watcher._sources[os.path.basename(path)]
     assert src.inode == os.stat(path).st_ino  # the file the reader holds, not the one looked at
     # The next replacements, one of them reusing an inode number if this file system reuses them: each
