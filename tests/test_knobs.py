@@ -477,3 +477,31 @@ def test_declaring_a_knob_does_not_hide_a_change_from_the_others(statdir: str) -
     knobs.check_now()
     assert first.value is True and first.origin == "operator"
     pub.remove()
+
+
+def test_a_process_that_declares_between_the_look_and_the_write_is_waited_for(
+    workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``statmap set`` looks at the live processes, then writes the control file: a process that declares
+    its knobs in between reads the old file. The command must wait for its answer too, or requests it serves
+    just after the command reported success get the old value (seen in test_knobs_gunicorn's fleet, where
+    workers start all the time). The process is started (for real) right after the command's first look."""
+    from statmap import knob_set
+
+    first = workers.start()
+    real = read_knobs
+    late: list[subprocess.Popen[str]] = []
+
+    def look(directory: str, name: str | None = None) -> Any:
+        found = real(directory, name)
+        if not late:  # the first look: a new process declares its knobs before the write
+            late.append(workers.start())
+        return found
+
+    monkeypatch.setattr(knob_set, "read_knobs", look)
+    result = knob_set.set_knobs(workers.statdir, "web", {"maintenance": "true"}, timeout=10)
+    assert result.code == 0, result
+    answered = {pid for _publisher, pid, _knob, _value, _outcome in result.answers}
+    assert {first.pid, late[0].pid} <= answered, result.answers
+    assert all(outcome == "applied" for *_, outcome in result.answers), result.answers
+    assert workers.wait_observed(late[0], maintenance=True)["maintenance"] is True

@@ -70,6 +70,11 @@ def set_knobs(
             return SetResult(2, f"no live process of {name!r} has pid {pid}")
         target_id = targets[0].target
     seq, replaced = _write(directory, name, requests, target_id, {p.target for p in live})
+    if pid is None:
+        # Every process alive now, after the write: one that declared its knobs between the look above and
+        # the write read the file before it and is waited for too (one that declares them later reads it).
+        after, _errors = read_knobs(directory, name)
+        targets = [p for p in after if p.status == ALIVE]
     if not targets:
         return SetResult(
             0, note=f"{name}: no live process; saved for processes that start later", seq=seq, replaced=replaced
