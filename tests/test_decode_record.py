@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import statmap
 from statmap import _layout as L
 from statmap.record_table import CHECKED_SHAPES, DECODE_RUN, record_from_fields
 
@@ -43,6 +44,21 @@ def test_decoded_records_equal_constructed_ones(statdir: str) -> None:
     assert len(types) >= 5
 
 
+def _closed_records(pub: statmap.Publisher) -> tuple[bytes, L.Header, list[int]]:
+    """The publisher's file after closing it: its bytes, header and record offsets."""
+    try:
+        with open(pub.path, "rb") as f:
+            data = f.read()
+    finally:
+        pub.close()
+    header = L.decode_header(data)
+    offsets, offset = [], header.header_size
+    while offset < header.end:
+        offsets.append(offset)
+        offset += L.decode_record(data, offset, header.end).size
+    return data, header, offsets
+
+
 def _outcome(fn: Any) -> Any:
     try:
         record = fn()
@@ -62,16 +78,7 @@ def test_c_record_fields_read_as_decode_record(statdir: str) -> None:
     pub = publish_everything(statdir, "app")
     hist = pub.histogram("odd", "Odd", labels=("k",), buckets=(-1e300, -0.0, 1e-300, 2.5))
     hist.labels("ünï\x00code").observe(1)
-    try:
-        with open(pub.path, "rb") as f:
-            data = f.read()
-    finally:
-        pub.close()
-    header = L.decode_header(data)
-    offsets, offset = [], header.header_size
-    while offset < header.end:
-        offsets.append(offset)
-        offset += L.decode_record(data, offset, header.end).size
+    data, header, offsets = _closed_records(pub)
 
     def both(buf: bytes | bytearray, at: int, end: int) -> None:
         pure = _outcome(lambda: L.decode_record(buf, at, end))
@@ -132,19 +139,10 @@ def test_c_decode_run_builds_what_decode_record_builds(statdir: str) -> None:
     for i in range(40):
         counters.labels(f"ü{i}", "x\x00y").inc()
     pub.gauge("plain", "Plain").set(1)
-    try:
-        with open(pub.path, "rb") as f:
-            data = f.read()
-    finally:
-        pub.close()
-    header = L.decode_header(data)
-    offsets, offset = [], header.header_size
-    while offset < header.end:
-        record = L.decode_record(data, offset, header.end)
-        offsets.append(offset)
+    data, header, offsets = _closed_records(pub)
+    for offset in offsets:
         fields = _cells._record_fields(data, offset, header.end, L.RECORD_LIMITS)  # type: ignore[attr-defined]
         record_from_fields(offset, fields)  # its shape checked, as record_table does before a run
-        offset += record.size
 
     def check(buf: bytes | bytearray, at: int, end: int, cache: dict[bytes, Any], most: int = 1 << 20) -> int:
         run = run_of(buf, at, end, DECODE_RUN, CHECKED_SHAPES, cache, (most, 1 << 30))
